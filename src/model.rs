@@ -1,0 +1,97 @@
+//! The data that crosses the wire: a pod's JSON (SPEC §6) and the cluster map (SPEC §7).
+//!
+//! Both the leader (which builds maps) and the pods (which render from them) use these types, and
+//! they are what ZooKeeper stores, so every field here is part of the contract.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a pod is, as registered in ZooKeeper and sent in cluster maps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    pub uuid: String,
+    pub seq: u32,
+    pub cluster: String,
+    pub namespace: String,
+    /// The address peers use.
+    pub ip: String,
+    /// A stable DNS name when there is one, else the ip.
+    pub host: String,
+    /// The address outside users use.
+    pub public: String,
+    /// The node (host machine) the pod runs on, when known.
+    #[serde(default)]
+    pub node: String,
+    /// The scheduler's task id, when known.
+    #[serde(default)]
+    pub task: String,
+    /// Container port → the port peers reach it at (remapped on Marathon).
+    pub ports: BTreeMap<String, u16>,
+    /// The control port peers call.
+    pub control_port: u16,
+    /// Which binding found the identity: `explicit`, `kubernetes`, `marathon`, `local`.
+    #[serde(default)]
+    pub binding: String,
+    /// ochopod's version.
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub state: PodState,
+}
+
+/// The pod's standing in its cluster, as the leader and dependents read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodState {
+    #[default]
+    Running,
+    /// An operator turned it off: the leader skips it until an `on`.
+    Held,
+    /// Sanity checks or configuration failed: left out.
+    Failed,
+    /// Shutting down (SIGTERM): dependents and the leader drop it.
+    Leaving,
+}
+
+impl PodState {
+    /// Whether the leader and dependents count this pod.
+    pub fn is_live(self) -> bool {
+        self == PodState::Running
+    }
+}
+
+/// The body of `POST /control/on` and `/control/check` (SPEC §7).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMap {
+    pub generation: u64,
+    /// The uuid of the receiver.
+    pub key: String,
+    pub pods: BTreeMap<String, Pod>,
+    #[serde(default)]
+    pub added: Vec<String>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// The pods of the last configuration that this one drops, so that every receiver (a new pod
+    /// too) can render them. An addition to SPEC §7; a receiver falls back to its own last map.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed_pods: BTreeMap<String, Pod>,
+    /// Dependency name (as written in depends_on, or ns.name for wildcard matches) → its pods.
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, BTreeMap<String, Pod>>,
+}
+
+impl ClusterMap {
+    /// The pods sorted by seq, as templates see them.
+    pub fn pods_by_seq(&self) -> Vec<&Pod> {
+        let mut pods: Vec<&Pod> = self.pods.values().collect();
+        pods.sort_by_key(|p| (p.seq, p.uuid.clone()));
+        pods
+    }
+
+    /// The receiver's own entry.
+    pub fn me(&self) -> Option<&Pod> {
+        self.pods.get(&self.key)
+    }
+}
