@@ -22,6 +22,8 @@
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.
 
 pub mod binding;
+pub mod check;
+pub mod logs;
 pub mod control;
 pub mod model;
 pub mod render;
