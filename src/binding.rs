@@ -23,7 +23,13 @@ pub struct BindingError(String);
 pub fn detect_from_process_env(ports: &[u16]) -> Result<Identity, BindingError> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let ip = var("OCHOPOD_IP").unwrap_or_else(|| "127.0.0.1".into());
-    let listen_port: u16 = var("OCHOPOD_PORT").map(|p| p.parse().map_err(|_| BindingError(format!("OCHOPOD_PORT: {p:?} is not a port")))).transpose()?.unwrap_or(8080);
+    let listen_port: u16 = var("OCHOPOD_PORT")
+        .map(|p| {
+            p.parse()
+                .map_err(|_| BindingError(format!("OCHOPOD_PORT: {p:?} is not a port")))
+        })
+        .transpose()?
+        .unwrap_or(8080);
     Ok(Identity {
         public: var("OCHOPOD_PUBLIC_IP").unwrap_or_else(|| ip.clone()),
         host: var("OCHOPOD_HOST").unwrap_or_else(|| ip.clone()),

@@ -15,7 +15,11 @@ pub fn command_templates(spec: &PodSpec) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut line = |name: &str, l: &CommandLine| match l {
         CommandLine::Shell(s) => out.push((name.to_string(), s.clone())),
-        CommandLine::Exec(v) => out.extend(v.iter().enumerate().map(|(i, s)| (format!("{name}[{i}]"), s.clone()))),
+        CommandLine::Exec(v) => out.extend(
+            v.iter()
+                .enumerate()
+                .map(|(i, s)| (format!("{name}[{i}]"), s.clone())),
+        ),
     };
     if let Some(apply) = &spec.settings.apply {
         line("settings.apply.command", apply);
@@ -42,7 +46,10 @@ pub fn command_templates(spec: &PodSpec) -> Vec<(String, String)> {
             out.push((name.to_string(), hook.clone()));
         }
     }
-    for (name, check) in [("checks.ready.command", &spec.checks.ready), ("checks.sanity.command", &spec.checks.sanity)] {
+    for (name, check) in [
+        ("checks.ready.command", &spec.checks.ready),
+        ("checks.sanity.command", &spec.checks.sanity),
+    ] {
         if let Some(check) = check {
             out.push((name.to_string(), check.command.clone()));
         }
@@ -59,7 +66,10 @@ pub fn render_all(spec: &PodSpec, map: &ClusterMap) -> Result<render::Rendered, 
     let renderer = Renderer::new(spec).map_err(|e| vec![e.to_string()])?;
     let ctx = Context::new(spec, map, None, &env()).map_err(|e| vec![e.to_string()])?;
     let mut problems = Vec::new();
-    let rendered = renderer.render_pod(&ctx).map_err(|e| problems.push(e.to_string())).ok();
+    let rendered = renderer
+        .render_pod(&ctx)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
     for (name, template) in command_templates(spec) {
         if let Err(e) = renderer.render_str(&name, &template, &ctx) {
             problems.push(e.to_string());
@@ -82,7 +92,11 @@ pub fn check(path: &Path) -> i32 {
     };
     match render_all(&spec, &render::sample_map(&spec)) {
         Ok(_) => {
-            println!("{}: ok ({} templates rendered against a sample cluster of 3 pods)", path.display(), spec.templates.len());
+            println!(
+                "{}: ok ({} templates rendered against a sample cluster of 3 pods)",
+                path.display(),
+                spec.templates.len()
+            );
             0
         }
         Err(problems) => {
@@ -103,7 +117,10 @@ pub fn render(path: &Path, cluster: &Path) -> i32 {
             return 2;
         }
     };
-    let map: ClusterMap = match std::fs::read_to_string(cluster).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+    let map: ClusterMap = match std::fs::read_to_string(cluster)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{}: not a cluster map: {e}", cluster.display());

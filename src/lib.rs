@@ -23,8 +23,8 @@
 
 pub mod binding;
 pub mod check;
-pub mod logs;
 pub mod control;
+pub mod logs;
 pub mod model;
 pub mod render;
 pub mod runtime;

@@ -36,7 +36,11 @@ impl LogRing {
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
+        lines
+            .iter()
+            .skip(lines.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 }
 
@@ -78,7 +82,14 @@ mod tests {
             ring.push(&format!("line {i}\n"));
         }
         let tail = ring.tail(3);
-        assert_eq!(tail, vec![format!("line {}", LINES + 7), format!("line {}", LINES + 8), format!("line {}", LINES + 9)]);
+        assert_eq!(
+            tail,
+            vec![
+                format!("line {}", LINES + 7),
+                format!("line {}", LINES + 8),
+                format!("line {}", LINES + 9)
+            ]
+        );
         assert_eq!(ring.tail(usize::MAX).len(), LINES);
         ring.push(&"é".repeat(LINE_BYTES));
         assert!(ring.tail(1)[0].len() <= LINE_BYTES);

@@ -12,7 +12,11 @@ use ochopod::logs::{LogRing, TeeWriter};
 use ochopod::runtime::{self, RunOptions, StartError};
 
 #[derive(Parser)]
-#[command(name = "ochopod", version, about = "Configure and supervise clustered containers from a pod.yaml")]
+#[command(
+    name = "ochopod",
+    version,
+    about = "Configure and supervise clustered containers from a pod.yaml"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "OCHOPOD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
@@ -53,7 +57,10 @@ fn init_logging(format: LogFormat, ring: &LogRing) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("OCHOPOD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = TeeWriter { ring: ring.clone() };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
     match format {
         LogFormat::Human => builder.with_ansi(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -65,7 +72,11 @@ fn main() -> ExitCode {
     let ring = LogRing::default();
     init_logging(cli.log_format, &ring);
     let code = match cli.command {
-        Command::Run { pod_yaml, standalone } => run(RunOptions { pod_yaml, standalone, ring }),
+        Command::Run { pod_yaml, standalone } => run(RunOptions {
+            pod_yaml,
+            standalone,
+            ring,
+        }),
         Command::Check { pod_yaml } => ochopod::check::check(&pod_yaml),
         Command::Render { pod_yaml, cluster } => ochopod::check::render(&pod_yaml, &cluster),
     };
@@ -73,7 +84,11 @@ fn main() -> ExitCode {
 }
 
 fn run(opts: RunOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ochopod: cannot start the async runtime: {e}");

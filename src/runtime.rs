@@ -72,7 +72,9 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state dir {}", dir.display()))?;
     let uuid = uuid::Uuid::new_v4().to_string();
     let tmp = dir.join("uuid.tmp");
-    std::fs::write(&tmp, &uuid).and_then(|()| std::fs::rename(&tmp, &path)).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&tmp, &uuid)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(uuid)
 }
 
@@ -81,10 +83,16 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
 pub fn tokens(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<String>> {
     let text = match (env("OCHOPOD_TOKEN"), env("OCHOPOD_TOKEN_FILE")) {
         (Some(t), _) => t,
-        (None, Some(file)) => std::fs::read_to_string(&file).with_context(|| format!("OCHOPOD_TOKEN_FILE: cannot read {file}"))?,
+        (None, Some(file)) => std::fs::read_to_string(&file)
+            .with_context(|| format!("OCHOPOD_TOKEN_FILE: cannot read {file}"))?,
         (None, None) => return Ok(Vec::new()),
     };
-    Ok(text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 fn process_env() -> impl Fn(&str) -> Option<String> {
@@ -105,7 +113,11 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     let renderer = Renderer::new(&spec).map_err(|e| anyhow!("{e}"))?;
     let me = Pod {
         uuid: uuid.clone(),
-        seq: if opts.standalone { 1 } else { identity.ordinal.map(|o| o + 1).unwrap_or(0) },
+        seq: if opts.standalone {
+            1
+        } else {
+            identity.ordinal.map(|o| o + 1).unwrap_or(0)
+        },
         cluster: spec.cluster.clone(),
         namespace: spec.namespace.clone(),
         ip: identity.ip.clone(),
@@ -136,10 +148,17 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     });
 
     let address = format!("{}:{}", identity.bind, identity.listen_port);
-    let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)"))?;
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)"))?;
     tracing::info!(%address, "control API listening");
     let (view_tx, view) = watch::channel(ClusterView {
-        role: if opts.standalone { "standalone" } else { "connecting" }.into(),
+        role: if opts.standalone {
+            "standalone"
+        } else {
+            "connecting"
+        }
+        .into(),
         status: String::new(),
         seq: me.seq,
         connected: false,
@@ -185,7 +204,13 @@ pub fn map_of_one(me: &Pod) -> ClusterMap {
     me.seq = me.seq.max(1);
     let mut pods = BTreeMap::new();
     pods.insert(me.uuid.clone(), me.clone());
-    ClusterMap { generation: 1, key: me.uuid, pods, added: Vec::new(), ..Default::default() }
+    ClusterMap {
+        generation: 1,
+        key: me.uuid,
+        pods,
+        added: Vec::new(),
+        ..Default::default()
+    }
 }
 
 /// Handles OS signals until the pod must stop, stops the process, and returns the exit code.

@@ -49,9 +49,19 @@ pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(given) if api.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), given.as_bytes())) => next.run(request).await,
+        Some(given)
+            if api
+                .tokens
+                .iter()
+                .any(|t| constant_time_eq(t.as_bytes(), given.as_bytes())) =>
+        {
+            next.run(request).await
+        }
         Some(_) => error(StatusCode::UNAUTHORIZED, "bad token"),
-        None => error(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer ...)"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer ...)",
+        ),
     }
 }
 
@@ -60,12 +70,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A body that is empty (None) or a cluster map; anything else is a 4xx.
-fn parse_map(body: Result<Bytes, BytesRejection>) -> Result<Option<ClusterMap>, Response> {
-    let body = body.map_err(|r| error(r.status(), r.body_text()))?;
+fn parse_map(body: Result<Bytes, BytesRejection>) -> Result<Option<ClusterMap>, Box<Response>> {
+    let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&body).map(Some).map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not a cluster map: {e}")))
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a cluster map: {e}"),
+        ))
+    })
 }
 
 pub async fn healthz() -> Response {
@@ -90,13 +105,21 @@ pub async fn readyz(State(api): State<Api>) -> Response {
     if s.sanity_failures > 0 {
         reasons.push(format!("{} sanity check failure(s)", s.sanity_failures));
     }
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reasons": reasons }))).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "ready": false, "reasons": reasons })),
+    )
+        .into_response()
 }
 
 pub async fn info(State(api): State<Api>) -> Response {
     let s = api.supervise.status().borrow().clone();
     let view = api.cluster.borrow().clone();
-    let mut me = api.supervise.last_map().and_then(|m| m.me().cloned()).unwrap_or_else(|| api.me.clone());
+    let mut me = api
+        .supervise
+        .last_map()
+        .and_then(|m| m.me().cloned())
+        .unwrap_or_else(|| api.me.clone());
     if view.seq > 0 {
         me.seq = view.seq;
     }
@@ -106,7 +129,14 @@ pub async fn info(State(api): State<Api>) -> Response {
         obj.insert("key".into(), json!(format!("{}.{}", me.namespace, me.cluster)));
         obj.insert("pod_state".into(), json!(s.state));
         obj.insert("state".into(), json!(view.role));
-        obj.insert("status".into(), json!(if view.role == "leader" && !view.status.is_empty() { view.status.clone() } else { s.status.clone() }));
+        obj.insert(
+            "status".into(),
+            json!(if view.role == "leader" && !view.status.is_empty() {
+                view.status.clone()
+            } else {
+                s.status.clone()
+            }),
+        );
         obj.insert("cluster_status".into(), json!(view.status));
         obj.insert("connected".into(), json!(view.connected));
         obj.insert("process".into(), json!(s.process));
@@ -127,7 +157,10 @@ pub struct LogQuery {
     lines: Option<usize>,
 }
 
-pub async fn log(State(api): State<Api>, query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn log(
+    State(api): State<Api>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(q)) = query else {
         return error(StatusCode::BAD_REQUEST, "lines must be a non-negative integer");
     };
@@ -138,7 +171,7 @@ pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) 
     match parse_map(body) {
         Ok(Some(map)) => done(api.supervise.check(map).await),
         Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -146,7 +179,7 @@ pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
     match parse_map(body) {
         Ok(Some(map)) => done(api.supervise.on(Some(map), Origin::Leader).await),
         Ok(None) => done(api.supervise.on(None, Origin::Operator).await),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -196,6 +229,9 @@ pub async fn reset(State(api): State<Api>) -> Response {
             Ok(()) => Json(json!({ "ok": true })).into_response(),
             Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the sync loop is not running"),
         },
-        None => error(StatusCode::CONFLICT, "standalone pod: there is no ZooKeeper session to reset"),
+        None => error(
+            StatusCode::CONFLICT,
+            "standalone pod: there is no ZooKeeper session to reset",
+        ),
     }
 }

@@ -73,17 +73,24 @@ pub fn router(api: Api) -> Router {
         .route("/control/signal", post(handlers::signal))
         .route("/control/kill", post(handlers::kill))
         .route("/reset", post(handlers::reset))
-        .route_layer(axum::middleware::from_fn_with_state(api.clone(), handlers::authenticate));
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            handlers::authenticate,
+        ));
     open.merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
 
 /// Serves the API on `listener` until `shutdown` fires.
 pub async fn serve(listener: TcpListener, api: Api, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(api)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 /// A JSON error answer.

@@ -33,9 +33,16 @@ pub struct RenderedFile {
 }
 
 impl Context {
-    pub fn new(_spec: &PodSpec, map: &ClusterMap, _previous: Option<&ClusterMap>, env: &BTreeMap<String, String>) -> Result<Context, RenderError> {
+    pub fn new(
+        _spec: &PodSpec,
+        map: &ClusterMap,
+        _previous: Option<&ClusterMap>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Context, RenderError> {
         let me = map.me().ok_or_else(|| RenderError("no key".into()))?;
-        Ok(Context(serde_json::json!({"pod": me, "env": env, "cluster": {"pods": map.pods_by_seq(), "size": map.pods.len(), "generation": map.generation}})))
+        Ok(Context(
+            serde_json::json!({"pod": me, "env": env, "cluster": {"pods": map.pods_by_seq(), "size": map.pods.len(), "generation": map.generation}}),
+        ))
     }
 }
 
@@ -44,26 +51,47 @@ impl Renderer {
         let mut hb = handlebars::Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
-        Ok(Renderer { hb, spec: spec.clone() })
+        Ok(Renderer {
+            hb,
+            spec: spec.clone(),
+        })
     }
 
     pub fn render_str(&self, _name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
-        self.hb.render_template(template, &ctx.0).map_err(|e| RenderError(e.to_string()))
+        self.hb
+            .render_template(template, &ctx.0)
+            .map_err(|e| RenderError(e.to_string()))
     }
 
     pub fn render_pod(&self, ctx: &Context) -> Result<Rendered, RenderError> {
         let r = |t: &str| self.render_str("", t, ctx);
         let mut files = Vec::new();
         for t in &self.spec.templates {
-            files.push(RenderedFile { dest: PathBuf::from(r(&t.dest)?), content: r(&t.text)?, mode: t.mode, write: t.write });
+            files.push(RenderedFile {
+                dest: PathBuf::from(r(&t.dest)?),
+                content: r(&t.text)?,
+                mode: t.mode,
+                write: t.write,
+            });
         }
         let command = match &self.spec.process.command {
             CommandLine::Shell(s) => CommandLine::Shell(r(s)?),
             CommandLine::Exec(v) => CommandLine::Exec(v.iter().map(|s| r(s)).collect::<Result<_, _>>()?),
         };
-        let env = self.spec.process.env.iter().map(|(k, v)| Ok((k.clone(), r(v)?))).collect::<Result<_, RenderError>>()?;
+        let env = self
+            .spec
+            .process
+            .env
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), r(v)?)))
+            .collect::<Result<_, RenderError>>()?;
         let cwd = self.spec.process.cwd.as_deref().map(r).transpose()?;
-        Ok(Rendered { files, command, env, cwd })
+        Ok(Rendered {
+            files,
+            command,
+            env,
+            cwd,
+        })
     }
 }
 

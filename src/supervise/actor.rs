@@ -145,7 +145,16 @@ impl Actor {
                 self.enabled = false;
                 self.restart_at = None;
                 self.stop_process().await;
-                self.publish(|s| s.status = format!("off ({})", if origin == Origin::Operator { "held by an operator" } else { "by the leader" }));
+                self.publish(|s| {
+                    s.status = format!(
+                        "off ({})",
+                        if origin == Origin::Operator {
+                            "held by an operator"
+                        } else {
+                            "by the leader"
+                        }
+                    )
+                });
                 let _ = reply.send(Ok(()));
             }
             Command::Kill { reply } => {
@@ -153,7 +162,11 @@ impl Actor {
                 self.restart_at = None;
                 self.stop_process().await;
                 self.finalize().await;
-                let code = if self.ctx.spec.process.linger { None } else { Some(0) };
+                let code = if self.ctx.spec.process.linger {
+                    None
+                } else {
+                    Some(0)
+                };
                 self.publish(|s| {
                     s.process = ProcessState::Dead;
                     s.status = "killed".into();
@@ -188,23 +201,45 @@ impl Actor {
             None => previous.as_deref().cloned().ok_or(ControlError::NoMap)?,
         };
         if map.generation < now.generation {
-            return Err(ControlError::Stale { have: now.generation, got: map.generation });
+            return Err(ControlError::Stale {
+                have: now.generation,
+                got: map.generation,
+            });
         }
         if !map.pods.contains_key(&map.key) {
-            return Err(ControlError::BadMap(format!("the map's key {:?} is not one of its pods", map.key)));
+            return Err(ControlError::BadMap(format!(
+                "the map's key {:?} is not one of its pods",
+                map.key
+            )));
         }
         let spec = &self.ctx.spec;
-        let context = Context::new(spec, &map, previous.as_deref(), &self.ctx.env).map_err(|e| ControlError::Failed(e.to_string()))?;
-        let rendered = self.ctx.renderer.render_pod(&context).map_err(|e| ControlError::Failed(e.to_string()))?;
+        let context = Context::new(spec, &map, previous.as_deref(), &self.ctx.env)
+            .map_err(|e| ControlError::Failed(e.to_string()))?;
+        let rendered = self
+            .ctx
+            .renderer
+            .render_pod(&context)
+            .map_err(|e| ControlError::Failed(e.to_string()))?;
         let changed = match &mut self.render_state {
-            Some(state) => state.apply(&rendered).map_err(|e| ControlError::Failed(e.to_string()))?,
+            Some(state) => state
+                .apply(&rendered)
+                .map_err(|e| ControlError::Failed(e.to_string()))?,
             None => true,
         };
-        let cluster_file = write_map(&self.ctx.state_dir.join("cluster.json"), &map).map_err(|e| ControlError::Failed(format!("cannot write the cluster file: {e}")))?;
+        let cluster_file = write_map(&self.ctx.state_dir.join("cluster.json"), &map)
+            .map_err(|e| ControlError::Failed(format!("cannot write the cluster file: {e}")))?;
         let mut env = rendered.env.clone();
         env.extend(hook_env(&self.ctx, &map, &cluster_file));
-        self.launch = Some(Launch { command: rendered.command.clone(), env, cwd: rendered.cwd.clone() });
-        let dependencies = map.dependencies.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+        self.launch = Some(Launch {
+            command: rendered.command.clone(),
+            env,
+            cwd: rendered.cwd.clone(),
+        });
+        let dependencies = map
+            .dependencies
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect();
         let generation = map.generation;
         self.last_map.send_replace(Some(Arc::new(map)));
         let held = now.state == PodState::Held;
@@ -261,17 +296,19 @@ impl Actor {
             ReloadAction::Command(line) => {
                 let map = self.last_map.borrow().clone();
                 match map {
-                    Some(map) => match run_command(&self.ctx, "process.reload.command", line, &map, None).await {
-                        Ok(out) if out.success() => true,
-                        Ok(out) => {
-                            tracing::warn!(code = out.exit.shell_code(), "reload command failed");
-                            false
+                    Some(map) => {
+                        match run_command(&self.ctx, "process.reload.command", line, &map, None).await {
+                            Ok(out) if out.success() => true,
+                            Ok(out) => {
+                                tracing::warn!(code = out.exit.shell_code(), "reload command failed");
+                                false
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reload command failed");
+                                false
+                            }
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reload command failed");
-                            false
-                        }
-                    },
+                    }
                     None => false,
                 }
             }
@@ -296,7 +333,16 @@ impl Actor {
         }
         if let Err(why) = self.hooks_before_start().await {
             tracing::error!(error = %why, "cannot start the process");
-            return self.after_exit(Exit { code: Some(1), signal: None }, Duration::ZERO, &why).await;
+            return self
+                .after_exit(
+                    Exit {
+                        code: Some(1),
+                        signal: None,
+                    },
+                    Duration::ZERO,
+                    &why,
+                )
+                .await;
         }
         match Running::spawn(&launch, &self.ctx.ring) {
             Ok(running) => {
@@ -310,7 +356,11 @@ impl Actor {
                     s.incarnation += 1;
                     s.ready = ready;
                     s.sanity_failures = 0;
-                    s.status = if ready { "running".into() } else { "running; waiting for the ready check".into() };
+                    s.status = if ready {
+                        "running".into()
+                    } else {
+                        "running; waiting for the ready check".into()
+                    };
                 });
                 self.spawn_checks();
             }
@@ -318,26 +368,41 @@ impl Actor {
                 let why = format!("cannot spawn the process: {e}");
                 tracing::error!(error = %e, "cannot spawn the process");
                 // 127 is what a shell says for a command it cannot run.
-                self.after_exit(Exit { code: Some(127), signal: None }, Duration::ZERO, &why).await;
+                self.after_exit(
+                    Exit {
+                        code: Some(127),
+                        signal: None,
+                    },
+                    Duration::ZERO,
+                    &why,
+                )
+                .await;
             }
         }
     }
 
     async fn hooks_before_start(&mut self) -> Result<(), String> {
-        let Some(map) = self.last_map.borrow().clone() else { return Ok(()) };
+        let Some(map) = self.last_map.borrow().clone() else {
+            return Ok(());
+        };
         let hooks = self.ctx.spec.hooks.clone();
         let marker = self.ctx.state_dir.join("initialized");
         if let Some(hook) = &hooks.initialize {
             if !marker.exists() {
-                let out = run_hook(&self.ctx, "hooks.initialize", hook, &map, None).await.map_err(|e| e.to_string())?;
+                let out = run_hook(&self.ctx, "hooks.initialize", hook, &map, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if !out.success() {
                     return Err(format!("hooks.initialize: exit {}", out.exit.shell_code()));
                 }
-                std::fs::write(&marker, b"").map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+                std::fs::write(&marker, b"")
+                    .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
             }
         }
         if let Some(hook) = &hooks.pre_start {
-            let out = run_hook(&self.ctx, "hooks.pre_start", hook, &map, None).await.map_err(|e| e.to_string())?;
+            let out = run_hook(&self.ctx, "hooks.pre_start", hook, &map, None)
+                .await
+                .map_err(|e| e.to_string())?;
             if !out.success() {
                 return Err(format!("hooks.pre_start: exit {}", out.exit.shell_code()));
             }
@@ -347,7 +412,9 @@ impl Actor {
 
     /// The process ended on its own.
     async fn on_exit(&mut self, exit: Exit) {
-        let Some(running) = self.running.take() else { return };
+        let Some(running) = self.running.take() else {
+            return;
+        };
         // Whatever the run left in its group (workers, daemons) must not hold ports for the next.
         let _ = super::child::signal_group(running.pid(), nix::sys::signal::Signal::SIGKILL);
         let ran_for = running.started.elapsed();
@@ -364,7 +431,11 @@ impl Actor {
             RestartPolicy::OnFailure => exit.success(),
             RestartPolicy::Never => true,
         };
-        let what = if why.is_empty() { describe(exit) } else { why.to_string() };
+        let what = if why.is_empty() {
+            describe(exit)
+        } else {
+            why.to_string()
+        };
         if done {
             self.enabled = false;
             self.finalize().await;
@@ -394,7 +465,9 @@ impl Actor {
     /// tear_down, stop signal to the group, grace, KILL. Nothing when the process is not running.
     async fn stop_process(&mut self) {
         self.checks.cancel();
-        let Some(running) = self.running.take() else { return };
+        let Some(running) = self.running.take() else {
+            return;
+        };
         self.publish(|s| {
             s.process = ProcessState::Terminating;
             s.ready = false;
@@ -420,8 +493,15 @@ impl Actor {
     }
 
     async fn finalize(&mut self) {
-        let Some(hook) = self.ctx.spec.hooks.finalize.clone() else { return };
-        let map = self.last_map.borrow().clone().map(|m| (*m).clone()).unwrap_or_else(|| map_of_one(&self.ctx));
+        let Some(hook) = self.ctx.spec.hooks.finalize.clone() else {
+            return;
+        };
+        let map = self
+            .last_map
+            .borrow()
+            .clone()
+            .map(|m| (*m).clone())
+            .unwrap_or_else(|| map_of_one(&self.ctx));
         if let Err(e) = run_hook(&self.ctx, "hooks.finalize", &hook, &map, None).await {
             tracing::warn!(error = %e, "finalize failed");
         }
@@ -438,7 +518,14 @@ impl Actor {
                 });
             }
             Event::Sanity(n, ok) if n == incarnation && self.running.is_some() => {
-                let budget = self.ctx.spec.checks.sanity.as_ref().map(|c| c.failures).unwrap_or(1);
+                let budget = self
+                    .ctx
+                    .spec
+                    .checks
+                    .sanity
+                    .as_ref()
+                    .map(|c| c.failures)
+                    .unwrap_or(1);
                 let failures = if ok { 0 } else { self.current().sanity_failures + 1 };
                 self.publish(|s| s.sanity_failures = failures);
                 if failures >= budget.max(1) {
@@ -449,7 +536,8 @@ impl Actor {
                     self.publish(|s| {
                         s.state = PodState::Failed;
                         s.sanity_failures = failures;
-                        s.status = format!("sanity check failed {failures} times in a row: off, marked failed");
+                        s.status =
+                            format!("sanity check failed {failures} times in a row: off, marked failed");
                     });
                 } else if !ok {
                     tracing::warn!(failures, budget, "sanity check failed");
@@ -463,7 +551,9 @@ impl Actor {
     fn spawn_checks(&mut self) {
         self.checks.cancel();
         self.checks = CancellationToken::new();
-        let Some(map) = self.last_map.borrow().clone() else { return };
+        let Some(map) = self.last_map.borrow().clone() else {
+            return;
+        };
         let incarnation = self.current().incarnation;
         let checks = self.ctx.spec.checks.clone();
         if let Some(check) = checks.ready {
@@ -514,7 +604,12 @@ fn describe(exit: Exit) -> String {
 pub(super) fn map_of_one(ctx: &PodContext) -> ClusterMap {
     let mut pods = BTreeMap::new();
     pods.insert(ctx.me.uuid.clone(), ctx.me.clone());
-    ClusterMap { generation: 0, key: ctx.me.uuid.clone(), pods, ..Default::default() }
+    ClusterMap {
+        generation: 0,
+        key: ctx.me.uuid.clone(),
+        pods,
+        ..Default::default()
+    }
 }
 
 /// Writes a map as JSON, atomically (hooks may read it while a new one is written).
@@ -534,20 +629,39 @@ fn hook_env(ctx: &PodContext, map: &ClusterMap, cluster_file: &std::path::Path) 
     let me = map.me().unwrap_or(&ctx.me);
     let mut env = BTreeMap::new();
     env.insert("OCHOPOD_CLUSTER_FILE".into(), cluster_file.display().to_string());
-    env.insert("OCHOPOD_POD_JSON".into(), serde_json::to_string(me).unwrap_or_default());
+    env.insert(
+        "OCHOPOD_POD_JSON".into(),
+        serde_json::to_string(me).unwrap_or_default(),
+    );
     env
 }
 
 /// Renders and runs a hook (a shell string) against `map`, with the map in a file of its own.
-pub(super) async fn run_hook(ctx: &PodContext, what: &str, template: &str, map: &ClusterMap, stdin: Option<Vec<u8>>) -> Result<Output, ControlError> {
+pub(super) async fn run_hook(
+    ctx: &PodContext,
+    what: &str,
+    template: &str,
+    map: &ClusterMap,
+    stdin: Option<Vec<u8>>,
+) -> Result<Output, ControlError> {
     run_command(ctx, what, &CommandLine::Shell(template.to_string()), map, stdin).await
 }
 
 /// Renders each part of `line` against `map` and runs it with the hook environment.
-pub(super) async fn run_command(ctx: &PodContext, what: &str, line: &CommandLine, map: &ClusterMap, stdin: Option<Vec<u8>>) -> Result<Output, ControlError> {
+pub(super) async fn run_command(
+    ctx: &PodContext,
+    what: &str,
+    line: &CommandLine,
+    map: &ClusterMap,
+    stdin: Option<Vec<u8>>,
+) -> Result<Output, ControlError> {
     let fail = |e: String| ControlError::Failed(format!("{what}: {e}"));
     let context = Context::new(&ctx.spec, map, None, &ctx.env).map_err(|e| fail(e.to_string()))?;
-    let render = |t: &str| ctx.renderer.render_str(what, t, &context).map_err(|e| fail(e.to_string()));
+    let render = |t: &str| {
+        ctx.renderer
+            .render_str(what, t, &context)
+            .map_err(|e| fail(e.to_string()))
+    };
     let line = match line {
         CommandLine::Shell(s) => CommandLine::Shell(render(s)?),
         CommandLine::Exec(v) => CommandLine::Exec(v.iter().map(|s| render(s)).collect::<Result<_, _>>()?),
@@ -576,7 +690,16 @@ async fn run_check(ctx: &PodContext, what: &str, check: &Check, map: &ClusterMap
     };
     // A single run may not outlast the check's period (nor be shorter than a second).
     let timeout = check.every.max(Duration::from_secs(1));
-    match shell::run(what, &CommandLine::Shell(script), &BTreeMap::new(), None, timeout, &ctx.ring).await {
+    match shell::run(
+        what,
+        &CommandLine::Shell(script),
+        &BTreeMap::new(),
+        None,
+        timeout,
+        &ctx.ring,
+    )
+    .await
+    {
         Ok(out) => out.success(),
         Err(e) => {
             tracing::debug!(error = %e, "{what} failed");

@@ -50,7 +50,10 @@ mod tests {
         let mut b = Backoff::new(100 * MS, 1000 * MS);
         let quick = 10 * MS;
         let delays: Vec<_> = (0..6).map(|_| b.next_delay(quick)).collect();
-        assert_eq!(delays, vec![100 * MS, 200 * MS, 400 * MS, 800 * MS, 1000 * MS, 1000 * MS]);
+        assert_eq!(
+            delays,
+            vec![100 * MS, 200 * MS, 400 * MS, 800 * MS, 1000 * MS, 1000 * MS]
+        );
         assert_eq!(b.next_delay(1500 * MS), 100 * MS);
         assert_eq!(b.next_delay(quick), 200 * MS);
     }

@@ -99,7 +99,9 @@ impl Running {
             cmd.current_dir(cwd);
         }
         let mut child = reaper::spawn(&mut cmd)?;
-        let pid = child.id().ok_or_else(|| io::Error::other("the process exited before it had a pid"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("the process exited before it had a pid"))?;
         if let Some(out) = child.stdout.take() {
             tokio::spawn(copy_lines(out, ring.clone(), false));
         }
@@ -125,7 +127,10 @@ impl Running {
             // means a reaping bug, and report it as a failure so the restart policy applies.
             Err(e) => {
                 tracing::error!(pid = self.pid, error = %e, "lost the exit status of the process");
-                Exit { code: None, signal: None }
+                Exit {
+                    code: None,
+                    signal: None,
+                }
             }
         };
         reaper::forget(self.pid);
@@ -214,8 +219,26 @@ mod tests {
 
     #[test]
     fn exit_codes_read_like_a_shell() {
-        assert_eq!(Exit { code: Some(3), signal: None }.shell_code(), 3);
-        assert_eq!(Exit { code: None, signal: Some(9) }.shell_code(), 137);
-        assert!(Exit { code: Some(0), signal: None }.success());
+        assert_eq!(
+            Exit {
+                code: Some(3),
+                signal: None
+            }
+            .shell_code(),
+            3
+        );
+        assert_eq!(
+            Exit {
+                code: None,
+                signal: Some(9)
+            }
+            .shell_code(),
+            137
+        );
+        assert!(Exit {
+            code: Some(0),
+            signal: None
+        }
+        .success());
     }
 }

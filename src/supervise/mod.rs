@@ -91,8 +91,12 @@ impl Status {
             ready: false,
             sanity_failures: 0,
             incarnation: 0,
-            status: if process_start { "waiting for a configuration" } else { "configured only on an explicit on" }
-                .to_string(),
+            status: if process_start {
+                "waiting for a configuration"
+            } else {
+                "configured only on an explicit on"
+            }
+            .to_string(),
             dependencies: BTreeMap::new(),
             exit_code: None,
         }
@@ -100,7 +104,10 @@ impl Status {
 
     /// `/readyz`: running, a configuration applied, ready check and sanity passing.
     pub fn is_ready(&self) -> bool {
-        self.process == ProcessState::Running && self.generation > 0 && self.ready && self.sanity_failures == 0
+        self.process == ProcessState::Running
+            && self.generation > 0
+            && self.ready
+            && self.sanity_failures == 0
     }
 }
 
@@ -145,11 +152,20 @@ pub enum Origin {
 pub enum Command {
     /// Apply a map (None: the last one), then start, reload or keep the process.
     /// Answers with the incarnation to wait on for readiness, or None when nothing runs.
-    On { map: Option<Box<ClusterMap>>, origin: Origin, reply: oneshot::Sender<Result<Option<u64>, ControlError>> },
+    On {
+        map: Option<Box<ClusterMap>>,
+        origin: Origin,
+        reply: oneshot::Sender<Result<Option<u64>, ControlError>>,
+    },
     /// Stop the process; an operator's off holds the pod.
-    Off { origin: Origin, reply: oneshot::Sender<Result<(), ControlError>> },
+    Off {
+        origin: Origin,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
     /// finalize, stop for good.
-    Kill { reply: oneshot::Sender<Result<(), ControlError>> },
+    Kill {
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
     /// The pod is shutting down: mark it leaving.
     Leave,
     /// Forward a signal to the process group.
@@ -188,7 +204,12 @@ pub fn spawn(ctx: PodContext) -> Handle {
     let (status_tx, status) = watch::channel(Status::new(ctx.spec.process.start));
     let (map_tx, last_map) = watch::channel(None);
     tokio::spawn(actor::Actor::new(ctx.clone(), rx, status_tx, map_tx).run());
-    Handle { tx, status, last_map, ctx }
+    Handle {
+        tx,
+        status,
+        last_map,
+        ctx,
+    }
 }
 
 impl Handle {
@@ -222,7 +243,10 @@ impl Handle {
         self.refuse_if_gone()?;
         let have = self.status.borrow().generation;
         if map.generation < have {
-            return Err(ControlError::Stale { have, got: map.generation });
+            return Err(ControlError::Stale {
+                have,
+                got: map.generation,
+            });
         }
         let Some(hook) = self.ctx.spec.hooks.can_configure.clone() else {
             return Ok(());
@@ -238,16 +262,34 @@ impl Handle {
     /// `POST /control/on`: apply `map` (None: the last one) and answer once the pod is ready.
     pub async fn on(&self, map: Option<ClusterMap>, origin: Origin) -> Result<(), ControlError> {
         self.refuse_if_gone()?;
-        let incarnation = self.ask(|reply| Command::On { map: map.map(Box::new), origin, reply }).await??;
-        let Some(incarnation) = incarnation else { return Ok(()) };
-        let timeout = self.ctx.spec.checks.ready.as_ref().map(|c| c.timeout).unwrap_or(Duration::from_secs(60));
+        let incarnation = self
+            .ask(|reply| Command::On {
+                map: map.map(Box::new),
+                origin,
+                reply,
+            })
+            .await??;
+        let Some(incarnation) = incarnation else {
+            return Ok(());
+        };
+        let timeout = self
+            .ctx
+            .spec
+            .checks
+            .ready
+            .as_ref()
+            .map(|c| c.timeout)
+            .unwrap_or(Duration::from_secs(60));
         let mut status = self.status.clone();
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 {
                     let s = status.borrow_and_update();
                     if s.incarnation != incarnation || s.process != ProcessState::Running {
-                        return Err(ControlError::Failed(format!("the process stopped while starting: {}", s.status)));
+                        return Err(ControlError::Failed(format!(
+                            "the process stopped while starting: {}",
+                            s.status
+                        )));
                     }
                     if s.ready {
                         return Ok(());
@@ -278,7 +320,10 @@ impl Handle {
         if out.success() {
             Ok(())
         } else {
-            Err(ControlError::Failed(format!("hooks.configured: exit {}", out.exit.shell_code())))
+            Err(ControlError::Failed(format!(
+                "hooks.configured: exit {}",
+                out.exit.shell_code()
+            )))
         }
     }
 
@@ -286,12 +331,20 @@ impl Handle {
     pub async fn signal(&self, body: Vec<u8>) -> Result<serde_json::Value, ControlError> {
         self.refuse_if_gone()?;
         let Some(hook) = self.ctx.spec.hooks.signaled.clone() else {
-            return Err(ControlError::NotDeclared("no hooks.signaled in the pod.yaml".into()));
+            return Err(ControlError::NotDeclared(
+                "no hooks.signaled in the pod.yaml".into(),
+            ));
         };
-        let map = self.last_map().map(|m| (*m).clone()).unwrap_or_else(|| actor::map_of_one(&self.ctx));
+        let map = self
+            .last_map()
+            .map(|m| (*m).clone())
+            .unwrap_or_else(|| actor::map_of_one(&self.ctx));
         let out = actor::run_hook(&self.ctx, "hooks.signaled", &hook, &map, Some(body)).await?;
         if !out.success() {
-            return Err(ControlError::Failed(format!("hooks.signaled: exit {}", out.exit.shell_code())));
+            return Err(ControlError::Failed(format!(
+                "hooks.signaled: exit {}",
+                out.exit.shell_code()
+            )));
         }
         let text = out.stdout.trim();
         if text.is_empty() {

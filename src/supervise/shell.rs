@@ -58,7 +58,11 @@ pub async fn run(
 ) -> Result<Output, ShellError> {
     let mut cmd = child::command(line);
     cmd.envs(env)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -95,7 +99,10 @@ pub async fn run(
     let waited = tokio::time::timeout(timeout, proc.wait()).await;
     let exit = match waited {
         Ok(Ok(status)) => Exit::from_status(status),
-        Ok(Err(_)) => Exit { code: None, signal: None },
+        Ok(Err(_)) => Exit {
+            code: None,
+            signal: None,
+        },
         Err(_) => {
             if let Some(pid) = pid {
                 let _ = child::signal_group(pid, Signal::SIGKILL);
