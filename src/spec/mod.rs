@@ -10,6 +10,8 @@ mod duration;
 mod error;
 mod load;
 mod raw;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, Diagnostics};
-pub use load::{load, load_str};
+pub use load::{load, load_str, load_with_env, parse_signal};
 pub use nix::sys::signal::Signal;
 
 /// A validated pod.yaml.
