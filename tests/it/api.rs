@@ -19,7 +19,8 @@ fn sleeper(extra: &str) -> PodDir {
 async fn token_guards_everything_but_health_readiness_and_metrics() {
     let dir = sleeper("");
     let mut opts = PodOptions::default();
-    opts.env.insert("OCHOPOD_TOKEN".into(), "new-secret,old-secret".into());
+    opts.env
+        .insert("OCHOPOD_TOKEN".into(), "new-secret,old-secret".into());
     opts.token = Some("old-secret".into());
     let pod = Pod::start(&dir, opts);
     pod.wait_info("running", T, |i| i["process"] == "running").await;
@@ -28,30 +29,58 @@ async fn token_guards_everything_but_health_readiness_and_metrics() {
         let status = bare.get(pod.url(path)).send().await.expect("GET").status();
         assert_eq!(status, 200, "{path} is open");
     }
-    for (method, path) in [("GET", "/info"), ("GET", "/log"), ("POST", "/control/off"), ("POST", "/control/kill"), ("POST", "/reset")] {
+    for (method, path) in [
+        ("GET", "/info"),
+        ("GET", "/log"),
+        ("POST", "/control/off"),
+        ("POST", "/control/kill"),
+        ("POST", "/reset"),
+    ] {
         let req = bare.request(method.parse().expect("method"), pod.url(path));
         let resp = req.send().await.expect("send");
         assert_eq!(resp.status(), 401, "{method} {path} needs the token");
         let body: Value = resp.json().await.expect("JSON error");
         assert!(body["error"].is_string());
-        let resp = bare.request(method.parse().expect("method"), pod.url(path)).bearer_auth("wrong").send().await.expect("send");
+        let resp = bare
+            .request(method.parse().expect("method"), pod.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .expect("send");
         assert_eq!(resp.status(), 401);
     }
     // Any token of the list is accepted (rotation).
-    let resp = bare.get(pod.url("/info")).bearer_auth("new-secret").send().await.expect("send");
+    let resp = bare
+        .get(pod.url("/info"))
+        .bearer_auth("new-secret")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(resp.status(), 200);
     assert_eq!(pod.get("/info").await.0, 200);
-    assert_eq!(pod.wait_info("still running", T, |i| i["process"] == "running").await["restarts"], 0);
+    assert_eq!(
+        pod.wait_info("still running", T, |i| i["process"] == "running")
+            .await["restarts"],
+        0
+    );
 }
 
 #[tokio::test]
 async fn bad_input_gets_json_4xx_and_changes_nothing() {
-    let pod = Pod::start(&sleeper(""), PodOptions::default());
-    let before = pod.wait_info("running", T, |i| i["process"] == "running" && i["ready"] == true).await;
+    let dir = sleeper("");
+    let pod = Pod::start(&dir, PodOptions::default());
+    let before = pod
+        .wait_info("running", T, |i| i["process"] == "running" && i["ready"] == true)
+        .await;
     let cases: Vec<(&str, &str, String, u16)> = vec![
         ("POST", "/control/on", "{not json".into(), 400),
         ("POST", "/control/on", json!({"generation": 5}).to_string(), 400),
-        ("POST", "/control/on", json!({"generation": 9, "key": "nobody", "pods": {}}).to_string(), 400),
+        (
+            "POST",
+            "/control/on",
+            json!({"generation": 9, "key": "nobody", "pods": {}}).to_string(),
+            400,
+        ),
         ("POST", "/control/check", "[1,2".into(), 400),
         ("POST", "/control/off", "{oops".into(), 400),
         ("POST", "/control/signal", "nope".into(), 400),
@@ -72,7 +101,10 @@ async fn bad_input_gets_json_4xx_and_changes_nothing() {
             .expect("send");
         assert_eq!(resp.status().as_u16(), want, "{method} {path}");
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(v["error"].is_string(), "{method} {path}: JSON error body, got {v}");
+        assert!(
+            v["error"].is_string(),
+            "{method} {path}: JSON error body, got {v}"
+        );
     }
     let after = pod.info().await;
     for k in ["pid", "generation", "restarts", "process", "pod_state"] {
@@ -104,7 +136,9 @@ async fn on_off_generations_and_kill() {
     assert_ne!(back["pid"], first_pid);
 
     // A newer generation applies; an older one is refused with 409.
-    let map = |generation: u64| json!({"generation": generation, "key": uuid, "pods": {uuid.clone(): pod_json(&info)}}).to_string();
+    let map = |generation: u64| {
+        json!({"generation": generation, "key": uuid, "pods": {uuid.clone(): pod_json(&info)}}).to_string()
+    };
     assert_eq!(pod.post("/control/on", &map(7)).await.0, 200);
     assert_eq!(pod.info().await["generation"], 7);
     let (status, body) = pod.post("/control/on", &map(6)).await;
@@ -112,7 +146,11 @@ async fn on_off_generations_and_kill() {
     assert_eq!(pod.post("/control/check", &map(6)).await.0, 409);
     assert_eq!(pod.post("/control/check", &map(8)).await.0, 200);
     assert_eq!(pod.post("/control/ok", "").await.0, 200);
-    assert_eq!(pod.post("/control/signal", "{}").await.0, 501, "no signaled hook declared");
+    assert_eq!(
+        pod.post("/control/signal", "{}").await.0,
+        501,
+        "no signaled hook declared"
+    );
     assert_eq!(pod.post("/reset", "").await.0, 409, "standalone: no session");
     let (status, metrics) = pod.get("/metrics").await;
     assert_eq!(status, 200);

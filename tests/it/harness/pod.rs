@@ -70,7 +70,11 @@ pub struct PodOptions {
 
 impl Default for PodOptions {
     fn default() -> Self {
-        PodOptions { args: vec!["--standalone".into()], env: BTreeMap::new(), token: None }
+        PodOptions {
+            args: vec!["--standalone".into()],
+            env: BTreeMap::new(),
+            token: None,
+        }
     }
 }
 
@@ -91,11 +95,18 @@ impl Pod {
             .env_remove("OCHOPOD_STATE_DIR")
             .envs(&opts.env)
             .stdin(Stdio::null());
-        if let Some(t) = &opts.token {
+        if let (Some(t), false) = (&opts.token, opts.env.contains_key("OCHOPOD_TOKEN")) {
             cmd.env("OCHOPOD_TOKEN", t);
         }
         let child = cmd.spawn().expect("spawn ochopod");
-        Pod { child: Some(child), ip, port, home, token: opts.token.clone(), client: reqwest::Client::new() }
+        Pod {
+            child: Some(child),
+            ip,
+            port,
+            home,
+            token: opts.token.clone(),
+            client: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -115,7 +126,11 @@ impl Pod {
 
     /// GET, returning (status, JSON or text-as-JSON-string).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.authorize(self.client.get(self.url(path))).send().await.expect("GET");
+        let resp = self
+            .authorize(self.client.get(self.url(path)))
+            .send()
+            .await
+            .expect("GET");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -137,7 +152,11 @@ impl Pod {
     /// Waits until `/info` answers, and returns it.
     pub async fn info(&self) -> Value {
         eventually(Duration::from_secs(20), "GET /info", || async {
-            let resp = self.authorize(self.client.get(self.url("/info"))).send().await.ok()?;
+            let resp = self
+                .authorize(self.client.get(self.url("/info")))
+                .send()
+                .await
+                .ok()?;
             resp.json::<Value>().await.ok()
         })
         .await
@@ -146,7 +165,11 @@ impl Pod {
     /// Waits until `/info` satisfies `pred`.
     pub async fn wait_info(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(timeout, what, || async {
-            let resp = self.authorize(self.client.get(self.url("/info"))).send().await.ok()?;
+            let resp = self
+                .authorize(self.client.get(self.url("/info")))
+                .send()
+                .await
+                .ok()?;
             let v: Value = resp.json().await.ok()?;
             pred(&v).then_some(v)
         })
@@ -169,7 +192,9 @@ impl Pod {
         .await;
         self.child = None;
         use std::os::unix::process::ExitStatusExt;
-        status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
     }
 
     pub fn home_file(&self, rel: &str) -> PathBuf {
