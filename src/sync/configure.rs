@@ -40,12 +40,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn new(
-        token: Option<String>,
-        timeout: Duration,
-        parallelism: usize,
-        leader: &str,
-    ) -> Caller {
+    pub fn new(token: Option<String>, timeout: Duration, parallelism: usize, leader: &str) -> Caller {
         // Peers are addressed directly; an HTTP proxy from the environment must not get in the way.
         let http = reqwest::Client::builder()
             .no_proxy()

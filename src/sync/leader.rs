@@ -120,9 +120,7 @@ impl Watches {
                 // A full channel already holds a wake-up: coalescing is the point.
                 let _ = wake.try_send(());
                 // A persistent watcher panics if asked again after a terminal session event.
-                if event.event_type == zkc::EventType::Session
-                    && event.session_state.is_terminated()
-                {
+                if event.event_type == zkc::EventType::Session && event.session_state.is_terminated() {
                     break;
                 }
             }
@@ -164,12 +162,7 @@ pub(super) async fn lead(
         paths: BTreeSet::new(),
     };
     watches.add(client, &ctx.paths.pods(), true).await?;
-    if ctx
-        .spec
-        .depends_on
-        .iter()
-        .any(|d| plan::is_pattern(&d.cluster))
-    {
+    if ctx.spec.depends_on.iter().any(|d| plan::is_pattern(&d.cluster)) {
         watches.add(client, CLUSTERS, false).await?;
     }
     let mut pending = Pending {
@@ -198,9 +191,7 @@ pub(super) async fn lead(
         }
         // After a failed read, the watches wake us on reconnection; this timer only covers an
         // error they will not report.
-        let retry_read = world
-            .is_none()
-            .then(|| Instant::now() + Duration::from_secs(1));
+        let retry_read = world.is_none().then(|| Instant::now() + Duration::from_secs(1));
         let deadline = if world.is_some() {
             pending.damper.deadline()
         } else {
@@ -262,11 +253,7 @@ impl Pending {
             self.failure = None;
             return match &self.probe {
                 Some(line) => line.clone(),
-                None => format!(
-                    "configured: {} pods, generation {}",
-                    s.pods.len(),
-                    s.generation
-                ),
+                None => format!("configured: {} pods, generation {}", s.pods.len(), s.generation),
             };
         }
         if snapshot.is_none() {
@@ -291,10 +278,7 @@ impl Pending {
         let wait = crate::spec::format_duration(Duration::from_millis(wait.as_millis() as u64));
         match &self.failure {
             Some(f) => format!("configuration failed: {f}; retrying in {wait}"),
-            None => format!(
-                "change pending: configuring {} pods in {wait}",
-                w.live.len()
-            ),
+            None => format!("change pending: configuring {} pods in {wait}", w.live.len()),
         }
     }
 
@@ -328,10 +312,7 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
     let resolved = plan::resolve(&spec.namespace, &ctx.paths.key, &spec.depends_on, &clusters);
     let mut deps = BTreeMap::new();
     for r in &resolved {
-        deps.insert(
-            r.name.clone(),
-            cluster::dependency_pods(client, &r.key).await?,
-        );
+        deps.insert(r.name.clone(), cluster::dependency_pods(client, &r.key).await?);
     }
     let snapshot = snapshot::read(client, &ctx.paths.snapshot()).await?;
     let held = cluster::held_seqs(client, &ctx.paths).await?;
@@ -370,9 +351,7 @@ async fn configure(
     let mut pods = w.live.clone();
 
     let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-    let answers = caller
-        .fan_out(&list(&pods), "/control/check", Some(&map))
-        .await;
+    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
     let mut vetoes = Vec::new();
     let mut failures = Vec::new();
     for (uuid, answer) in answers {
@@ -431,10 +410,7 @@ async fn configure(
             }
         }
     } else {
-        for (uuid, answer) in caller
-            .fan_out(&list(&pods), "/control/on", Some(&map))
-            .await
-        {
+        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/on", Some(&map)).await {
             match answer {
                 Answer::Ok => evictions.succeed(&uuid),
                 Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
@@ -453,10 +429,7 @@ async fn configure(
         )));
     }
 
-    for (uuid, answer) in caller
-        .fan_out(&list(&pods), "/control/ok", Some(&map))
-        .await
-    {
+    for (uuid, answer) in caller.fan_out(&list(&pods), "/control/ok", Some(&map)).await {
         if let Answer::Failed(e) = answer {
             tracing::warn!(uuid, error = %e, "ok failed, going on");
         }
@@ -469,8 +442,7 @@ async fn configure(
             key: ctx.uuid.clone(),
             ..map.clone()
         };
-        let json =
-            serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
         std::fs::create_dir_all(&ctx.state_dir)
             .and_then(|()| std::fs::write(&file, json))
             .map_err(|e| Stop::Failed(format!("apply: cannot write {}: {e}", file.display())))?;
@@ -523,11 +495,7 @@ fn count_failures(
     for (uuid, e) in failures {
         let n = w.registered.get(&uuid).map_or(0, |r| evictions.fail(r, 1));
         if n >= evict_after.max(1) {
-            tracing::warn!(
-                uuid,
-                failures = n,
-                "pod evicted: left out of the configuration"
-            );
+            tracing::warn!(uuid, failures = n, "pod evicted: left out of the configuration");
             words.push(format!(
                 "{} failed {phase} {n} times, evicted ({e})",
                 name(&w.live, &uuid)

@@ -284,11 +284,7 @@ impl Actor {
             }
         };
         let member_stop = self.shutdown.child_token();
-        let member = tokio::spawn(member(
-            self.ctx.clone(),
-            client.clone(),
-            member_stop.clone(),
-        ));
+        let member = tokio::spawn(member(self.ctx.clone(), client.clone(), member_stop.clone()));
         let end = loop {
             // Rewrite the znode when the wanted state differs from the one written (changes seen
             // while disconnected are written on reconnection).
@@ -373,8 +369,7 @@ impl Actor {
             0 => self.cfg.me.seq,
             claimed => claimed,
         };
-        let seq = register::claim_seq(client, &self.paths, self.acls, &self.cfg.me.uuid, preferred)
-            .await?;
+        let seq = register::claim_seq(client, &self.paths, self.acls, &self.cfg.me.uuid, preferred).await?;
         if let Err(e) = register::persist_seq(&self.cfg.state_dir, seq) {
             tracing::warn!(error = %e, dir = %self.cfg.state_dir.display(), "cannot keep the seq in the state dir");
         }
@@ -419,11 +414,7 @@ async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) 
     }
 }
 
-async fn elect_and_lead(
-    ctx: &leader::Ctx,
-    client: &Client,
-    stop: &CancellationToken,
-) -> Result<(), ZkError> {
+async fn elect_and_lead(ctx: &leader::Ctx, client: &Client, stop: &CancellationToken) -> Result<(), ZkError> {
     election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
     let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
     ctx.status.send_modify(|s| {
@@ -467,11 +458,7 @@ async fn drain_then_reply(
 }
 
 /// Returns once the cluster's snapshot does not list `uuid` (or there is none).
-async fn wait_unconfigured(
-    client: &Client,
-    paths: &ClusterPaths,
-    uuid: &str,
-) -> Result<(), ZkError> {
+async fn wait_unconfigured(client: &Client, paths: &ClusterPaths, uuid: &str) -> Result<(), ZkError> {
     let path = paths.snapshot();
     loop {
         // A one-shot watch: nothing in this session puts a persistent watch on our own snapshot

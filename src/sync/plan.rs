@@ -56,8 +56,7 @@ pub fn call_order(pods: &Pods, added: &[String], order: Order) -> Vec<String> {
     match order {
         Order::Seq => all,
         Order::AddedFirst => {
-            let mut first: Vec<String> =
-                all.iter().filter(|u| added.contains(u)).cloned().collect();
+            let mut first: Vec<String> = all.iter().filter(|u| added.contains(u)).cloned().collect();
             first.extend(all.into_iter().filter(|u| !added.contains(u)));
             first
         }
@@ -65,12 +64,7 @@ pub fn call_order(pods: &Pods, added: &[String], order: Order) -> Vec<String> {
 }
 
 /// The map for one configuration; [`ClusterMap::key`] is set per receiver.
-pub fn cluster_map(
-    generation: u64,
-    prev: &Pods,
-    pods: &Pods,
-    deps: &BTreeMap<String, Pods>,
-) -> ClusterMap {
+pub fn cluster_map(generation: u64, prev: &Pods, pods: &Pods, deps: &BTreeMap<String, Pods>) -> ClusterMap {
     let (added, removed) = diff(prev, pods);
     let removed_pods = removed
         .iter()
@@ -89,11 +83,7 @@ pub fn cluster_map(
 
 /// The seqs a configuration frees: those whose holder is neither in it nor registered (a held or
 /// failed pod keeps its seq).
-pub fn seqs_to_free(
-    held: &[HeldSeq],
-    configured: &Pods,
-    registered: &BTreeSet<String>,
-) -> Vec<HeldSeq> {
+pub fn seqs_to_free(held: &[HeldSeq], configured: &Pods, registered: &BTreeSet<String>) -> Vec<HeldSeq> {
     held.iter()
         .filter(|h| !configured.contains_key(&h.uuid) && !registered.contains(&h.uuid))
         .cloned()
@@ -151,12 +141,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// Resolves `depends_on` against the clusters that exist (only patterns need them). The pod's
 /// own cluster never matches a pattern.
-pub fn resolve(
-    namespace: &str,
-    own_key: &str,
-    deps: &[Dependency],
-    clusters: &[String],
-) -> Vec<ResolvedDep> {
+pub fn resolve(namespace: &str, own_key: &str, deps: &[Dependency], clusters: &[String]) -> Vec<ResolvedDep> {
     let mut out: Vec<ResolvedDep> = Vec::new();
     for (entry, d) in deps.iter().enumerate() {
         let q = qualify(namespace, &d.cluster);
@@ -272,9 +257,7 @@ mod tests {
     }
 
     fn pods(list: &[(&str, u32)]) -> Pods {
-        list.iter()
-            .map(|(u, s)| (u.to_string(), pod(u, *s)))
-            .collect()
+        list.iter().map(|(u, s)| (u.to_string(), pod(u, *s))).collect()
     }
 
     #[test]
@@ -284,10 +267,7 @@ mod tests {
         let mut held = a.clone();
         held.get_mut("a").unwrap().state = PodState::Held;
         assert_eq!(config_hash(&a, &none), config_hash(&held, &none));
-        assert_ne!(
-            config_hash(&a, &none),
-            config_hash(&pods(&[("a", 1)]), &none)
-        );
+        assert_ne!(config_hash(&a, &none), config_hash(&pods(&[("a", 1)]), &none));
         let mut moved = a.clone();
         moved.get_mut("b").unwrap().ip = "127.0.0.9".into();
         assert_ne!(config_hash(&a, &none), config_hash(&moved, &none));
@@ -316,10 +296,7 @@ mod tests {
         let p = pods(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
         let added = vec!["d".to_string(), "b".to_string()];
         assert_eq!(call_order(&p, &added, Order::Seq), ["a", "b", "c", "d"]);
-        assert_eq!(
-            call_order(&p, &added, Order::AddedFirst),
-            ["b", "d", "a", "c"]
-        );
+        assert_eq!(call_order(&p, &added, Order::AddedFirst), ["b", "d", "a", "c"]);
     }
 
     #[test]
@@ -367,10 +344,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let r = resolve("default", "default.web", &deps, &clusters);
-        let names: Vec<(&str, &str)> = r
-            .iter()
-            .map(|d| (d.name.as_str(), d.key.as_str()))
-            .collect();
+        let names: Vec<(&str, &str)> = r.iter().map(|d| (d.name.as_str(), d.key.as_str())).collect();
         assert_eq!(
             names,
             [

@@ -50,9 +50,7 @@ pub async fn leave_stale(client: &Client, paths: &ClusterPaths, uuid: &str) -> R
     for name in names {
         let path = format!("{dir}/{name}");
         match client.get_data(&path).await {
-            Ok((data, stat))
-                if data == uuid.as_bytes() && stat.ephemeral_owner == client.session_id().0 =>
-            {
+            Ok((data, stat)) if data == uuid.as_bytes() && stat.ephemeral_owner == client.session_id().0 => {
                 match client.delete(&path, None).await {
                     Ok(()) | Err(zkc::Error::NoNode) => {}
                     Err(e) => return Err(ZkError::op("deleting", &path)(e)),
@@ -77,11 +75,7 @@ pub fn predecessor(names: &[String], me: i64) -> Option<&str> {
 
 /// Returns once `me` is the smallest candidate. Errors when the session ends (the watch reports
 /// it) or when `me`'s node vanished (it cannot come back on this session).
-pub async fn wait_until_leader(
-    client: &Client,
-    paths: &ClusterPaths,
-    me: &Candidate,
-) -> Result<(), ZkError> {
+pub async fn wait_until_leader(client: &Client, paths: &ClusterPaths, me: &Candidate) -> Result<(), ZkError> {
     let dir = paths.leader();
     loop {
         let names = client
@@ -123,10 +117,7 @@ pub async fn wait_until_leader(
 }
 
 /// The uuid of the current leader, if any (for `ctl` and tests).
-pub async fn current_leader(
-    client: &Client,
-    paths: &ClusterPaths,
-) -> Result<Option<String>, ZkError> {
+pub async fn current_leader(client: &Client, paths: &ClusterPaths) -> Result<Option<String>, ZkError> {
     let dir = paths.leader();
     let names = match client.list_children(&dir).await {
         Ok(n) => n,

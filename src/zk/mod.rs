@@ -57,11 +57,10 @@ impl ZkConfig {
             cfg.connect = c.trim().to_string();
         }
         if let Some(t) = var("OCHOPOD_ZK_SESSION_TIMEOUT").filter(|t| !t.trim().is_empty()) {
-            cfg.session_timeout =
-                crate::spec::parse_duration(&t).map_err(|message| ZkError::Config {
-                    var: "OCHOPOD_ZK_SESSION_TIMEOUT",
-                    message,
-                })?;
+            cfg.session_timeout = crate::spec::parse_duration(&t).map_err(|message| ZkError::Config {
+                var: "OCHOPOD_ZK_SESSION_TIMEOUT",
+                message,
+            })?;
         }
         if let Some(a) = var("OCHOPOD_ZK_AUTH").filter(|a| !a.trim().is_empty()) {
             cfg.auth = Some(parse_auth(a.trim())?);
@@ -112,10 +111,7 @@ pub enum ZkError {
 }
 
 impl ZkError {
-    pub(crate) fn op<'a>(
-        doing: &'static str,
-        path: &'a str,
-    ) -> impl FnOnce(zkc::Error) -> ZkError + 'a {
+    pub(crate) fn op<'a>(doing: &'static str, path: &'a str) -> impl FnOnce(zkc::Error) -> ZkError + 'a {
         move |source| ZkError::Op {
             doing,
             path: path.to_string(),
@@ -248,9 +244,6 @@ mod tests {
         let e = ZkConfig::from_vars(vars(&[("OCHOPOD_ZK_AUTH", "sasl:x")])).unwrap_err();
         assert!(e.to_string().starts_with("OCHOPOD_ZK_AUTH:"), "{e}");
         let e = ZkConfig::from_vars(vars(&[("OCHOPOD_ZK_SESSION_TIMEOUT", "ten")])).unwrap_err();
-        assert!(
-            e.to_string().starts_with("OCHOPOD_ZK_SESSION_TIMEOUT:"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("OCHOPOD_ZK_SESSION_TIMEOUT:"), "{e}");
     }
 }

@@ -87,10 +87,7 @@ mod tests {
         assert_eq!(p.pod("u1"), "/ochopod/clusters/default.zookeeper/pods/u1");
         assert_eq!(p.seq(3), "/ochopod/clusters/default.zookeeper/seqs/3");
         assert_eq!(p.snapshot(), "/ochopod/clusters/default.zookeeper/snapshot");
-        assert_eq!(
-            p.leader_prefix(),
-            "/ochopod/clusters/default.zookeeper/leader/n_"
-        );
+        assert_eq!(p.leader_prefix(), "/ochopod/clusters/default.zookeeper/leader/n_");
     }
 
     #[test]

@@ -14,11 +14,7 @@ use super::{Acls, Client, ZkError};
 use crate::model::Pod;
 
 /// Creates the cluster's folders (pods, seqs, leader) if missing.
-pub async fn ensure_layout(
-    client: &Client,
-    paths: &ClusterPaths,
-    acls: Acls,
-) -> Result<(), ZkError> {
+pub async fn ensure_layout(client: &Client, paths: &ClusterPaths, acls: Acls) -> Result<(), ZkError> {
     for dir in [paths.pods(), paths.seqs(), paths.leader()] {
         client
             .mkdir(&dir, &acls.persistent())
@@ -67,10 +63,7 @@ pub async fn claim_seq(
     loop {
         if taken.binary_search(&n).is_err() {
             let path = paths.seq(n);
-            match client
-                .create(&path, uuid.as_bytes(), &acls.persistent())
-                .await
-            {
+            match client.create(&path, uuid.as_bytes(), &acls.persistent()).await {
                 Ok(_) => return Ok(n),
                 Err(zkc::Error::NodeExists) => {}
                 Err(e) => return Err(ZkError::op("claiming", &path)(e)),
@@ -91,10 +84,7 @@ async fn try_preferred(
     n: u32,
 ) -> Result<bool, ZkError> {
     let path = paths.seq(n);
-    match client
-        .create(&path, uuid.as_bytes(), &acls.persistent())
-        .await
-    {
+    match client.create(&path, uuid.as_bytes(), &acls.persistent()).await {
         Ok(_) => return Ok(true),
         Err(zkc::Error::NodeExists) => {}
         Err(e) => return Err(ZkError::op("claiming", &path)(e)),
@@ -143,12 +133,7 @@ async fn touch(client: &Client, path: &str, uuid: &str, version: i32) -> Result<
 
 /// Creates the pod's ephemeral znode, replacing one left by an older session of the same pod
 /// (a restart faster than the session timeout, a `/reset`).
-pub async fn publish(
-    client: &Client,
-    paths: &ClusterPaths,
-    acls: Acls,
-    pod: &Pod,
-) -> Result<(), ZkError> {
+pub async fn publish(client: &Client, paths: &ClusterPaths, acls: Acls, pod: &Pod) -> Result<(), ZkError> {
     let path = paths.pod(&pod.uuid);
     let data = pod_json(&path, pod)?;
     for _ in 0..5 {

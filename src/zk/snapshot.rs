@@ -61,9 +61,7 @@ pub async fn commit(client: &Client, acls: Acls, c: &Commit<'_>) -> Result<(), Z
         .map_err(bad)?;
     match c.snapshot_version {
         Some(v) => w.add_set_data(c.path, &data, Some(v)).map_err(bad)?,
-        None => w
-            .add_create(c.path, &data, &acls.persistent())
-            .map_err(bad)?,
+        None => w.add_create(c.path, &data, &acls.persistent()).map_err(bad)?,
     }
     for (seq, version) in &c.free_seqs {
         w.add_delete(seq, Some(*version)).map_err(bad)?;
