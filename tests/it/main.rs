@@ -5,3 +5,4 @@ mod harness;
 
 mod api;
 mod runner;
+mod sync_zk;
