@@ -134,7 +134,9 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     tracing::info!(cluster = %spec.key(), %uuid, ip = %me.ip, binding = %me.binding, "starting the pod");
 
     let shutdown = CancellationToken::new();
-    if supervise::become_subreaper() {
+    // OCHOPOD_REAP=off exists to show that the PID-1 test detects zombies; never needed otherwise.
+    let reap = env("OCHOPOD_REAP").as_deref() != Some("off");
+    if reap && supervise::become_subreaper() {
         tokio::spawn(supervise::run_reaper(shutdown.child_token()));
     }
     let template_env: BTreeMap<String, String> = std::env::vars().collect();

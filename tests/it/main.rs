@@ -4,4 +4,5 @@
 mod harness;
 
 mod api;
+mod pid1;
 mod runner;

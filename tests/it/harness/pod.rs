@@ -63,6 +63,8 @@ pub struct Pod {
 }
 
 pub struct PodOptions {
+    /// A command ochopod runs under (e.g. `unshare --pid --fork --mount-proc`).
+    pub prefix: Vec<String>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub token: Option<String>,
@@ -71,6 +73,7 @@ pub struct PodOptions {
 impl Default for PodOptions {
     fn default() -> Self {
         PodOptions {
+            prefix: Vec::new(),
             args: vec!["--standalone".into()],
             env: BTreeMap::new(),
             token: None,
@@ -85,7 +88,14 @@ impl Pod {
         let port = free_port(&ip);
         let home = dir.home();
         std::fs::create_dir_all(&home).expect("home");
-        let mut cmd = Command::new(binary());
+        let mut cmd = match opts.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("run").arg(dir.path()).args(&opts.args);
         cmd.env("OCHOPOD_IP", &ip)
             .env("OCHOPOD_BIND", &ip)
