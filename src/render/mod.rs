@@ -164,6 +164,41 @@ impl Rendered {
     }
 }
 
+/// What `ochopod render` prints: each file under a `==> dest (mode, write)` header, then the
+/// command, cwd and env.
+impl fmt::Display for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for file in &self.files {
+            let write = match file.write {
+                WriteMode::Always => "always",
+                WriteMode::IfAbsent => "if-absent",
+            };
+            writeln!(
+                f,
+                "==> {} ({:04o}, {write}) <==",
+                file.dest.display(),
+                file.mode
+            )?;
+            f.write_str(&file.content)?;
+            if !file.content.is_empty() && !file.content.ends_with('\n') {
+                writeln!(f)?;
+            }
+        }
+        writeln!(f, "==> process <==")?;
+        match &self.command {
+            CommandLine::Exec(parts) => writeln!(f, "command: {parts:?}")?,
+            CommandLine::Shell(s) => writeln!(f, "command: /bin/sh -c {s:?}")?,
+        }
+        if let Some(cwd) = &self.cwd {
+            writeln!(f, "cwd: {cwd}")?;
+        }
+        for (k, v) in &self.env {
+            writeln!(f, "env: {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The inline template fields hooks and checks are rendered by, for [`Renderer::render_field`].
 pub mod fields {
     pub const INITIALIZE: &str = "hooks.initialize";

@@ -393,6 +393,26 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
 }
 
 #[test]
+fn renderer_can_be_shared_between_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Renderer>();
+    shareable::<RenderState>();
+}
+
+#[test]
+fn rendered_prints_files_then_the_process() {
+    let mut r = rendered(Path::new("/x"), "a=1", "");
+    r.cwd = Some("/x".into());
+    r.env.insert("K".into(), "v".into());
+    assert_eq!(
+        r.to_string(),
+        "==> /x/conf/zoo.cfg (0640, always) <==\na=1\n\
+         ==> /x/conf/zoo.cfg.dynamic (0644, if-absent) <==\n\
+         ==> process <==\ncommand: [\"zk\"]\ncwd: /x\nenv: K=v\n"
+    );
+}
+
+#[test]
 fn two_templates_on_one_dest_are_an_error() {
     let mut s = spec();
     s.templates = vec![
@@ -606,4 +626,55 @@ fn check_lists_every_problem_and_tolerates_unknown_dependency_ports() {
     assert!(m.dependencies.contains_key("zookeeper"));
     assert!(m.dependencies.contains_key("infra.kafka-sample"));
     assert_eq!(m.dependencies["zookeeper"].len(), 3);
+}
+
+/// Bind-mounts a file over another inside a user+mount namespace (`unshare -rm`, no privileges
+/// needed where user namespaces are enabled) by re-running this very test there: rename onto a
+/// mount point fails with EBUSY, so the write must happen in place, through to the mounted file.
+#[test]
+fn write_atomic_writes_in_place_over_a_mount_point() {
+    const NAME: &str = "render::tests::write_atomic_writes_in_place_over_a_mount_point";
+    if std::env::var_os("OCHOPOD_TEST_IN_USERNS").is_none() {
+        let out = std::process::Command::new("unshare")
+            .arg("-rm")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env("OCHOPOD_TEST_IN_USERNS", "1")
+            .output()
+            .expect("unshare (util-linux) runs this test in a user namespace");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "in `unshare -rm` (user namespaces must be enabled): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    use nix::mount::{mount, MsFlags};
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("configmap");
+    let dest = tmp.path().join("conf/zoo.cfg");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&source, "old").unwrap();
+    std::fs::write(&dest, "").unwrap();
+    mount(
+        Some(&source),
+        &dest,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old");
+
+    write_atomic(&dest, b"new", 0o640).unwrap();
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
+    assert_eq!(
+        std::fs::read_to_string(&source).unwrap(),
+        "new",
+        "written through the mount"
+    );
+    assert_eq!(mode(&dest), 0o640);
+    let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temp file left behind");
 }
