@@ -353,3 +353,14 @@ fn check_lists_every_problem_and_tolerates_unknown_dependency_ports() {
     assert!(m.dependencies.contains_key("infra.kafka-sample"));
     assert_eq!(m.dependencies["zookeeper"].len(), 3);
 }
+
+#[test]
+fn ports_are_reachable_by_path_and_lookup() {
+    let mut s = spec();
+    let t = "{{pod.ports.[2888]}} {{lookup pod.ports \"2888\"}} \
+             {{#each cluster.pods}}{{@index}}{{@root.pod.seq}}{{#unless @last}},{{/unless}}{{/each}}";
+    assert_eq!(
+        render_one(&mut s, &map(), t).unwrap(),
+        "31001 31001 02,12,22"
+    );
+}

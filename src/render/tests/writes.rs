@@ -170,3 +170,19 @@ fn write_atomic_writes_in_place_over_a_mount_point() {
     let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
     assert_eq!(left.len(), 1, "no temp file left behind");
 }
+
+#[test]
+fn an_unreadable_state_file_counts_as_no_render() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = rendered(tmp.path(), "a", "b");
+    let mut st = RenderState::open(tmp.path(), "u").unwrap();
+    assert!(st.apply(&r).unwrap());
+    assert!(!RenderState::open(tmp.path(), "u").unwrap().differs(&r));
+    std::fs::write(tmp.path().join("render-u.json"), "{torn").unwrap();
+    let mut st = RenderState::open(tmp.path(), "u").unwrap();
+    assert_eq!(st.last_digest(), None);
+    assert!(
+        st.apply(&r).unwrap(),
+        "changed: ochopod cannot know what it rendered"
+    );
+}
