@@ -22,7 +22,9 @@
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.
 
 pub mod binding;
+pub mod check;
 pub mod control;
+pub mod logs;
 pub mod model;
 pub mod render;
 pub mod runtime;

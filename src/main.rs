@@ -1,3 +1,109 @@
-fn main() {
-    println!("ochopod {}", ochopod::VERSION);
+//! The `ochopod` command line: parse, set up logging, call into the library, map the outcome to
+//! an exit code.
+//!
+//! Exit codes: the process's own code for `run` (128+n when signal n killed it); 0 success;
+//! 1 failure; 2 bad input (pod.yaml problems, usage); 3 timeout (`ctl wait`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ochopod::logs::{LogRing, TeeWriter};
+use ochopod::runtime::{self, RunOptions, StartError};
+
+#[derive(Parser)]
+#[command(
+    name = "ochopod",
+    version,
+    about = "Configure and supervise clustered containers from a pod.yaml"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "OCHOPOD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pod.
+    Run {
+        /// The pod.yaml (default: $OCHOPOD_POD, else ./pod.yaml).
+        #[arg(env = "OCHOPOD_POD", default_value = "pod.yaml")]
+        pod_yaml: PathBuf,
+        /// No ZooKeeper: configure the pod as a cluster of one at start.
+        #[arg(long)]
+        standalone: bool,
+    },
+    /// Validate a pod.yaml and render every template against a sample cluster of 3 pods.
+    Check { pod_yaml: PathBuf },
+    /// Print what a given cluster map renders.
+    Render {
+        pod_yaml: PathBuf,
+        /// A cluster map as JSON (the body of /control/on).
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+}
+
+fn init_logging(format: LogFormat, ring: &LogRing) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("OCHOPOD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = TeeWriter { ring: ring.clone() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
+    match format {
+        LogFormat::Human => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ring = LogRing::default();
+    init_logging(cli.log_format, &ring);
+    let code = match cli.command {
+        Command::Run { pod_yaml, standalone } => run(RunOptions {
+            pod_yaml,
+            standalone,
+            ring,
+        }),
+        Command::Check { pod_yaml } => ochopod::check::check(&pod_yaml),
+        Command::Render { pod_yaml, cluster } => ochopod::check::render(&pod_yaml, &cluster),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn run(opts: RunOptions) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ochopod: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(runtime::run(opts)) {
+        Ok(code) => code,
+        Err(StartError::Spec(d)) => {
+            eprintln!("{d}");
+            2
+        }
+        Err(StartError::Other(e)) => {
+            eprintln!("ochopod: {e:#}");
+            1
+        }
+    }
 }

@@ -1,1 +1,257 @@
-//! Starts the loops (in progress)
+//! The one place that starts the loops, and the order they stop in.
+//!
+//! Start: load the pod.yaml, find out who we are (binding), open the state dir (uuid), become a
+//! subreaper and start reaping, start supervise, bind the control port, then either configure the
+//! pod as a cluster of one (`--standalone`) or start the sync loop.
+//!
+//! Stop, on SIGTERM/SIGINT (SPEC §8), in this order:
+//! 1. mark the pod `leaving` (the leader and dependents drop it) and, with `stop.drain`, wait for
+//!    a configuration without it;
+//! 2. `tear_down`, the stop signal to the process group, `grace`, KILL;
+//! 3. leave ZooKeeper (delete the registration, close the session);
+//! 4. stop the HTTP server, reap what is left, exit with the process's code (128+n for signal n).
+//!
+//! When the process ends for good on its own (policy, `/control/kill`) the same order runs from
+//! step 3, and ochopod exits with the process's code (0 after a kill).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context as _};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{self, ClusterView};
+use crate::logs::LogRing;
+use crate::model::{ClusterMap, Pod, PodState};
+use crate::render::Renderer;
+use crate::spec::{self, PodSpec, Signal};
+use crate::supervise::{self, Origin, PodContext};
+
+/// How `ochopod run` was asked to run.
+pub struct RunOptions {
+    pub pod_yaml: PathBuf,
+    pub standalone: bool,
+    pub ring: LogRing,
+}
+
+/// Why `run` could not even start. Exit code 2 for the pod.yaml, 1 otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Spec(spec::Diagnostics),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The state dir: `OCHOPOD_STATE_DIR`, else `$OCHOPOD_HOME/.ochopod`, else `/var/lib/ochopod`.
+pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = env("OCHOPOD_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    match env("OCHOPOD_HOME") {
+        Some(home) => Path::new(&home).join(".ochopod"),
+        None => PathBuf::from("/var/lib/ochopod"),
+    }
+}
+
+/// The pod's uuid, created on first use and kept in the state dir so that a restarted container
+/// with the same volume comes back as the same pod.
+pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("uuid");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = text.trim();
+        if uuid::Uuid::parse_str(text).is_ok() {
+            return Ok(text.to_string());
+        }
+        tracing::warn!(path = %path.display(), "ignoring a malformed uuid file");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state dir {}", dir.display()))?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let tmp = dir.join("uuid.tmp");
+    std::fs::write(&tmp, &uuid)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(uuid)
+}
+
+/// Bearer tokens from `OCHOPOD_TOKEN` or `OCHOPOD_TOKEN_FILE`, comma-separated; the first is the
+/// one this pod sends, any is accepted.
+pub fn tokens(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<String>> {
+    let text = match (env("OCHOPOD_TOKEN"), env("OCHOPOD_TOKEN_FILE")) {
+        (Some(t), _) => t,
+        (None, Some(file)) => std::fs::read_to_string(&file)
+            .with_context(|| format!("OCHOPOD_TOKEN_FILE: cannot read {file}"))?,
+        (None, None) => return Ok(Vec::new()),
+    };
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+fn process_env() -> impl Fn(&str) -> Option<String> {
+    |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// Runs the pod until it stops; returns the exit code.
+pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
+    let env = process_env();
+    let spec = Arc::new(spec::load(&opts.pod_yaml).map_err(StartError::Spec)?);
+    let identity = crate::binding::detect_from_process_env(&spec.ports).map_err(|e| anyhow!(e))?;
+    let state_dir = state_dir(&env);
+    let uuid = load_or_create_uuid(&state_dir)?;
+    let tokens = tokens(&env)?;
+    if tokens.is_empty() {
+        tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
+    }
+    let renderer = Renderer::new(&spec).map_err(|e| anyhow!("{e}"))?;
+    let me = Pod {
+        uuid: uuid.clone(),
+        seq: if opts.standalone {
+            1
+        } else {
+            identity.ordinal.map(|o| o + 1).unwrap_or(0)
+        },
+        cluster: spec.cluster.clone(),
+        namespace: spec.namespace.clone(),
+        ip: identity.ip.clone(),
+        host: identity.host.clone(),
+        public: identity.public.clone(),
+        node: identity.node.clone(),
+        task: identity.task.clone(),
+        ports: identity.ports.clone(),
+        control_port: identity.control_port,
+        binding: identity.binding.to_string(),
+        version: crate::VERSION.to_string(),
+        state: PodState::Running,
+    };
+    tracing::info!(cluster = %spec.key(), %uuid, ip = %me.ip, binding = %me.binding, "starting the pod");
+
+    let shutdown = CancellationToken::new();
+    if supervise::become_subreaper() {
+        tokio::spawn(supervise::run_reaper(shutdown.child_token()));
+    }
+    let template_env: BTreeMap<String, String> = std::env::vars().collect();
+    let supervise = supervise::spawn(PodContext {
+        spec: spec.clone(),
+        renderer,
+        me: me.clone(),
+        env: template_env,
+        state_dir: state_dir.clone(),
+        ring: opts.ring.clone(),
+    });
+
+    let address = format!("{}:{}", identity.bind, identity.listen_port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)"))?;
+    tracing::info!(%address, "control API listening");
+    let (view_tx, view) = watch::channel(ClusterView {
+        role: if opts.standalone {
+            "standalone"
+        } else {
+            "connecting"
+        }
+        .into(),
+        status: String::new(),
+        seq: me.seq,
+        connected: false,
+    });
+    let api = control::Api {
+        supervise: supervise.clone(),
+        cluster: view,
+        reset: None,
+        me: me.clone(),
+        tokens: Arc::new(tokens),
+        ring: opts.ring.clone(),
+        started: Instant::now(),
+    };
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(control::serve(listener, api, http_stop.clone()));
+
+    if opts.standalone {
+        let supervise = supervise.clone();
+        let map = map_of_one(&me);
+        tokio::spawn(async move {
+            if let Err(e) = supervise.on(Some(map), Origin::Leader).await {
+                tracing::error!(error = %e, "standalone configuration failed");
+            }
+        });
+    } else {
+        // The sync loop lands with the cluster work; until then a pod without --standalone waits
+        // for a leader's `on` over HTTP like any follower.
+        let _ = &view_tx;
+    }
+
+    let code = wait_for_the_end(&spec, &supervise).await;
+    shutdown.cancel();
+    http_stop.cancel();
+    let _ = server.await;
+    supervise::reap_orphans();
+    tracing::info!(code, "ochopod exits");
+    Ok(code)
+}
+
+/// A cluster of one: the pod itself, seq 1, generation 1.
+pub fn map_of_one(me: &Pod) -> ClusterMap {
+    let mut me = me.clone();
+    me.seq = me.seq.max(1);
+    let mut pods = BTreeMap::new();
+    pods.insert(me.uuid.clone(), me.clone());
+    ClusterMap {
+        generation: 1,
+        key: me.uuid,
+        pods,
+        added: Vec::new(),
+        ..Default::default()
+    }
+}
+
+/// Handles OS signals until the pod must stop, stops the process, and returns the exit code.
+/// The only task that touches OS signals.
+async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle) -> i32 {
+    let mut status = supervise.status();
+    let (mut term, mut int, mut hup, mut usr1, mut usr2) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) {
+        (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+        _ => {
+            tracing::error!("cannot install signal handlers; stopping");
+            return supervise.shutdown().await.map(|e| e.shell_code()).unwrap_or(1);
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => supervise.forward(Signal::SIGHUP).await,
+            _ = usr1.recv() => supervise.forward(Signal::SIGUSR1).await,
+            _ = usr2.recv() => supervise.forward(Signal::SIGUSR2).await,
+            changed = status.changed() => {
+                if changed.is_err() { return 1; }
+                let code = status.borrow_and_update().exit_code;
+                if let Some(code) = code {
+                    let _ = supervise.shutdown().await;
+                    return code;
+                }
+            }
+        }
+    }
+    supervise.leave().await;
+    if !spec.process.stop.drain.is_zero() {
+        // Cluster mode waits here for a configuration without this pod (sync loop).
+        tracing::debug!("drain: nothing to wait for without a cluster");
+    }
+    let exit = supervise.shutdown().await;
+    exit.map(|e| e.shell_code()).unwrap_or(0)
+}

@@ -1,1 +1,99 @@
-//! control (in progress)
+//! The control loop: the pod's HTTP API (SPEC §7).
+//!
+//! It owns nothing: reads come from the `watch` channels the other loops publish (process status,
+//! cluster role), and every change is a request to the loop that owns the state (supervise for
+//! the process, sync for the ZooKeeper session). The server stops accepting with the shutdown
+//! token and lets requests in flight finish.
+//!
+//! Every answer is JSON, errors included (`{"error": "..."}`): malformed JSON and oversized
+//! bodies are 4xx before any handler runs, so bad input changes nothing.
+
+mod handlers;
+mod metrics;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::LogRing;
+use crate::model::Pod;
+use crate::supervise;
+
+/// Largest request body accepted (a cluster map of thousands of pods fits easily).
+pub const MAX_BODY: usize = 16 << 20;
+
+/// What the sync loop says about the pod's place in its cluster (published by the runtime).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// `standalone`, `connecting`, `follower` or `leader`.
+    pub role: String,
+    /// The leader's or the connection's status line.
+    pub status: String,
+    /// The pod's seq once claimed (0 before).
+    pub seq: u32,
+    pub connected: bool,
+}
+
+/// Everything the handlers read or ask.
+#[derive(Clone)]
+pub struct Api {
+    pub supervise: supervise::Handle,
+    pub cluster: watch::Receiver<ClusterView>,
+    /// The sync loop holds the receiver; `None` when standalone (`/reset` is then a 409).
+    pub reset: Option<mpsc::Sender<()>>,
+    pub me: Pod,
+    /// Accepted bearer tokens; empty: no authentication.
+    pub tokens: Arc<Vec<String>>,
+    pub ring: LogRing,
+    pub started: Instant,
+}
+
+/// The router, with authentication, body limit and JSON fallbacks.
+pub fn router(api: Api) -> Router {
+    let open = Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::metrics));
+    let guarded = Router::new()
+        .route("/info", get(handlers::info))
+        .route("/log", get(handlers::log))
+        .route("/control/check", post(handlers::check))
+        .route("/control/on", post(handlers::on))
+        .route("/control/off", post(handlers::off))
+        .route("/control/ok", post(handlers::ok))
+        .route("/control/signal", post(handlers::signal))
+        .route("/control/kill", post(handlers::kill))
+        .route("/reset", post(handlers::reset))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            handlers::authenticate,
+        ));
+    open.merge(guarded)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, api: Api, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// A JSON error answer.
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+}

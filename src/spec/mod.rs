@@ -2,14 +2,18 @@
 //!
 //! Parsing happens in two steps: `raw` deserializes the YAML with serde-saphyr, keeping the
 //! line:col of every value that needs a semantic check (durations, signals, template files);
-//! `load` validates those values and builds the plain [`PodSpec`] below, which is all the rest of
-//! the program sees. Every problem found on the way is a [`Diagnostic`] naming `file:line:col`;
-//! `load` collects all of them rather than stopping at the first.
+//! `load` hands them to `validate` and `sections`, which build the plain [`PodSpec`] below: all
+//! the rest of the program sees. Every problem found on the way is a [`Diagnostic`] naming
+//! `file:line:col`; they are all collected rather than stopping at the first.
 
 mod duration;
 mod error;
 mod load;
 mod raw;
+mod sections;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, Diagnostics};
-pub use load::{load, load_str};
+pub use load::{load, load_str, load_with_env, parse_signal};
 pub use nix::sys::signal::Signal;
 
 /// A validated pod.yaml.

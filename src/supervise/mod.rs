@@ -1,1 +1,376 @@
-//! supervise (in progress)
+//! The supervise loop: everything that happens inside the pod.
+//!
+//! It owns the process (spawn, restart with backoff, stop with grace, reload), the last cluster
+//! map the pod applied, the render state and the pod's standing (`held`, `failed`, `leaving`). It
+//! receives [`Command`]s from the control API and the runtime through a [`Handle`], and publishes a
+//! [`Status`] on a `watch` channel that anyone reads without waiting (`/info`, `/readyz`,
+//! `/metrics`, the sync loop for the pod's state).
+//!
+//! Checks (`ready`, `sanity`) run in tasks of their own per run of the process and report back as
+//! events, so a slow check never holds a command up. The actor stops on [`Command::Shutdown`],
+//! which stops the process in the declared way and answers with its exit.
+
+mod actor;
+mod backoff;
+mod child;
+mod reaper;
+mod shell;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use backoff::Backoff;
+pub use child::Exit;
+pub use reaper::{become_subreaper, reap_orphans, run as run_reaper};
+pub use shell::{Output as ShellOutput, ShellError};
+
+use crate::logs::LogRing;
+use crate::model::{ClusterMap, Pod, PodState};
+use crate::render::Renderer;
+use crate::spec::{PodSpec, Signal};
+
+/// What the process is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessState {
+    /// Not started yet, or stopped by an `off`, or waiting for a restart.
+    Stopped,
+    Running,
+    /// Being stopped: stop signal sent, grace running.
+    Terminating,
+    /// Ended for good (policy, `kill`); control calls answer 410.
+    Dead,
+}
+
+/// The supervise loop's state as others see it. Cheap to clone; published on every change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub process: ProcessState,
+    pub pid: Option<u32>,
+    /// The pod's standing in its cluster.
+    pub state: PodState,
+    /// Restarts after the process ended on its own.
+    pub restarts: u64,
+    pub last_exit: Option<Exit>,
+    /// The generation of the last map applied (0: none yet).
+    pub generation: u64,
+    /// How many maps were applied.
+    pub configurations: u64,
+    /// The ready check passed for the current run (true at once when none is declared).
+    pub ready: bool,
+    /// Consecutive sanity check failures.
+    pub sanity_failures: u32,
+    /// Counts runs of the process; an `on` waits for readiness of a given run.
+    #[serde(skip)]
+    pub incarnation: u64,
+    /// A human line about what is happening (`restarting in 2s`, `sanity check failed 3 times`).
+    pub status: String,
+    /// Dependency name → pods in the last applied map.
+    pub dependencies: BTreeMap<String, usize>,
+    /// The exit code ochopod should end with, once the process ended for good and the pod does
+    /// not linger.
+    #[serde(skip)]
+    pub exit_code: Option<i32>,
+}
+
+impl Status {
+    fn new(process_start: bool) -> Status {
+        Status {
+            process: ProcessState::Stopped,
+            pid: None,
+            state: PodState::Running,
+            restarts: 0,
+            last_exit: None,
+            generation: 0,
+            configurations: 0,
+            ready: false,
+            sanity_failures: 0,
+            incarnation: 0,
+            status: if process_start {
+                "waiting for a configuration"
+            } else {
+                "configured only on an explicit on"
+            }
+            .to_string(),
+            dependencies: BTreeMap::new(),
+            exit_code: None,
+        }
+    }
+
+    /// `/readyz`: running, a configuration applied, ready check and sanity passing.
+    pub fn is_ready(&self) -> bool {
+        self.process == ProcessState::Running
+            && self.generation > 0
+            && self.ready
+            && self.sanity_failures == 0
+    }
+}
+
+/// Why a control request was refused. Each maps to one HTTP status in the control API.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// 410: the pod was killed or its process ended for good.
+    #[error("the pod is gone (killed, or its process ended for good)")]
+    Gone,
+    /// 409: a generation lower than the one applied.
+    #[error("stale generation {got}: generation {have} is applied")]
+    Stale { have: u64, got: u64 },
+    /// 409: an empty `on` with no map to re-apply.
+    #[error("no cluster map to re-apply: this pod was never configured")]
+    NoMap,
+    /// 400: a map that does not name this pod.
+    #[error("{0}")]
+    BadMap(String),
+    /// 406: `can_configure` said no.
+    #[error("vetoed by hooks.can_configure: {0}")]
+    Vetoed(String),
+    /// 504: the ready check did not pass in time.
+    #[error("not ready after {0:?}")]
+    NotReady(Duration),
+    /// 500: rendering, a hook or the process failed.
+    #[error("{0}")]
+    Failed(String),
+    /// 501: the request needs something the pod.yaml does not declare.
+    #[error("{0}")]
+    NotDeclared(String),
+}
+
+/// Who sent an `on`/`off`: the leader (a cluster map) or an operator (an empty body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Leader,
+    Operator,
+}
+
+/// Requests to the supervise actor. Each carries the sender of its reply.
+#[derive(Debug)]
+pub enum Command {
+    /// Apply a map (None: the last one), then start, reload or keep the process.
+    /// Answers with the incarnation to wait on for readiness, or None when nothing runs.
+    On {
+        map: Option<Box<ClusterMap>>,
+        origin: Origin,
+        reply: oneshot::Sender<Result<Option<u64>, ControlError>>,
+    },
+    /// Stop the process; an operator's off holds the pod.
+    Off {
+        origin: Origin,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// finalize, stop for good.
+    Kill {
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// The pod is shutting down: mark it leaving.
+    Leave,
+    /// Forward a signal to the process group.
+    Forward(Signal),
+    /// Stop the process and end the loop; answers with the process's last exit.
+    Shutdown { reply: oneshot::Sender<Option<Exit>> },
+}
+
+/// Everything the supervise loop needs to know about the pod, fixed at start.
+pub struct PodContext {
+    pub spec: Arc<PodSpec>,
+    pub renderer: Renderer,
+    /// The pod as known before any map (its own entry in a map wins).
+    pub me: Pod,
+    /// The environment templates see as `env`.
+    pub env: BTreeMap<String, String>,
+    pub state_dir: PathBuf,
+    pub ring: LogRing,
+}
+
+/// The cloneable way to talk to the supervise loop.
+#[derive(Clone)]
+pub struct Handle {
+    /// The actor holds the receiving end.
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+    /// The last applied map, published by the actor (for `check`, `ok`, `signal`).
+    last_map: watch::Receiver<Option<Arc<ClusterMap>>>,
+    ctx: Arc<PodContext>,
+}
+
+/// Starts the supervise loop.
+pub fn spawn(ctx: PodContext) -> Handle {
+    let ctx = Arc::new(ctx);
+    let (tx, rx) = mpsc::channel(32);
+    let (status_tx, status) = watch::channel(Status::new(ctx.spec.process.start));
+    let (map_tx, last_map) = watch::channel(None);
+    tokio::spawn(actor::Actor::new(ctx.clone(), rx, status_tx, map_tx).run());
+    Handle {
+        tx,
+        status,
+        last_map,
+        ctx,
+    }
+}
+
+impl Handle {
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    pub fn last_map(&self) -> Option<Arc<ClusterMap>> {
+        self.last_map.borrow().clone()
+    }
+
+    pub fn context(&self) -> &Arc<PodContext> {
+        &self.ctx
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| ControlError::Gone)?;
+        rx.await.map_err(|_| ControlError::Gone)
+    }
+
+    fn refuse_if_gone(&self) -> Result<(), ControlError> {
+        if self.status.borrow().process == ProcessState::Dead {
+            return Err(ControlError::Gone);
+        }
+        Ok(())
+    }
+
+    /// `POST /control/check`: can this pod take `map`? Runs `hooks.can_configure`.
+    pub async fn check(&self, map: ClusterMap) -> Result<(), ControlError> {
+        self.refuse_if_gone()?;
+        let have = self.status.borrow().generation;
+        if map.generation < have {
+            return Err(ControlError::Stale {
+                have,
+                got: map.generation,
+            });
+        }
+        let Some(hook) = self.ctx.spec.hooks.can_configure.clone() else {
+            return Ok(());
+        };
+        let out = actor::run_hook(&self.ctx, "hooks.can_configure", &hook, &map, None).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ControlError::Vetoed(format!("exit {}", out.exit.shell_code())))
+        }
+    }
+
+    /// `POST /control/on`: apply `map` (None: the last one) and answer once the pod is ready.
+    pub async fn on(&self, map: Option<ClusterMap>, origin: Origin) -> Result<(), ControlError> {
+        self.refuse_if_gone()?;
+        let incarnation = self
+            .ask(|reply| Command::On {
+                map: map.map(Box::new),
+                origin,
+                reply,
+            })
+            .await??;
+        let Some(incarnation) = incarnation else {
+            return Ok(());
+        };
+        let timeout = self
+            .ctx
+            .spec
+            .checks
+            .ready
+            .as_ref()
+            .map(|c| c.timeout)
+            .unwrap_or(Duration::from_secs(60));
+        let mut status = self.status.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    if s.incarnation != incarnation || s.process != ProcessState::Running {
+                        return Err(ControlError::Failed(format!(
+                            "the process stopped while starting: {}",
+                            s.status
+                        )));
+                    }
+                    if s.ready {
+                        return Ok(());
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return Err(ControlError::Gone);
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or(Err(ControlError::NotReady(timeout)))
+    }
+
+    /// `POST /control/off`.
+    pub async fn off(&self, origin: Origin) -> Result<(), ControlError> {
+        self.refuse_if_gone()?;
+        self.ask(|reply| Command::Off { origin, reply }).await?
+    }
+
+    /// `POST /control/ok`: the configuration is complete; runs `hooks.configured`.
+    pub async fn ok(&self) -> Result<(), ControlError> {
+        self.refuse_if_gone()?;
+        let (Some(hook), Some(map)) = (self.ctx.spec.hooks.configured.clone(), self.last_map()) else {
+            return Ok(());
+        };
+        let out = actor::run_hook(&self.ctx, "hooks.configured", &hook, &map, None).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ControlError::Failed(format!(
+                "hooks.configured: exit {}",
+                out.exit.shell_code()
+            )))
+        }
+    }
+
+    /// `POST /control/signal`: pass `body` to `hooks.signaled`; its stdout (JSON) is the answer.
+    pub async fn signal(&self, body: Vec<u8>) -> Result<serde_json::Value, ControlError> {
+        self.refuse_if_gone()?;
+        let Some(hook) = self.ctx.spec.hooks.signaled.clone() else {
+            return Err(ControlError::NotDeclared(
+                "no hooks.signaled in the pod.yaml".into(),
+            ));
+        };
+        let map = self
+            .last_map()
+            .map(|m| (*m).clone())
+            .unwrap_or_else(|| actor::map_of_one(&self.ctx));
+        let out = actor::run_hook(&self.ctx, "hooks.signaled", &hook, &map, Some(body)).await?;
+        if !out.success() {
+            return Err(ControlError::Failed(format!(
+                "hooks.signaled: exit {}",
+                out.exit.shell_code()
+            )));
+        }
+        let text = out.stdout.trim();
+        if text.is_empty() {
+            return Ok(serde_json::json!({}));
+        }
+        Ok(serde_json::from_str(text).unwrap_or_else(|_| serde_json::json!({ "output": text })))
+    }
+
+    /// `POST /control/kill`: finalize and stop for good.
+    pub async fn kill(&self) -> Result<(), ControlError> {
+        self.refuse_if_gone()?;
+        self.ask(|reply| Command::Kill { reply }).await?
+    }
+
+    /// Marks the pod leaving (SIGTERM).
+    pub async fn leave(&self) {
+        let _ = self.tx.send(Command::Leave).await;
+    }
+
+    /// Forwards a signal to the process group.
+    pub async fn forward(&self, sig: Signal) {
+        let _ = self.tx.send(Command::Forward(sig)).await;
+    }
+
+    /// Stops the process and the loop; the process's last exit.
+    pub async fn shutdown(&self) -> Option<Exit> {
+        self.ask(|reply| Command::Shutdown { reply }).await.ok().flatten()
+    }
+}

@@ -1,0 +1,237 @@
+//! Route handlers. Each turns a request into a question for a loop and its answer into JSON.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{error, Api};
+use crate::model::ClusterMap;
+use crate::supervise::{ControlError, Origin};
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ControlError::Gone => StatusCode::GONE,
+            ControlError::Stale { .. } | ControlError::NoMap => StatusCode::CONFLICT,
+            ControlError::BadMap(_) => StatusCode::BAD_REQUEST,
+            ControlError::Vetoed(_) => StatusCode::NOT_ACCEPTABLE,
+            ControlError::NotReady(_) => StatusCode::GATEWAY_TIMEOUT,
+            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::NotDeclared(_) => StatusCode::NOT_IMPLEMENTED,
+        };
+        error(status, self)
+    }
+}
+
+fn done(result: Result<(), ControlError>) -> Response {
+    match result {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks the bearer token on every guarded route. Comparison takes the same time whatever
+/// prefix matches, so the token cannot be guessed byte by byte from timings.
+pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    if api.tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(given)
+            if api
+                .tokens
+                .iter()
+                .any(|t| constant_time_eq(t.as_bytes(), given.as_bytes())) =>
+        {
+            next.run(request).await
+        }
+        Some(_) => error(StatusCode::UNAUTHORIZED, "bad token"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer ...)",
+        ),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A body that is empty (None) or a cluster map; anything else is a 4xx.
+fn parse_map(body: Result<Bytes, BytesRejection>) -> Result<Option<ClusterMap>, Box<Response>> {
+    let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a cluster map: {e}"),
+        ))
+    })
+}
+
+pub async fn healthz() -> Response {
+    Json(json!({ "ok": true })).into_response()
+}
+
+pub async fn readyz(State(api): State<Api>) -> Response {
+    let s = api.supervise.status().borrow().clone();
+    if s.is_ready() {
+        return Json(json!({ "ready": true })).into_response();
+    }
+    let mut reasons = Vec::new();
+    if s.process != crate::supervise::ProcessState::Running {
+        reasons.push(format!("process {:?}", s.process).to_lowercase());
+    }
+    if s.generation == 0 {
+        reasons.push("not configured yet".to_string());
+    }
+    if !s.ready {
+        reasons.push("ready check not passed".to_string());
+    }
+    if s.sanity_failures > 0 {
+        reasons.push(format!("{} sanity check failure(s)", s.sanity_failures));
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "ready": false, "reasons": reasons })),
+    )
+        .into_response()
+}
+
+pub async fn info(State(api): State<Api>) -> Response {
+    let s = api.supervise.status().borrow().clone();
+    let view = api.cluster.borrow().clone();
+    let mut me = api
+        .supervise
+        .last_map()
+        .and_then(|m| m.me().cloned())
+        .unwrap_or_else(|| api.me.clone());
+    if view.seq > 0 {
+        me.seq = view.seq;
+    }
+    me.state = s.state;
+    let mut body = serde_json::to_value(&me).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("key".into(), json!(format!("{}.{}", me.namespace, me.cluster)));
+        obj.insert("pod_state".into(), json!(s.state));
+        obj.insert("state".into(), json!(view.role));
+        obj.insert(
+            "status".into(),
+            json!(if view.role == "leader" && !view.status.is_empty() {
+                view.status.clone()
+            } else {
+                s.status.clone()
+            }),
+        );
+        obj.insert("cluster_status".into(), json!(view.status));
+        obj.insert("connected".into(), json!(view.connected));
+        obj.insert("process".into(), json!(s.process));
+        obj.insert("pid".into(), json!(s.pid));
+        obj.insert("restarts".into(), json!(s.restarts));
+        obj.insert("last_exit".into(), json!(s.last_exit));
+        obj.insert("generation".into(), json!(s.generation));
+        obj.insert("configurations".into(), json!(s.configurations));
+        obj.insert("ready".into(), json!(s.is_ready()));
+        obj.insert("dependencies".into(), json!(s.dependencies));
+        obj.insert("uptime_s".into(), json!(api.started.elapsed().as_secs()));
+    }
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    lines: Option<usize>,
+}
+
+pub async fn log(
+    State(api): State<Api>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "lines must be a non-negative integer");
+    };
+    Json(json!({ "lines": api.ring.tail(q.lines.unwrap_or(100)) })).into_response()
+}
+
+pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse_map(body) {
+        Ok(Some(map)) => done(api.supervise.check(map).await),
+        Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),
+        Err(r) => *r,
+    }
+}
+
+pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse_map(body) {
+        Ok(Some(map)) => done(api.supervise.on(Some(map), Origin::Leader).await),
+        Ok(None) => done(api.supervise.on(None, Origin::Operator).await),
+        Err(r) => *r,
+    }
+}
+
+/// An empty body is an operator's `off` (the pod is held); a body is the leader's (a map).
+pub async fn off(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    let origin = match body {
+        Err(r) => return error(r.status(), r.body_text()),
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Origin::Operator,
+        Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b) {
+            Ok(_) => Origin::Leader,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+        },
+    };
+    done(api.supervise.off(origin).await)
+}
+
+pub async fn ok(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(r) = body {
+        return error(r.status(), r.body_text());
+    }
+    done(api.supervise.ok().await)
+}
+
+pub async fn signal(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&body) {
+            return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}"));
+        }
+    }
+    match api.supervise.signal(body.to_vec()).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn kill(State(api): State<Api>) -> Response {
+    done(api.supervise.kill().await)
+}
+
+pub async fn reset(State(api): State<Api>) -> Response {
+    match &api.reset {
+        Some(tx) => match tx.send(()).await {
+            Ok(()) => Json(json!({ "ok": true })).into_response(),
+            Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the sync loop is not running"),
+        },
+        None => error(
+            StatusCode::CONFLICT,
+            "standalone pod: there is no ZooKeeper session to reset",
+        ),
+    }
+}
