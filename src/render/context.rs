@@ -37,9 +37,9 @@ impl Context {
         previous: Option<&ClusterMap>,
         env: &BTreeMap<String, String>,
     ) -> Result<Context, RenderError> {
-        let me = map.me().ok_or_else(|| RenderError::NotInMap {
-            key: map.key.clone(),
-        })?;
+        let me = map
+            .me()
+            .ok_or_else(|| RenderError::NotInMap { key: map.key.clone() })?;
         let ranked = map.pods_by_seq();
         let index_of = |uuid: &str| ranked.iter().position(|p| p.uuid == uuid);
         let pods: Vec<Value> = ranked

@@ -8,8 +8,7 @@
 //! [`super::RenderError`] turns into `file:line:col: message`.
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
-    ScopedJson,
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
 };
 use serde_json::Value;
 
@@ -38,12 +37,7 @@ fn fail(message: String) -> RenderError {
 
 /// The `idx`-th parameter of helper `name`, which must be present (and, in strict mode, exist
 /// in the context: a missing path is reported by name).
-fn param<'a>(
-    h: &'a Helper<'_>,
-    name: &str,
-    idx: usize,
-    what: &str,
-) -> Result<&'a Value, RenderError> {
+fn param<'a>(h: &'a Helper<'_>, name: &str, idx: usize, what: &str) -> Result<&'a Value, RenderError> {
     let p = h
         .param(idx)
         .ok_or_else(|| fail(format!("{name}: expected {what} as parameter {}", idx + 1)))?;
@@ -85,9 +79,7 @@ fn dependency<'rc>(ctx: &'rc Context, helper: &str, name: &str) -> Result<&'rc V
     } else {
         format!("known: {}", known.join(", "))
     };
-    Err(fail(format!(
-        "{helper}: unknown dependency {name:?} ({known})"
-    )))
+    Err(fail(format!("{helper}: unknown dependency {name:?} ({known})")))
 }
 
 /// Whether `pod` belongs to the cluster being rendered: its uuid is among `cluster.pods` or
@@ -106,13 +98,7 @@ fn is_own(ctx: &Context, pod: &Value) -> bool {
 }
 
 /// `pod.ports[port]`: the port peers reach `port` of that pod at (remapped on Marathon).
-fn remapped(
-    ctx: &Context,
-    helper: &str,
-    pod: &Value,
-    port: u16,
-    lenient: bool,
-) -> Result<u16, RenderError> {
+fn remapped(ctx: &Context, helper: &str, pod: &Value, port: u16, lenient: bool) -> Result<u16, RenderError> {
     let found = pod
         .get("ports")
         .and_then(|p| p.get(port.to_string()))

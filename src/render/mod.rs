@@ -68,12 +68,7 @@ impl fmt::Display for Rendered {
                 WriteMode::Always => "always",
                 WriteMode::IfAbsent => "if-absent",
             };
-            writeln!(
-                f,
-                "==> {} ({:04o}, {write}) <==",
-                file.dest.display(),
-                file.mode
-            )?;
+            writeln!(f, "==> {} ({:04o}, {write}) <==", file.dest.display(), file.mode)?;
             f.write_str(&file.content)?;
             if !file.content.is_empty() && !file.content.ends_with('\n') {
                 writeln!(f)?;
@@ -189,10 +184,7 @@ fn inline_fields(spec: &PodSpec) -> Vec<(&'static str, &str)> {
         (fields::TEAR_DOWN, h.tear_down.as_deref()),
         (fields::FINALIZE, h.finalize.as_deref()),
         (fields::READY, c.ready.as_ref().map(|r| r.command.as_str())),
-        (
-            fields::SANITY,
-            c.sanity.as_ref().map(|r| r.command.as_str()),
-        ),
+        (fields::SANITY, c.sanity.as_ref().map(|r| r.command.as_str())),
     ]
     .into_iter()
     .filter_map(|(f, t)| t.map(|t| (f, t)))
@@ -280,9 +272,7 @@ fn compile(spec: &PodSpec, lenient_foreign_ports: bool) -> (Renderer, Vec<Render
     if let Some(p) = &spec.settings.probe {
         b.command(fields::PROBE, &p.command);
     }
-    if let Some(crate::spec::ReloadAction::Command(c)) =
-        spec.process.reload.as_ref().map(|r| &r.action)
-    {
+    if let Some(crate::spec::ReloadAction::Command(c)) = spec.process.reload.as_ref().map(|r| &r.action) {
         b.command(fields::RELOAD, c);
     }
     for (k, v) in &spec.process.env {
@@ -324,11 +314,7 @@ impl Renderer {
     /// A relative dest is taken relative to the rendered cwd, where the process will look for
     /// it (`conf/zoo.cfg`), or to ochopod's own folder when there is no cwd.
     pub fn render_pod(&self, ctx: &Context) -> Result<Rendered, RenderError> {
-        let cwd = self
-            .cwd
-            .as_ref()
-            .map(|n| self.render_name(n, ctx))
-            .transpose()?;
+        let cwd = self.cwd.as_ref().map(|n| self.render_name(n, ctx)).transpose()?;
         let mut files: Vec<RenderedFile> = Vec::new();
         let mut seen: HashMap<PathBuf, &str> = HashMap::new();
         for t in &self.files {
@@ -412,12 +398,7 @@ impl Renderer {
     }
 
     /// Compiles and renders a one-off template; errors name it `name`.
-    pub fn render_str(
-        &self,
-        name: &str,
-        template: &str,
-        ctx: &Context,
-    ) -> Result<String, RenderError> {
+    pub fn render_str(&self, name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
         let origin = Origin::File(PathBuf::from(name));
         self.hb
             .render_template(template, ctx.as_json())

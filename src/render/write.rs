@@ -96,12 +96,7 @@ fn write_in_place(dest: &Path, content: &[u8], mode: u32) -> Result<(), RenderEr
         .map_err(io_err(dest, "open for writing"))?;
     f.write_all(content).map_err(io_err(dest, "write"))?;
     // chmod only when needed: a mounted file may belong to someone else.
-    let current = f
-        .metadata()
-        .map_err(io_err(dest, "stat"))?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let current = f.metadata().map_err(io_err(dest, "stat"))?.permissions().mode() & 0o7777;
     if current != mode & 0o7777 {
         f.set_permissions(Permissions::from_mode(mode))
             .map_err(io_err(dest, "chmod"))?;

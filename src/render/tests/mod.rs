@@ -14,8 +14,8 @@ mod templates;
 mod writes;
 use crate::model::{ClusterMap, Pod, PodState};
 use crate::spec::{
-    Check, Checks, Dependency, Hooks, Order, Process, Restart, RestartPolicy, Settings, Signal,
-    Stop, TemplateSpec,
+    Check, Checks, Dependency, Hooks, Order, Process, Restart, RestartPolicy, Settings, Signal, Stop,
+    TemplateSpec,
 };
 
 pub(super) fn spec() -> PodSpec {
@@ -134,11 +134,7 @@ pub(super) fn env() -> BTreeMap<String, String> {
 }
 
 /// Renders `text` as the only template file of `spec`, against `map`.
-pub(super) fn render_one(
-    spec: &mut PodSpec,
-    map: &ClusterMap,
-    text: &str,
-) -> Result<String, RenderError> {
+pub(super) fn render_one(spec: &mut PodSpec, map: &ClusterMap, text: &str) -> Result<String, RenderError> {
     spec.templates = vec![template("templates/t.hbs", text, "/tmp/t")];
     let r = Renderer::new(spec)?;
     let ctx = Context::new(spec, map, None, &env())?;

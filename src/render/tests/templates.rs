@@ -16,10 +16,7 @@ fn html_escaping_is_off() {
     s.templates = vec![template("t.hbs", "a={{env.X}} b={{{env.X}}}", "/tmp/t")];
     let r = Renderer::new(&s).unwrap();
     let ctx = Context::new(&s, &map(), None, &env).unwrap();
-    assert_eq!(
-        r.render_pod(&ctx).unwrap().files[0].content,
-        "a=<&>\"' b=<&>\"'"
-    );
+    assert_eq!(r.render_pod(&ctx).unwrap().files[0].content, "a=<&>\"' b=<&>\"'");
 }
 
 #[test]
@@ -35,9 +32,7 @@ fn missing_variable_is_an_error_naming_file_line_and_column() {
 #[test]
 fn missing_variable_in_an_inline_template_names_the_pod_yaml_field() {
     let mut s = spec();
-    s.process
-        .env
-        .insert("JVMFLAGS".into(), "-Dx={{pod.typo}}".into());
+    s.process.env.insert("JVMFLAGS".into(), "-Dx={{pod.typo}}".into());
     let r = Renderer::new(&s).unwrap();
     let ctx = Context::new(&s, &map(), None, &env()).unwrap();
     let e = r.render_pod(&ctx).unwrap_err();
@@ -50,11 +45,7 @@ fn missing_variable_in_an_inline_template_names_the_pod_yaml_field() {
 #[test]
 fn syntax_error_names_file_line_and_column() {
     let mut s = spec();
-    s.templates = vec![template(
-        "templates/zoo.cfg.hbs",
-        "a\nb {{#each x}}\n",
-        "/tmp/t",
-    )];
+    s.templates = vec![template("templates/zoo.cfg.hbs", "a\nb {{#each x}}\n", "/tmp/t")];
     let e = Renderer::new(&s).unwrap_err();
     let msg = e.to_string();
     assert!(msg.starts_with("templates/zoo.cfg.hbs:"), "{msg}");
@@ -141,10 +132,7 @@ fn removed_pods_come_from_the_map_then_from_the_previous_map() {
     m.removed = vec!["zookeeper-5".into(), "zookeeper-4".into(), "unknown".into()];
     m.removed_pods = by_uuid(vec![pod("zookeeper", 4, "10.0.0.4", &[])]);
     let ctx = Context::new(&spec(), &m, Some(&previous), &env()).unwrap();
-    let removed = ctx.as_json()["cluster"]["removed"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let removed = ctx.as_json()["cluster"]["removed"].as_array().unwrap().clone();
     let ips: Vec<_> = removed.iter().map(|p| p["ip"].as_str().unwrap()).collect();
     assert_eq!(ips, vec!["10.0.0.4", "10.0.0.5"]);
     assert!(removed[0].get("index").is_none());
@@ -201,14 +189,10 @@ fn port_gives_a_pods_remapped_port() {
         render_one(&mut s, &map(), t).unwrap(),
         "server.1=10.0.0.1:2888:3888\nserver.2=10.0.0.2:31001:3888\nserver.3=10.0.0.3:2888:3888\n"
     );
-    assert_eq!(
-        render_one(&mut s, &map(), "{{port pod 2888}}").unwrap(),
-        "31001"
-    );
+    assert_eq!(render_one(&mut s, &map(), "{{port pod 2888}}").unwrap(), "31001");
     let e = render_one(&mut s, &map(), "\n  {{port pod 9999}}").unwrap_err();
     assert!(
-        e.to_string()
-            .starts_with("templates/t.hbs:2:3: port: pod seq 2"),
+        e.to_string().starts_with("templates/t.hbs:2:3: port: pod seq 2"),
         "{e}"
     );
     let e = render_one(&mut s, &map(), "{{port pod.nope 2888}}").unwrap_err();
@@ -218,7 +202,8 @@ fn port_gives_a_pods_remapped_port() {
 #[test]
 fn dep_gives_the_dependency_object() {
     let mut s = spec();
-    let t = "{{#with (dep \"zookeeper\")}}{{size}}:{{#each pods}}{{ip}}:{{port this 2181}};{{/each}}{{/with}}";
+    let t =
+        "{{#with (dep \"zookeeper\")}}{{size}}:{{#each pods}}{{ip}}:{{port this 2181}};{{/each}}{{/with}}";
     assert_eq!(
         render_one(&mut s, &kafka_map(), t).unwrap(),
         "2:10.0.1.1:2181;10.0.1.2:31181;"
@@ -233,11 +218,7 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
     s.process.command = CommandLine::Shell("exec zk --id {{pod.seq}}".into());
     s.process.env.insert("MYID".into(), "{{pod.seq}}".into());
     s.process.cwd = Some("{{env.OCHOPOD_HOME}}".into());
-    s.templates = vec![template(
-        "t.hbs",
-        "{{cluster.size}}",
-        "conf/{{pod.seq}}.cfg",
-    )];
+    s.templates = vec![template("t.hbs", "{{cluster.size}}", "conf/{{pod.seq}}.cfg")];
     s.hooks.pre_start = Some("echo {{pod.ip}}".into());
     let r = Renderer::new(&s).unwrap();
     let ctx = Context::new(&s, &map(), None, &env()).unwrap();
@@ -246,10 +227,7 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
     assert_eq!(out.env["MYID"], "2");
     assert_eq!(out.cwd.as_deref(), Some("/home/zk"));
     assert_eq!(out.files[0].dest, PathBuf::from("/home/zk/conf/2.cfg"));
-    assert_eq!(
-        r.render_field(fields::PRE_START, &ctx).unwrap(),
-        "echo 10.0.0.2"
-    );
+    assert_eq!(r.render_field(fields::PRE_START, &ctx).unwrap(), "echo 10.0.0.2");
     assert!(matches!(
         r.render_field(fields::TEAR_DOWN, &ctx),
         Err(RenderError::UnknownField { .. })
@@ -263,10 +241,7 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
 #[test]
 fn two_templates_on_one_dest_are_an_error() {
     let mut s = spec();
-    s.templates = vec![
-        template("a.hbs", "a", "/tmp/x"),
-        template("b.hbs", "b", "/tmp/x"),
-    ];
+    s.templates = vec![template("a.hbs", "a", "/tmp/x"), template("b.hbs", "b", "/tmp/x")];
     let r = Renderer::new(&s).unwrap();
     let ctx = Context::new(&s, &map(), None, &env()).unwrap();
     let e = r.render_pod(&ctx).unwrap_err();
@@ -359,8 +334,5 @@ fn ports_are_reachable_by_path_and_lookup() {
     let mut s = spec();
     let t = "{{pod.ports.[2888]}} {{lookup pod.ports \"2888\"}} \
              {{#each cluster.pods}}{{@index}}{{@root.pod.seq}}{{#unless @last}},{{/unless}}{{/each}}";
-    assert_eq!(
-        render_one(&mut s, &map(), t).unwrap(),
-        "31001 31001 02,12,22"
-    );
+    assert_eq!(render_one(&mut s, &map(), t).unwrap(), "31001 31001 02,12,22");
 }

@@ -51,26 +51,18 @@ fn apply_detects_changes_against_its_own_last_render_not_the_disk() {
     assert_eq!(std::fs::read_to_string(&zoo).unwrap(), "edited");
 
     // A new render of the if-absent file alone changes nothing and keeps the process's file.
-    assert!(!st
-        .apply(&rendered(tmp.path(), "a", "servers=1,2,3"))
-        .unwrap());
-    assert_eq!(
-        std::fs::read_to_string(&dynamic).unwrap(),
-        "servers=1,2 (by zk)"
-    );
+    assert!(!st.apply(&rendered(tmp.path(), "a", "servers=1,2,3")).unwrap());
+    assert_eq!(std::fs::read_to_string(&dynamic).unwrap(), "servers=1,2 (by zk)");
 
     // Missing on disk though unchanged: written again, still "unchanged".
     std::fs::remove_file(&zoo).unwrap();
     std::fs::remove_file(&dynamic).unwrap();
-    assert!(!st
-        .apply(&rendered(tmp.path(), "a", "servers=1,2,3"))
-        .unwrap());
+    assert!(!st.apply(&rendered(tmp.path(), "a", "servers=1,2,3")).unwrap());
     assert_eq!(std::fs::read_to_string(&zoo).unwrap(), "a");
     assert_eq!(std::fs::read_to_string(&dynamic).unwrap(), "servers=1,2,3");
 
     assert!(
-        st.apply(&rendered(tmp.path(), "b", "servers=1,2,3"))
-            .unwrap(),
+        st.apply(&rendered(tmp.path(), "b", "servers=1,2,3")).unwrap(),
         "content"
     );
     assert_eq!(std::fs::read_to_string(&zoo).unwrap(), "b");
@@ -92,14 +84,8 @@ fn apply_detects_changes_against_its_own_last_render_not_the_disk() {
 #[test]
 fn digest_follows_content() {
     let d = Path::new("/x");
-    assert_eq!(
-        rendered(d, "a", "b").digest(),
-        rendered(d, "a", "b").digest()
-    );
-    assert_ne!(
-        rendered(d, "a", "b").digest(),
-        rendered(d, "a", "c").digest()
-    );
+    assert_eq!(rendered(d, "a", "b").digest(), rendered(d, "a", "b").digest());
+    assert_ne!(rendered(d, "a", "b").digest(), rendered(d, "a", "c").digest());
     assert_eq!(rendered(d, "a", "b").digest().len(), 64);
 }
 
@@ -149,14 +135,7 @@ fn write_atomic_writes_in_place_over_a_mount_point() {
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     std::fs::write(&source, "old").unwrap();
     std::fs::write(&dest, "").unwrap();
-    mount(
-        Some(&source),
-        &dest,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
+    mount(Some(&source), &dest, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "old");
 
     write_atomic(&dest, b"new", 0o640).unwrap();
