@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod fixtures;
 mod templates;
 mod writes;
 use crate::model::{ClusterMap, Pod, PodState};
