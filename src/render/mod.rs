@@ -397,9 +397,11 @@ impl Renderer {
         }
     }
 
-    /// Compiles and renders a one-off template; errors name it `name`.
+    /// Compiles and renders a one-off template; errors name it `name`, as the pod.yaml field
+    /// when `name` is one (`hooks.pre_start`: see [`fields`]). Prefer [`Self::render_field`] for
+    /// declared fields: it does not parse the template again.
     pub fn render_str(&self, name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
-        let origin = Origin::File(PathBuf::from(name));
+        let origin = self.origin(name);
         self.hb
             .render_template(template, ctx.as_json())
             .map_err(|e| RenderError::from_handlebars(&origin, e))

@@ -228,6 +228,18 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
     assert_eq!(out.cwd.as_deref(), Some("/home/zk"));
     assert_eq!(out.files[0].dest, PathBuf::from("/home/zk/conf/2.cfg"));
     assert_eq!(r.render_field(fields::PRE_START, &ctx).unwrap(), "echo 10.0.0.2");
+    let e = r
+        .render_str(fields::PRE_START, "echo {{pod.nope}}", &ctx)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pods/zk.yaml: hooks.pre_start:1:6: `pod.nope` is not in the context (strict mode)"
+    );
+    let e = r.render_str("adhoc", "{{nope}}", &ctx).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "adhoc:1:1: `nope` is not in the context (strict mode)"
+    );
     assert!(matches!(
         r.render_field(fields::TEAR_DOWN, &ctx),
         Err(RenderError::UnknownField { .. })
