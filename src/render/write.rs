@@ -275,6 +275,10 @@ impl RenderState {
                 tracing::debug!(dest = %file.dest.display(), mode = format!("{:o}", file.mode), "wrote");
             }
         }
+        if self.last.as_ref() == Some(&new) {
+            // Same record: spare the disk a rewrite (an `on` with an unchanged map is common).
+            return Ok(false);
+        }
         let state = StateFile {
             version: STATE_VERSION,
             digest: new.digest(),
