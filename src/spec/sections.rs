@@ -11,9 +11,8 @@ use super::load::parse_mode;
 use super::raw::{self, S};
 use super::validate::{pos, Validator, TOP};
 use super::{
-    format_duration, Check, Checks, CommandLine, Hooks, Order, Probe, Process, Reload,
-    ReloadAction, ReloadFailure, Restart, RestartPolicy, Settings, Signal, Stop, TemplateSpec,
-    WriteMode,
+    format_duration, Check, Checks, CommandLine, Hooks, Order, Probe, Process, Reload, ReloadAction,
+    ReloadFailure, Restart, RestartPolicy, Settings, Signal, Stop, TemplateSpec, WriteMode,
 };
 
 impl Validator {
@@ -74,11 +73,7 @@ impl Validator {
             ),
             parallelism: self.int("settings.parallelism", s.parallelism.as_ref(), 1, 16),
             full_shutdown: s.full_shutdown.unwrap_or(false),
-            timeout: self.period(
-                "settings.timeout",
-                s.timeout.as_ref(),
-                Duration::from_secs(60),
-            ),
+            timeout: self.period("settings.timeout", s.timeout.as_ref(), Duration::from_secs(60)),
             evict_after: self.int("settings.evict_after", s.evict_after.as_ref(), 1, 3),
             apply,
             probe,
@@ -147,11 +142,7 @@ impl Validator {
         let s = p.stop.as_ref().unwrap_or(&sd);
         let stop = Stop {
             signal: self.signal("process.stop.signal", s.signal.as_ref(), Signal::SIGTERM),
-            grace: self.duration(
-                "process.stop.grace",
-                s.grace.as_ref(),
-                Duration::from_secs(10),
-            ),
+            grace: self.duration("process.stop.grace", s.grace.as_ref(), Duration::from_secs(10)),
             drain: self.duration("process.stop.drain", s.drain.as_ref(), Duration::ZERO),
         };
         let cwd = p.cwd.as_ref().and_then(|c| {
@@ -182,10 +173,7 @@ impl Validator {
         let on_failure = self.choice(
             "process.reload.on_failure",
             r.on_failure.as_ref(),
-            &[
-                ("restart", ReloadFailure::Restart),
-                ("keep", ReloadFailure::Keep),
-            ],
+            &[("restart", ReloadFailure::Restart), ("keep", ReloadFailure::Keep)],
             ReloadFailure::Restart,
         );
         let action = match (&r.signal, &r.command) {
@@ -194,11 +182,7 @@ impl Validator {
             }
             (None, Some(c)) => ReloadAction::Command(self.command("process.reload.command", c)?),
             (Some(_), Some(_)) | (None, None) => {
-                let found = if r.signal.is_some() {
-                    "both"
-                } else {
-                    "neither"
-                };
+                let found = if r.signal.is_some() { "both" } else { "neither" };
                 self.error(
                     pos(&raw.referenced),
                     format!("process.reload: expected exactly one of `signal` or `command`, found {found}"),
@@ -209,11 +193,7 @@ impl Validator {
         Some(Reload { action, on_failure })
     }
 
-    pub(super) fn templates(
-        &mut self,
-        raw: &[S<raw::RawTemplate>],
-        dir: &Path,
-    ) -> Vec<TemplateSpec> {
+    pub(super) fn templates(&mut self, raw: &[S<raw::RawTemplate>], dir: &Path) -> Vec<TemplateSpec> {
         let mut out = Vec::new();
         for (i, t) in raw.iter().enumerate() {
             let at = pos(&t.referenced);
@@ -234,10 +214,7 @@ impl Validator {
             let write = self.choice(
                 &format!("{field}.write"),
                 t.value.write.as_ref(),
-                &[
-                    ("always", WriteMode::Always),
-                    ("if-absent", WriteMode::IfAbsent),
-                ],
+                &[("always", WriteMode::Always), ("if-absent", WriteMode::IfAbsent)],
                 WriteMode::Always,
             );
             let dest = match &t.value.dest {
@@ -350,12 +327,7 @@ impl Validator {
         Checks { ready, sanity }
     }
 
-    fn check_command(
-        &mut self,
-        field: &str,
-        value: Option<&S<String>>,
-        at: (u64, u64),
-    ) -> Option<String> {
+    fn check_command(&mut self, field: &str, value: Option<&S<String>>, at: (u64, u64)) -> Option<String> {
         if value.is_none() {
             self.error(at, format!("{field}: missing, a command is required"));
         }

@@ -33,10 +33,7 @@ fn problems(name: &str) -> Vec<String> {
 }
 
 fn load_text(text: &str, env: &[(&str, &str)]) -> Result<PodSpec, Diagnostics> {
-    let env: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     load_with_env(Path::new("pods/web.yaml"), text, &|k| env.get(k).cloned())
 }
 
@@ -83,35 +80,23 @@ fn spec_example_parses_to_its_values() {
     assert_eq!(p.cwd.as_deref(), Some("/var/lib/zookeeper"));
     assert!(p.start && !p.strict && !p.linger);
     assert_eq!(p.restart.policy, RestartPolicy::OnFailure);
-    assert_eq!(
-        (p.restart.backoff, p.restart.max_backoff),
-        (secs(1), secs(30))
-    );
+    assert_eq!((p.restart.backoff, p.restart.max_backoff), (secs(1), secs(30)));
     assert_eq!(p.stop.signal, Signal::SIGTERM);
     assert_eq!((p.stop.grace, p.stop.drain), (secs(10), Duration::ZERO));
     let reload = p.reload.as_ref().unwrap();
-    assert!(matches!(
-        reload.action,
-        ReloadAction::Signal(Signal::SIGHUP)
-    ));
+    assert!(matches!(reload.action, ReloadAction::Signal(Signal::SIGHUP)));
     assert_eq!(reload.on_failure, ReloadFailure::Restart);
 
     assert_eq!(spec.templates.len(), 1);
     let t = &spec.templates[0];
-    assert_eq!(
-        t.source,
-        Path::new("tests/fixtures/spec/templates/zoo.cfg.hbs")
-    );
+    assert_eq!(t.source, Path::new("tests/fixtures/spec/templates/zoo.cfg.hbs"));
     assert!(t.text.starts_with("tickTime=2000\n"));
     assert_eq!(t.dest, "{{env.OCHOPOD_HOME}}/conf/zoo.cfg");
     assert_eq!(t.mode, 0o644);
     assert_eq!(t.write, WriteMode::Always);
 
     let ready = spec.checks.ready.as_ref().unwrap();
-    assert_eq!(
-        ready.command,
-        "echo srvr | nc -w1 {{pod.ip}} 2181 | grep -q Mode"
-    );
+    assert_eq!(ready.command, "echo srvr | nc -w1 {{pod.ip}} 2181 | grep -q Mode");
     assert_eq!((ready.every, ready.timeout), (secs(1), secs(60)));
     let sanity = spec.checks.sanity.as_ref().unwrap();
     assert_eq!(
@@ -153,10 +138,7 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert!(p.env.is_empty() && p.cwd.is_none() && p.reload.is_none());
     assert!(p.start && !p.strict && !p.linger);
     assert_eq!(p.restart.policy, RestartPolicy::OnFailure);
-    assert_eq!(
-        (p.restart.backoff, p.restart.max_backoff),
-        (secs(1), secs(30))
-    );
+    assert_eq!((p.restart.backoff, p.restart.max_backoff), (secs(1), secs(30)));
     assert_eq!(p.stop.signal, Signal::SIGTERM);
     assert_eq!((p.stop.grace, p.stop.drain), (secs(10), Duration::ZERO));
     assert!(spec.checks.ready.is_none() && spec.checks.sanity.is_none());
@@ -172,9 +154,7 @@ fn section_defaults_fill_what_a_section_leaves_out() {
     let spec = load_with_env(&fixture("inline.yaml"), text, &no_env).unwrap();
     assert_eq!(spec.settings.probe.unwrap().every, secs(60));
     let reload = spec.process.reload.unwrap();
-    assert!(
-        matches!(reload.action, ReloadAction::Command(CommandLine::Shell(ref c)) if c == "kill -HUP 1")
-    );
+    assert!(matches!(reload.action, ReloadAction::Command(CommandLine::Shell(ref c)) if c == "kill -HUP 1"));
     assert_eq!(reload.on_failure, ReloadFailure::Keep);
     // An unquoted int mode is octal too, as chmod reads it.
     assert_eq!(spec.templates[0].mode, 0o600);
@@ -195,10 +175,7 @@ fn a_string_command_runs_under_a_shell_and_a_list_is_exec_d() {
         shell.unwrap().process.command,
         CommandLine::Shell("exec nginx -g 'daemon off;'".into())
     );
-    let exec = load_text(
-        "cluster: web\nprocess:\n  command:\n    - sleep\n    - 10\n",
-        &[],
-    );
+    let exec = load_text("cluster: web\nprocess:\n  command:\n    - sleep\n    - 10\n", &[]);
     assert_eq!(
         exec.unwrap().process.command,
         CommandLine::Exec(vec!["sleep".into(), "10".into()])
@@ -207,7 +184,8 @@ fn a_string_command_runs_under_a_shell_and_a_list_is_exec_d() {
 
 #[test]
 fn dependencies_are_names_or_maps_with_a_min() {
-    let text = "cluster: kafka\ndepends_on:\n  - zookeeper\n  - { cluster: /infra.zk, min: 3 }\n  - \"kafka-*\"\n\
+    let text =
+        "cluster: kafka\ndepends_on:\n  - zookeeper\n  - { cluster: /infra.zk, min: 3 }\n  - \"kafka-*\"\n\
                 process: { command: x }\n";
     let spec = load_text(text, &[]).unwrap();
     let deps: Vec<(&str, usize)> = spec
@@ -215,10 +193,7 @@ fn dependencies_are_names_or_maps_with_a_min() {
         .iter()
         .map(|d| (d.cluster.as_str(), d.min))
         .collect();
-    assert_eq!(
-        deps,
-        vec![("zookeeper", 0), ("/infra.zk", 3), ("kafka-*", 0)]
-    );
+    assert_eq!(deps, vec![("zookeeper", 0), ("/infra.zk", 3), ("kafka-*", 0)]);
 }
 
 #[test]
@@ -232,11 +207,7 @@ fn a_wildcard_matching_the_pods_own_cluster_is_a_cycle() {
 
 #[test]
 fn environment_overrides_cluster_and_namespace() {
-    let spec = load_text(
-        MINIMAL,
-        &[("OCHOPOD_CLUSTER", "api"), ("POD_NAMESPACE", "k8s")],
-    )
-    .unwrap();
+    let spec = load_text(MINIMAL, &[("OCHOPOD_CLUSTER", "api"), ("POD_NAMESPACE", "k8s")]).unwrap();
     assert_eq!(spec.key(), "k8s.api");
     let spec = load_text(
         MINIMAL,
@@ -245,11 +216,7 @@ fn environment_overrides_cluster_and_namespace() {
     .unwrap();
     assert_eq!(spec.key(), "mine.web");
     // Empty variables count as unset.
-    let spec = load_text(
-        MINIMAL,
-        &[("OCHOPOD_CLUSTER", ""), ("OCHOPOD_NAMESPACE", "")],
-    )
-    .unwrap();
+    let spec = load_text(MINIMAL, &[("OCHOPOD_CLUSTER", ""), ("OCHOPOD_NAMESPACE", "")]).unwrap();
     assert_eq!(spec.key(), "default.web");
     // The override alone satisfies a missing `cluster`.
     let spec = load_text("process: { command: x }\n", &[("OCHOPOD_CLUSTER", "api")]).unwrap();
@@ -258,11 +225,7 @@ fn environment_overrides_cluster_and_namespace() {
 
 #[test]
 fn a_bad_override_names_its_variable() {
-    let d = load_text(
-        MINIMAL,
-        &[("OCHOPOD_CLUSTER", "Api"), ("POD_NAMESPACE", "a.b")],
-    )
-    .unwrap_err();
+    let d = load_text(MINIMAL, &[("OCHOPOD_CLUSTER", "Api"), ("POD_NAMESPACE", "a.b")]).unwrap_err();
     let lines: Vec<String> = d.0.iter().map(|d| d.to_string()).collect();
     assert_eq!(
         lines,

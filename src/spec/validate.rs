@@ -44,12 +44,7 @@ impl Validator {
         });
     }
 
-    pub(super) fn duration(
-        &mut self,
-        field: &str,
-        value: Option<&S<String>>,
-        default: Duration,
-    ) -> Duration {
+    pub(super) fn duration(&mut self, field: &str, value: Option<&S<String>>, default: Duration) -> Duration {
         let Some(v) = value else { return default };
         parse_duration(&v.value).unwrap_or_else(|m| {
             self.error(pos(&v.referenced), format!("{field}: {m}"));
@@ -58,19 +53,11 @@ impl Validator {
     }
 
     /// A period (`every`, `timeout`): zero would spin or time out at once.
-    pub(super) fn period(
-        &mut self,
-        field: &str,
-        value: Option<&S<String>>,
-        default: Duration,
-    ) -> Duration {
+    pub(super) fn period(&mut self, field: &str, value: Option<&S<String>>, default: Duration) -> Duration {
         let d = self.duration(field, value, default);
         if d.is_zero() {
             if let Some(v) = value {
-                self.error(
-                    pos(&v.referenced),
-                    format!("{field}: must be longer than 0"),
-                );
+                self.error(pos(&v.referenced), format!("{field}: must be longer than 0"));
             }
             return default;
         }
@@ -121,12 +108,7 @@ impl Validator {
         default
     }
 
-    pub(super) fn signal(
-        &mut self,
-        field: &str,
-        value: Option<&S<String>>,
-        default: Signal,
-    ) -> Signal {
+    pub(super) fn signal(&mut self, field: &str, value: Option<&S<String>>, default: Signal) -> Signal {
         let Some(v) = value else { return default };
         parse_signal(&v.value).unwrap_or_else(|m| {
             self.error(pos(&v.referenced), format!("{field}: {m}"));
@@ -138,18 +120,12 @@ impl Validator {
         let at = pos(&value.referenced);
         match &value.value {
             RawCommand::Shell(s) if s.trim().is_empty() => {
-                self.error(
-                    at,
-                    format!("{field}: expected a command, found an empty string"),
-                );
+                self.error(at, format!("{field}: expected a command, found an empty string"));
                 None
             }
             RawCommand::Shell(s) => Some(CommandLine::Shell(s.clone())),
             RawCommand::Exec(v) if v.is_empty() => {
-                self.error(
-                    at,
-                    format!("{field}: expected a command, found an empty list"),
-                );
+                self.error(at, format!("{field}: expected a command, found an empty list"));
                 None
             }
             RawCommand::Exec(v) if v[0].trim().is_empty() => {
@@ -189,12 +165,7 @@ impl Validator {
         Some(v.value.clone())
     }
 
-    pub(super) fn pod(
-        &mut self,
-        path: &Path,
-        raw: RawPod,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> PodSpec {
+    pub(super) fn pod(&mut self, path: &Path, raw: RawPod, env: &dyn Fn(&str) -> Option<String>) -> PodSpec {
         // Empty variables count as unset: orchestrators often template them to "".
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
         let cluster = self.name(
@@ -248,10 +219,7 @@ impl Validator {
         let expected = "expected a name of [a-z0-9-]+";
         if let Some(o) = over {
             if !is_name(&o) {
-                self.error(
-                    at,
-                    format!("{var} (overriding {field}): {expected}, found {o:?}"),
-                );
+                self.error(at, format!("{var} (overriding {field}): {expected}, found {o:?}"));
             }
             return o;
         }
@@ -264,10 +232,7 @@ impl Validator {
             }
             (None, Some(d)) => d.to_owned(),
             (None, None) => {
-                self.error(
-                    at,
-                    format!("{field}: missing, a name of [a-z0-9-]+ is required"),
-                );
+                self.error(at, format!("{field}: missing, a name of [a-z0-9-]+ is required"));
                 String::new()
             }
         }
@@ -280,10 +245,7 @@ impl Validator {
             let Some(port) = u16::try_from(p.value).ok().filter(|n| *n >= 1) else {
                 self.error(
                     at,
-                    format!(
-                        "ports[{i}]: expected a port in 1..=65535, found {}",
-                        p.value
-                    ),
+                    format!("ports[{i}]: expected a port in 1..=65535, found {}", p.value),
                 );
                 continue;
             };
@@ -334,7 +296,10 @@ impl Validator {
             if !valid {
                 self.error(
                     at,
-                    format!("{field}: expected a cluster name like \"zookeeper\", \"/namespace.name\" or a \"*\" pattern, found {text:?}"),
+                    format!(
+                        "{field}: expected a cluster name like \"zookeeper\", \"/namespace.name\" \
+                         or a \"*\" pattern, found {text:?}"
+                    ),
                 );
                 continue;
             }
@@ -345,7 +310,10 @@ impl Validator {
             if is_self {
                 self.error(
                     at,
-                    format!("{field}: {text:?} names this pod's own cluster {namespace}.{cluster}: a cluster cannot depend on itself"),
+                    format!(
+                        "{field}: {text:?} names this pod's own cluster {namespace}.{cluster}: \
+                         a cluster cannot depend on itself"
+                    ),
                 );
                 continue;
             }
