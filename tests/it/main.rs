@@ -1,0 +1,7 @@
+//! Integration tests: the real binary, real processes, real HTTP (and a real ZooKeeper for the
+//! cluster tests). One test binary so the harness is compiled once.
+
+mod harness;
+
+mod api;
+mod runner;
