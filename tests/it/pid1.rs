@@ -9,9 +9,15 @@ use crate::harness::pod::{Pod, PodDir, PodOptions};
 fn children_of(ppid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_string()) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_string()) else {
+            continue;
+        };
         let mut f = rest.split_whitespace();
         let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
         if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
@@ -27,21 +33,35 @@ const ORPHANS: usize = 40;
 /// the pod and ochopod's pid as seen from here.
 async fn pid1_pod(dir: &PodDir, reap: bool) -> (Pod, u32) {
     let mut opts = PodOptions {
-        prefix: ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"].map(String::from).to_vec(),
+        prefix: [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child=SIGTERM",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..PodOptions::default()
     };
     if !reap {
         opts.env.insert("OCHOPOD_REAP".into(), "off".into());
     }
     let pod = Pod::start(dir, opts);
-    pod.wait_info("the process to run", Duration::from_secs(20), |i| i["process"] == "running").await;
+    pod.wait_info("the process to run", Duration::from_secs(20), |i| {
+        i["process"] == "running"
+    })
+    .await;
     let ochopod = eventually(Duration::from_secs(5), "ochopod under unshare", || async {
         children_of(pod.pid()).first().map(|c| c.0)
     })
     .await;
     let status = std::fs::read_to_string(format!("/proc/{ochopod}/status")).expect("status");
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).expect("NSpid");
-    assert!(nspid.trim_end().ends_with("\t1"), "ochopod is PID 1 in its namespace: {nspid}");
+    assert!(
+        nspid.trim_end().ends_with("\t1"),
+        "ochopod is PID 1 in its namespace: {nspid}"
+    );
     eventually(Duration::from_secs(20), "the orphans to be made", || async {
         std::fs::metadata(pod.home_file("spawned")).ok().map(|_| ())
     })
