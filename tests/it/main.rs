@@ -4,5 +4,6 @@
 mod harness;
 
 mod api;
+mod examples;
 mod pid1;
 mod runner;
