@@ -30,6 +30,8 @@ pub mod render;
 pub mod runtime;
 pub mod spec;
 pub mod supervise;
+pub mod sync;
+pub mod zk;
 
 /// ochopod's version, as pods report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
