@@ -16,7 +16,7 @@
 //!
 //! * [`spec`] and [`render`] are the contract: pod.yaml types and the template context.
 //! * [`supervise`] owns the process: render, spawn, restart, stop, reload, checks, hooks.
-//! * [`sync`] owns the ZooKeeper session: registration, election and, on the leader,
+//! * `sync` owns the ZooKeeper session: registration, election and, on the leader,
 //!   configuration of every pod of the cluster.
 //! * [`control`] serves the HTTP API; it owns nothing and asks the other two.
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.

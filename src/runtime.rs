@@ -103,7 +103,11 @@ fn process_env() -> impl Fn(&str) -> Option<String> {
 pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     let env = process_env();
     let spec = Arc::new(spec::load(&opts.pod_yaml).map_err(StartError::Spec)?);
-    let identity = crate::binding::detect_from_process_env(&spec.ports).map_err(|e| anyhow!(e))?;
+    let mut identity = crate::binding::detect_from_process_env(&spec.ports).map_err(|e| anyhow!(e))?;
+    // SPEC §3: the control port is one of the pod's ports, so peers find it like any other.
+    identity
+        .ports
+        .insert(identity.listen_port.to_string(), identity.control_port);
     let state_dir = state_dir(&env);
     let uuid = load_or_create_uuid(&state_dir)?;
     let tokens = tokens(&env)?;
@@ -134,7 +138,9 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     tracing::info!(cluster = %spec.key(), %uuid, ip = %me.ip, binding = %me.binding, "starting the pod");
 
     let shutdown = CancellationToken::new();
-    if supervise::become_subreaper() {
+    // OCHOPOD_REAP=off exists to show that the PID-1 test detects zombies; never needed otherwise.
+    let reap = env("OCHOPOD_REAP").as_deref() != Some("off");
+    if reap && supervise::become_subreaper() {
         tokio::spawn(supervise::run_reaper(shutdown.child_token()));
     }
     let template_env: BTreeMap<String, String> = std::env::vars().collect();
@@ -179,8 +185,11 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         let supervise = supervise.clone();
         let map = map_of_one(&me);
         tokio::spawn(async move {
+            // A process that ends at once (a one-shot job) is not a failed configuration.
             if let Err(e) = supervise.on(Some(map), Origin::Leader).await {
-                tracing::error!(error = %e, "standalone configuration failed");
+                if supervise.status().borrow().process != supervise::ProcessState::Dead {
+                    tracing::error!(error = %e, "standalone configuration failed");
+                }
             }
         });
     } else {

@@ -1,30 +1,40 @@
-//! Placeholder for the renderer (being written on the `render` branch); same API, minimal body.
-#![allow(missing_docs)]
+//! Templates: Handlebars over the context of SPEC §4, and the files they produce.
+//!
+//! Owns the compiled templates of one pod.yaml: every template file and every inline template
+//! (process command, env values, cwd, dests, check, hook, apply, probe and reload commands).
+//! Receives a [`Context`] (built from a cluster map); emits a [`Rendered`] value, which
+//! [`RenderState::apply`] writes to disk, answering whether anything changed since ochopod's own
+//! last render. Nothing here runs in the background: no shutdown to speak of.
+//!
+//! Handlebars runs in strict mode (a missing value is an error naming `file:line:col`) with HTML
+//! escaping off (config files are not HTML). One gap of strict mode, by handlebars' design:
+//! `{{#if missing}}` (and `#unless`) is silently false rather than an error, so a typo in an
+//! `#if` condition goes unnoticed; test conditions on values that exist.
+//!
+//! `ochopod check` uses [`check`]: every template against [`sample_map`], every problem listed.
 
-use std::collections::BTreeMap;
+mod context;
+mod error;
+mod helpers;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::model::ClusterMap;
+use handlebars::Handlebars;
+
+pub use context::{sample_env, sample_map, Context};
+pub use error::{Origin, RenderError};
+pub use write::{write_atomic, RenderState};
+
 use crate::spec::{CommandLine, PodSpec, WriteMode};
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RenderError(String);
-
-pub struct Renderer {
-    hb: handlebars::Handlebars<'static>,
-    spec: PodSpec,
-}
-
-pub struct Context(serde_json::Value);
-
-pub struct Rendered {
-    pub files: Vec<RenderedFile>,
-    pub command: CommandLine,
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-}
-
+/// One file to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
     pub dest: PathBuf,
     pub content: String,
@@ -32,87 +42,406 @@ pub struct RenderedFile {
     pub write: WriteMode,
 }
 
-impl Context {
-    pub fn new(
-        _spec: &PodSpec,
-        map: &ClusterMap,
-        _previous: Option<&ClusterMap>,
-        env: &BTreeMap<String, String>,
-    ) -> Result<Context, RenderError> {
-        let me = map.me().ok_or_else(|| RenderError("no key".into()))?;
-        Ok(Context(
-            serde_json::json!({"pod": me, "env": env, "cluster": {"pods": map.pods_by_seq(), "size": map.pods.len(), "generation": map.generation}}),
-        ))
+/// Everything the process needs for one cluster map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub files: Vec<RenderedFile>,
+    pub command: CommandLine,
+    /// `process.env`, rendered (added to the pod's own environment by the caller).
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+}
+
+impl Rendered {
+    /// sha256 (hex) of a canonical form of everything rendered: same digest, same render.
+    pub fn digest(&self) -> String {
+        write::Record::of(self).digest()
     }
 }
 
-impl Renderer {
-    pub fn new(spec: &PodSpec) -> Result<Renderer, RenderError> {
-        let mut hb = handlebars::Handlebars::new();
-        hb.set_strict_mode(true);
-        hb.register_escape_fn(handlebars::no_escape);
-        Ok(Renderer {
+/// What `ochopod render` prints: each file under a `==> dest (mode, write)` header, then the
+/// command, cwd and env.
+impl fmt::Display for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for file in &self.files {
+            let write = match file.write {
+                WriteMode::Always => "always",
+                WriteMode::IfAbsent => "if-absent",
+            };
+            writeln!(f, "==> {} ({:04o}, {write}) <==", file.dest.display(), file.mode)?;
+            f.write_str(&file.content)?;
+            if !file.content.is_empty() && !file.content.ends_with('\n') {
+                writeln!(f)?;
+            }
+        }
+        writeln!(f, "==> process <==")?;
+        match &self.command {
+            CommandLine::Exec(parts) => writeln!(f, "command: {parts:?}")?,
+            CommandLine::Shell(s) => writeln!(f, "command: /bin/sh -c {s:?}")?,
+        }
+        if let Some(cwd) = &self.cwd {
+            writeln!(f, "cwd: {cwd}")?;
+        }
+        for (k, v) in &self.env {
+            writeln!(f, "env: {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The inline template fields hooks and checks are rendered by, for [`Renderer::render_field`].
+pub mod fields {
+    pub const INITIALIZE: &str = "hooks.initialize";
+    pub const PRE_START: &str = "hooks.pre_start";
+    pub const CAN_CONFIGURE: &str = "hooks.can_configure";
+    pub const CONFIGURED: &str = "hooks.configured";
+    pub const SIGNALED: &str = "hooks.signaled";
+    pub const TEAR_DOWN: &str = "hooks.tear_down";
+    pub const FINALIZE: &str = "hooks.finalize";
+    pub const READY: &str = "checks.ready.command";
+    pub const SANITY: &str = "checks.sanity.command";
+    /// Command fields, for [`super::Renderer::render_command`].
+    pub const PROCESS: &str = "process.command";
+    pub const APPLY: &str = "settings.apply.command";
+    pub const PROBE: &str = "settings.probe.command";
+    pub const RELOAD: &str = "process.reload.command";
+}
+
+/// A compiled command: names of the templates of its parts.
+#[derive(Debug, Clone)]
+enum CommandTemplate {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+#[derive(Debug, Clone)]
+struct FileTemplate {
+    body: String,
+    dest: String,
+    mode: u32,
+    write: WriteMode,
+}
+
+/// Every template of one pod.yaml, compiled once.
+pub struct Renderer {
+    hb: Handlebars<'static>,
+    /// Template name in `hb` → where it comes from, for error messages.
+    origins: HashMap<String, Origin>,
+    /// Template names in pod.yaml order, for `check`'s listing.
+    order: Vec<String>,
+    files: Vec<FileTemplate>,
+    commands: HashMap<&'static str, CommandTemplate>,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+}
+
+impl fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Renderer")
+            .field("templates", &self.order)
+            .finish()
+    }
+}
+
+/// Every template text of the spec: files first, then inline fields.
+fn template_texts(spec: &PodSpec) -> Vec<&str> {
+    let mut texts: Vec<&str> = Vec::new();
+    for t in &spec.templates {
+        texts.push(&t.text);
+        texts.push(&t.dest);
+    }
+    let commands = [
+        Some(&spec.process.command),
+        spec.settings.apply.as_ref(),
+        spec.settings.probe.as_ref().map(|p| &p.command),
+        match spec.process.reload.as_ref().map(|r| &r.action) {
+            Some(crate::spec::ReloadAction::Command(c)) => Some(c),
+            _ => None,
+        },
+    ];
+    for c in commands.into_iter().flatten() {
+        match c {
+            CommandLine::Exec(parts) => texts.extend(parts.iter().map(String::as_str)),
+            CommandLine::Shell(s) => texts.push(s),
+        }
+    }
+    texts.extend(spec.process.env.values().map(String::as_str));
+    texts.extend(spec.process.cwd.as_deref());
+    texts.extend(inline_fields(spec).into_iter().map(|(_, t)| t));
+    texts
+}
+
+/// The hook and check commands the spec declares, by field name.
+fn inline_fields(spec: &PodSpec) -> Vec<(&'static str, &str)> {
+    let h = &spec.hooks;
+    let c = &spec.checks;
+    [
+        (fields::INITIALIZE, h.initialize.as_deref()),
+        (fields::PRE_START, h.pre_start.as_deref()),
+        (fields::CAN_CONFIGURE, h.can_configure.as_deref()),
+        (fields::CONFIGURED, h.configured.as_deref()),
+        (fields::SIGNALED, h.signaled.as_deref()),
+        (fields::TEAR_DOWN, h.tear_down.as_deref()),
+        (fields::FINALIZE, h.finalize.as_deref()),
+        (fields::READY, c.ready.as_ref().map(|r| r.command.as_str())),
+        (fields::SANITY, c.sanity.as_ref().map(|r| r.command.as_str())),
+    ]
+    .into_iter()
+    .filter_map(|(f, t)| t.map(|t| (f, t)))
+    .collect()
+}
+
+/// Collects compile errors while registering templates, so `check` can list them all.
+struct Builder<'s> {
+    spec: &'s PodSpec,
+    r: Renderer,
+    errors: Vec<RenderError>,
+}
+
+impl Builder<'_> {
+    /// Compiles `text` under `name`; returns the name for later rendering.
+    fn add(&mut self, name: String, origin: Origin, text: &str) -> String {
+        if let Err(e) = self.r.hb.register_template_string(&name, text) {
+            self.errors.push(RenderError::compile(&origin, e));
+        }
+        self.r.origins.insert(name.clone(), origin);
+        self.r.order.push(name.clone());
+        name
+    }
+
+    fn field(&mut self, field: String, text: &str) -> String {
+        let origin = Origin::Field {
+            pod_yaml: self.spec.path.clone(),
+            field: field.clone(),
+        };
+        self.add(field, origin, text)
+    }
+
+    fn command(&mut self, field: &'static str, c: &CommandLine) {
+        let compiled = match c {
+            CommandLine::Exec(parts) => CommandTemplate::Exec(
+                parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| self.field(format!("{field}[{i}]"), p))
+                    .collect(),
+            ),
+            CommandLine::Shell(s) => CommandTemplate::Shell(self.field(field.to_owned(), s)),
+        };
+        self.r.commands.insert(field, compiled);
+    }
+}
+
+/// Compiles every template of `spec`; `lenient_foreign_ports` as in [`helpers::register`].
+fn compile(spec: &PodSpec, lenient_foreign_ports: bool) -> (Renderer, Vec<RenderError>) {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    helpers::register(&mut hb, lenient_foreign_ports);
+    let mut b = Builder {
+        spec,
+        r: Renderer {
             hb,
-            spec: spec.clone(),
-        })
+            origins: HashMap::new(),
+            order: Vec::new(),
+            files: Vec::new(),
+            commands: HashMap::new(),
+            env: Vec::new(),
+            cwd: None,
+        },
+        errors: Vec::new(),
+    };
+    for (i, t) in spec.templates.iter().enumerate() {
+        let body = b.add(
+            format!("file:{}", t.source.display()),
+            Origin::File(t.source.clone()),
+            &t.text,
+        );
+        let dest = b.field(format!("templates[{i}].dest"), &t.dest);
+        b.r.files.push(FileTemplate {
+            body,
+            dest,
+            mode: t.mode,
+            write: t.write,
+        });
+    }
+    b.command(fields::PROCESS, &spec.process.command);
+    if let Some(c) = &spec.settings.apply {
+        b.command(fields::APPLY, c);
+    }
+    if let Some(p) = &spec.settings.probe {
+        b.command(fields::PROBE, &p.command);
+    }
+    if let Some(crate::spec::ReloadAction::Command(c)) = spec.process.reload.as_ref().map(|r| &r.action) {
+        b.command(fields::RELOAD, c);
+    }
+    for (k, v) in &spec.process.env {
+        let name = b.field(format!("process.env.{k}"), v);
+        b.r.env.push((k.clone(), name));
+    }
+    if let Some(cwd) = &spec.process.cwd {
+        b.r.cwd = Some(b.field("process.cwd".to_owned(), cwd));
+    }
+    for (field, text) in inline_fields(spec) {
+        b.field(field.to_owned(), text);
+    }
+    (b.r, b.errors)
+}
+
+impl Renderer {
+    /// Compiles every template file and inline template of `spec`; fails on the first syntax
+    /// error (`templates/x.hbs:LINE:COL: message`, or `pod.yaml: field:LINE:COL: message`).
+    pub fn new(spec: &PodSpec) -> Result<Renderer, RenderError> {
+        let (r, errors) = compile(spec, false);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(r),
+        }
     }
 
-    pub fn render_str(&self, _name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
+    fn render_name(&self, name: &str, ctx: &Context) -> Result<String, RenderError> {
+        let origin = self
+            .origins
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Origin::File(PathBuf::from(name)));
         self.hb
-            .render_template(template, &ctx.0)
-            .map_err(|e| RenderError(e.to_string()))
+            .render(name, ctx.as_json())
+            .map_err(|e| RenderError::from_handlebars(&origin, e))
     }
 
+    /// Renders everything the process needs: files (dest, content), command, env and cwd.
+    /// A relative dest is taken relative to the rendered cwd, where the process will look for
+    /// it (`conf/zoo.cfg`), or to ochopod's own folder when there is no cwd.
     pub fn render_pod(&self, ctx: &Context) -> Result<Rendered, RenderError> {
-        let r = |t: &str| self.render_str("", t, ctx);
-        let mut files = Vec::new();
-        for t in &self.spec.templates {
+        let cwd = self.cwd.as_ref().map(|n| self.render_name(n, ctx)).transpose()?;
+        let mut files: Vec<RenderedFile> = Vec::new();
+        let mut seen: HashMap<PathBuf, &str> = HashMap::new();
+        for t in &self.files {
+            let dest = self.render_name(&t.dest, ctx)?;
+            let dest = dest.trim();
+            if dest.is_empty() {
+                return Err(RenderError::Template {
+                    origin: self.origin(&t.dest),
+                    line: None,
+                    col: None,
+                    message: "renders to an empty path".to_owned(),
+                });
+            }
+            let dest = match &cwd {
+                Some(cwd) if Path::new(dest).is_relative() => Path::new(cwd).join(dest),
+                _ => PathBuf::from(dest),
+            };
+            if let Some(first) = seen.insert(dest.clone(), &t.body) {
+                return Err(RenderError::DuplicateDest {
+                    dest,
+                    first: self.origin(first),
+                    second: self.origin(&t.body),
+                });
+            }
             files.push(RenderedFile {
-                dest: PathBuf::from(r(&t.dest)?),
-                content: r(&t.text)?,
+                content: self.render_name(&t.body, ctx)?,
+                dest,
                 mode: t.mode,
                 write: t.write,
             });
         }
-        let command = match &self.spec.process.command {
-            CommandLine::Shell(s) => CommandLine::Shell(r(s)?),
-            CommandLine::Exec(v) => CommandLine::Exec(v.iter().map(|s| r(s)).collect::<Result<_, _>>()?),
-        };
         let env = self
-            .spec
-            .process
             .env
             .iter()
-            .map(|(k, v)| Ok((k.clone(), r(v)?)))
+            .map(|(k, n)| Ok((k.clone(), self.render_name(n, ctx)?)))
             .collect::<Result<_, RenderError>>()?;
-        let cwd = self.spec.process.cwd.as_deref().map(r).transpose()?;
         Ok(Rendered {
             files,
-            command,
+            command: self.render_command(fields::PROCESS, ctx)?,
             env,
             cwd,
         })
     }
-}
 
-pub struct RenderState;
-
-impl RenderState {
-    pub fn open(_dir: &Path, _uuid: &str) -> std::io::Result<RenderState> {
-        Ok(RenderState)
+    fn origin(&self, name: &str) -> Origin {
+        self.origins
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Origin::File(PathBuf::from(name)))
     }
 
-    pub fn apply(&mut self, rendered: &Rendered) -> Result<bool, RenderError> {
-        for f in &rendered.files {
-            if let Some(d) = f.dest.parent() {
-                std::fs::create_dir_all(d).map_err(|e| RenderError(e.to_string()))?;
-            }
-            std::fs::write(&f.dest, &f.content).map_err(|e| RenderError(e.to_string()))?;
+    /// Whether the pod.yaml declares the inline template `field` (see [`fields`]).
+    pub fn has_field(&self, field: &str) -> bool {
+        self.origins.contains_key(field)
+    }
+
+    /// Renders a declared hook or check command (see [`fields`]).
+    pub fn render_field(&self, field: &str, ctx: &Context) -> Result<String, RenderError> {
+        if !self.has_field(field) {
+            return Err(RenderError::UnknownField {
+                field: field.to_owned(),
+            });
         }
-        Ok(true)
+        self.render_name(field, ctx)
+    }
+
+    /// Renders a declared command: [`fields::PROCESS`], `APPLY`, `PROBE` or `RELOAD`.
+    pub fn render_command(&self, field: &str, ctx: &Context) -> Result<CommandLine, RenderError> {
+        match self.commands.get(field) {
+            Some(CommandTemplate::Exec(parts)) => Ok(CommandLine::Exec(
+                parts
+                    .iter()
+                    .map(|p| self.render_name(p, ctx))
+                    .collect::<Result<_, _>>()?,
+            )),
+            Some(CommandTemplate::Shell(n)) => Ok(CommandLine::Shell(self.render_name(n, ctx)?)),
+            None => Err(RenderError::UnknownField {
+                field: field.to_owned(),
+            }),
+        }
+    }
+
+    /// Compiles and renders a one-off template; errors name it `name`, as the pod.yaml field
+    /// when `name` is one (`hooks.pre_start`: see [`fields`]). Prefer [`Self::render_field`] for
+    /// declared fields: it does not parse the template again.
+    pub fn render_str(&self, name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
+        let origin = self.origin(name);
+        self.hb
+            .render_template(template, ctx.as_json())
+            .map_err(|e| RenderError::from_handlebars(&origin, e))
     }
 }
 
-pub fn sample_map(_spec: &PodSpec) -> ClusterMap {
-    ClusterMap::default()
+/// `ochopod check`'s template half: compiles every template of `spec` and renders each one
+/// against [`sample_map`] with [`sample_env`]`(spec, env)`, returning every problem found (empty:
+/// all good). Dependencies' ports are unknown in the sample, so `grep`/`port` on their pods take
+/// the port as is; ports of the pod's own cluster are checked.
+pub fn check(spec: &PodSpec, env: &BTreeMap<String, String>) -> Vec<RenderError> {
+    let (r, mut errors) = compile(spec, true);
+    let map = sample_map(spec);
+    let ctx = match Context::new(spec, &map, None, &sample_env(spec, env)) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            errors.push(e);
+            return errors;
+        }
+    };
+    let failed: Vec<Origin> = errors
+        .iter()
+        .filter_map(|e| match e {
+            RenderError::Template { origin, .. } => Some(origin.clone()),
+            _ => None,
+        })
+        .collect();
+    for name in &r.order {
+        if failed.contains(&r.origin(name)) {
+            continue;
+        }
+        if let Err(e) = r.render_name(name, &ctx) {
+            errors.push(e);
+        }
+    }
+    if errors.is_empty() {
+        // The whole render too: dests may collide or render empty.
+        if let Err(e) = r.render_pod(&ctx) {
+            errors.push(e);
+        }
+    }
+    errors
 }

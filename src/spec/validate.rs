@@ -296,7 +296,10 @@ impl Validator {
             if !valid {
                 self.error(
                     at,
-                    format!("{field}: expected a cluster name like \"zookeeper\", \"/namespace.name\" or a \"*\" pattern, found {text:?}"),
+                    format!(
+                        "{field}: expected a cluster name like \"zookeeper\", \"/namespace.name\" \
+                         or a \"*\" pattern, found {text:?}"
+                    ),
                 );
                 continue;
             }
@@ -307,7 +310,10 @@ impl Validator {
             if is_self {
                 self.error(
                     at,
-                    format!("{field}: {text:?} names this pod's own cluster {namespace}.{cluster}: a cluster cannot depend on itself"),
+                    format!(
+                        "{field}: {text:?} names this pod's own cluster {namespace}.{cluster}: \
+                         a cluster cannot depend on itself"
+                    ),
                 );
                 continue;
             }

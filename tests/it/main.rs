@@ -4,5 +4,7 @@
 mod harness;
 
 mod api;
+mod examples;
+mod pid1;
 mod runner;
 mod sync_zk;

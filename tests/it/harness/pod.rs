@@ -63,6 +63,8 @@ pub struct Pod {
 }
 
 pub struct PodOptions {
+    /// A command ochopod runs under (e.g. `unshare --pid --fork --mount-proc`).
+    pub prefix: Vec<String>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub token: Option<String>,
@@ -71,6 +73,7 @@ pub struct PodOptions {
 impl Default for PodOptions {
     fn default() -> Self {
         PodOptions {
+            prefix: Vec::new(),
             args: vec!["--standalone".into()],
             env: BTreeMap::new(),
             token: None,
@@ -81,12 +84,24 @@ impl Default for PodOptions {
 impl Pod {
     /// Starts `ochopod run` on the dir's pod.yaml, standalone by default.
     pub fn start(dir: &PodDir, opts: PodOptions) -> Pod {
+        Pod::start_file(&dir.path(), dir, opts)
+    }
+
+    /// Starts `ochopod run` on `pod_yaml`, with its home in `dir`.
+    pub fn start_file(pod_yaml: &Path, dir: &PodDir, opts: PodOptions) -> Pod {
         let ip = next_ip();
         let port = free_port(&ip);
         let home = dir.home();
         std::fs::create_dir_all(&home).expect("home");
-        let mut cmd = Command::new(binary());
-        cmd.arg("run").arg(dir.path()).args(&opts.args);
+        let mut cmd = match opts.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        cmd.arg("run").arg(pod_yaml).args(&opts.args);
         cmd.env("OCHOPOD_IP", &ip)
             .env("OCHOPOD_BIND", &ip)
             .env("OCHOPOD_PORT", port.to_string())
