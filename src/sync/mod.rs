@@ -365,9 +365,12 @@ impl Actor {
     /// Claims the seq, publishes the pod; returns the state written.
     async fn register(&mut self, client: &Client) -> Result<PodState, ZkError> {
         register::ensure_layout(client, &self.paths, self.acls).await?;
-        let preferred = match self.ctx.status.borrow().seq {
-            0 => self.cfg.me.seq,
-            claimed => claimed,
+        // This session's claim, else the identity given (StatefulSet ordinal + 1), else the one
+        // kept in the state dir by an earlier run.
+        let preferred = match (self.ctx.status.borrow().seq, self.cfg.me.seq) {
+            (0, 0) => register::read_seq(&self.cfg.state_dir).unwrap_or(0),
+            (0, given) => given,
+            (claimed, _) => claimed,
         };
         let seq = register::claim_seq(client, &self.paths, self.acls, &self.cfg.me.uuid, preferred).await?;
         if let Err(e) = register::persist_seq(&self.cfg.state_dir, seq) {

@@ -18,6 +18,9 @@ pub mod paths;
 pub mod register;
 pub mod snapshot;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use zookeeper_client as zkc;
@@ -185,6 +188,31 @@ impl Acls {
     }
 }
 
+/// Runs `zookeeper-client`'s background task (one per session, spawned while connecting) on
+/// tokio. The client spawns through `spawns-core`, which needs a spawner in scope at that moment;
+/// its own tokio feature would pull a crate ochopod does not otherwise need.
+struct TokioSpawner;
+
+impl spawns_core::Spawn for TokioSpawner {
+    fn spawn(&self, task: spawns_core::Task) {
+        tokio::spawn(Box::into_pin(task.future));
+    }
+}
+
+static SPAWNER: TokioSpawner = TokioSpawner;
+
+/// A future polled with [`TokioSpawner`] in scope.
+struct WithSpawner<F: Future>(Pin<Box<F>>);
+
+impl<F: Future> Future for WithSpawner<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _scope = spawns_core::enter(&SPAWNER);
+        self.0.as_mut().poll(cx)
+    }
+}
+
 /// One attempt to open a session. Waits at most about the session timeout.
 pub async fn connect(cfg: &ZkConfig) -> Result<Client, ZkError> {
     let mut connector = Client::connector().with_session_timeout(cfg.session_timeout);
@@ -195,7 +223,7 @@ pub async fn connect(cfg: &ZkConfig) -> Result<Client, ZkError> {
     // attempt so the caller can say so in the status and back off.
     match tokio::time::timeout(
         cfg.session_timeout + Duration::from_secs(1),
-        connector.connect(&cfg.connect),
+        WithSpawner(Box::pin(connector.connect(&cfg.connect))),
     )
     .await
     {

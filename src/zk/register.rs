@@ -198,3 +198,13 @@ pub fn persist_seq(state_dir: &Path, seq: u32) -> std::io::Result<()> {
     std::fs::write(&tmp, format!("{seq}\n"))?;
     std::fs::rename(&tmp, state_dir.join("seq"))
 }
+
+/// The seq kept by [`persist_seq`], if any.
+pub fn read_seq(state_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(state_dir.join("seq"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}

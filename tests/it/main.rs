@@ -7,3 +7,4 @@ mod api;
 mod examples;
 mod pid1;
 mod runner;
+mod sync_zk;
