@@ -146,6 +146,8 @@ struct Actor {
     shutdown: CancellationToken,
     /// Set by `leave`: overrides `pod_state` in the znode from then on.
     leaving: bool,
+    /// The sender of `pod_state` is gone (supervise stopped).
+    pod_state_closed: bool,
 }
 
 /// How one session ended.
@@ -192,6 +194,7 @@ impl Actor {
             commands,
             shutdown,
             leaving: false,
+            pod_state_closed: false,
         }
     }
 
@@ -308,11 +311,10 @@ impl Actor {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break SessionEnd::Stop,
-                r = self.pod_state.changed() => {
-                    if r.is_err() {
-                        // supervise is gone: nothing more will change; keep serving commands.
-                        std::future::pending::<()>().await;
-                    }
+                r = self.pod_state.changed(), if !self.pod_state_closed => {
+                    // supervise stops before the runtime deregisters: its state cannot change any
+                    // more, but commands must still be served.
+                    self.pod_state_closed = r.is_err();
                 }
                 state = states.changed() => {
                     let connected = state == zkc::SessionState::SyncConnected;
@@ -337,8 +339,13 @@ impl Actor {
                     Some(Command::Deregister(reply)) => {
                         member_stop.cancel();
                         let _ = member.await;
-                        if let Err(e) = register::withdraw(&client, &self.paths, &self.cfg.me.uuid).await {
-                            tracing::warn!(error = %e, "cannot delete the pod's znode; closing the session removes it");
+                        // Bounded: with ZooKeeper unreachable, closing the session (below) is all
+                        // that can be done, and its expiry removes the znode.
+                        let withdraw = register::withdraw(&client, &self.paths, &self.cfg.me.uuid);
+                        match tokio::time::timeout(self.cfg.zk.session_timeout, withdraw).await {
+                            Ok(Ok(())) => tracing::info!("deregistered"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete the pod's znode; closing the session removes it"),
+                            Err(_) => tracing::warn!("ZooKeeper did not answer; closing the session removes the pod's znode"),
                         }
                         self.status(|s| { s.role = Role::Connecting; s.connected = false; s.status = "deregistered".into() });
                         drop(client);
