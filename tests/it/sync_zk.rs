@@ -481,3 +481,47 @@ async fn leave_marks_the_pod_leaving_and_deregister_removes_it() {
     assert!(registered(&obs, &paths, &m.uuid).await.is_none());
     assert_eq!(m.status.borrow().status, "deregistered");
 }
+
+#[tokio::test]
+async fn with_auth_and_a_chroot_the_layout_is_readable_by_anyone_and_writable_by_its_owners() {
+    let zk = ZkServer::start();
+    let s = spec("cluster: locked\nnamespace: t8\nprocess: { command: 'true' }\n");
+    let cfg = ZkConfig {
+        connect: format!("{}/tenants/blue", zk.connect_string()),
+        session_timeout: Duration::from_secs(2),
+        auth: Some(("ops".into(), "s3cret".into())),
+    };
+    let acls = Acls::new(&cfg);
+    let owner = ochopod::zk::connect(&cfg).await.unwrap();
+    let paths = ClusterPaths::new(&s.key());
+    // The chroot does not exist yet: registering creates it.
+    register::ensure_layout(&owner, &paths, acls).await.unwrap();
+    let seq = register::claim_seq(&owner, &paths, acls, "p1", 0).await.unwrap();
+    register::publish(&owner, &paths, acls, &pod(&s, "p1", seq))
+        .await
+        .unwrap();
+
+    let anyone = client(&zk).await;
+    let full = format!("/tenants/blue{}", paths.pod("p1"));
+    let (data, _) = anyone.get_data(&full).await.expect("world can read");
+    assert_eq!(serde_json::from_slice::<Pod>(&data).unwrap().seq, 1);
+    let err = anyone.set_data(&full, b"{}", None).await.unwrap_err();
+    assert_eq!(err, zkc::Error::NoAuth, "only the credentials' holders write");
+    let seqs = format!("/tenants/blue{}", paths.seqs());
+    let err = anyone
+        .create(
+            &format!("{seqs}/7"),
+            b"x",
+            &zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, zkc::Error::NoAuth);
+
+    // Another pod with the same credentials works in the same cluster.
+    let peer = ochopod::zk::connect(&cfg).await.unwrap();
+    assert_eq!(
+        register::claim_seq(&peer, &paths, acls, "p2", 0).await.unwrap(),
+        2
+    );
+}
