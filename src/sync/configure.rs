@@ -49,10 +49,22 @@ impl Evictions {
 pub(super) enum Stop {
     #[error("vetoed by {0}")]
     Veto(String),
+    /// Before any pod was sent the new map.
     #[error("{0}")]
     Failed(String),
+    /// After some pods may have applied the new map: the cluster is no longer as its snapshot
+    /// says, so the next attempt must happen even if the pods are back to the snapshot's.
+    #[error("{0}")]
+    Partial(String),
     #[error(transparent)]
     Zk(#[from] ZkError),
+}
+
+impl Stop {
+    /// Whether pods may have applied the attempted map (see [`Stop::Partial`]).
+    pub(super) fn is_partial(&self) -> bool {
+        matches!(self, Stop::Partial(_) | Stop::Zk(_))
+    }
 }
 
 /// One configuration: check, (off), on, ok, apply, then the snapshot transaction.
@@ -143,7 +155,7 @@ pub(super) async fn configure(
         }
     }
     if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
+        return Err(Stop::Partial(count_failures(
             w,
             evictions,
             settings.evict_after,
@@ -161,19 +173,19 @@ pub(super) async fn configure(
     if let Some(apply) = &settings.apply {
         let apply = ctx
             .command(fields::APPLY, apply, &map)
-            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+            .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
         let file = ctx.state_dir.join("apply-cluster.json");
         let body = ClusterMap {
             key: ctx.uuid.clone(),
             ..map.clone()
         };
-        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Partial(format!("apply: {e}")))?;
         std::fs::create_dir_all(&ctx.state_dir)
             .and_then(|()| std::fs::write(&file, json))
-            .map_err(|e| Stop::Failed(format!("apply: cannot write {}: {e}", file.display())))?;
+            .map_err(|e| Stop::Partial(format!("apply: cannot write {}: {e}", file.display())))?;
         run_local(&apply, Some(&file), settings.timeout)
             .await
-            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+            .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
     }
 
     let registered: BTreeSet<String> = w.registered.keys().cloned().collect();

@@ -202,7 +202,7 @@ pub(super) async fn lead(
                     Err(Stop::Zk(e)) if e.is_session_lost() || matches!(e, ZkError::Deposed { .. }) => return Err(e),
                     Err(why) => {
                         tracing::warn!(reason = %why, "configuration did not complete, retrying after the damper");
-                        pending.failed(why.to_string(), Instant::now());
+                        pending.failed(why.to_string(), why.is_partial(), Instant::now());
                     }
                 }
             }
@@ -226,6 +226,9 @@ struct Pending {
     failure: Option<String>,
     /// The probe's last line, shown while nothing else is going on.
     probe: Option<String>,
+    /// An attempt failed after pods got its map: reconfigure even if the pods are back to the
+    /// snapshot's (they are not configured as it says any more).
+    dirty: bool,
 }
 
 impl Pending {
@@ -234,7 +237,7 @@ impl Pending {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
         let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
-        if let Some(s) = snapshot.filter(|s| s.hash == w.hash) {
+        if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
             self.failure = None;
             return match &self.probe {
@@ -271,12 +274,14 @@ impl Pending {
     fn done(&mut self) {
         self.damper.clear();
         self.failure = None;
+        self.dirty = false;
     }
 
     /// A veto or a failure waits `damper` again.
-    fn failed(&mut self, why: String, now: Instant) {
+    fn failed(&mut self, why: String, partial: bool, now: Instant) {
         self.damper.retry(now);
         self.failure = Some(why);
+        self.dirty |= partial;
     }
 }
 

@@ -287,3 +287,91 @@ async fn a_dependent_waits_for_min_pods_of_its_dependency_then_lists_them() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sequential_added_first_configures_new_pods_first_one_at_a_time() {
+    let zk = ZkServer::start();
+    let shared = tempfile::tempdir().unwrap();
+    let order = shared.path().join("order.log");
+    let yaml = || {
+        pod_yaml(
+            "e2e4",
+            "quorum",
+            "settings: { min_size: 2, damper: 300ms, sequential: true, order: added-first }\n\
+             checks: { ready: { command: 'sleep 0.2', every: 100ms, timeout: 5s } }",
+            PEERS,
+        )
+    };
+    let start_logged = |dir: PodDir| {
+        let mut opts = PodOptions {
+            args: Vec::new(),
+            ..PodOptions::default()
+        };
+        opts.env.insert("OCHOPOD_ZK".into(), zk.connect_string());
+        opts.env.insert("OCHOPOD_ZK_SESSION_TIMEOUT".into(), "2s".into());
+        // Each start of the process (one per `on` that changes the map) logs generation and seq.
+        std::fs::write(
+            dir.path(),
+            std::fs::read_to_string(dir.path()).unwrap().replace(
+                "hooks:\n",
+                &format!(
+                    "hooks:\n  pre_start: \"echo {{{{cluster.generation}}}} {{{{pod.seq}}}} >> {}\"\n",
+                    order.display()
+                ),
+            ),
+        )
+        .unwrap();
+        Member {
+            pod: Pod::start(&dir, opts),
+            _dir: dir,
+        }
+    };
+    let a = start_logged(yaml());
+    let b = start_logged(yaml());
+    converged(&[&a, &b], 2, "2 pods configured").await;
+    let c = start_logged(yaml());
+    converged(&[&a, &b, &c], 3, "3 pods configured").await;
+    // The rendered file comes before the process start (and its pre_start): wait for the log.
+    let lines = eventually(T, "the three starts of generation 2", || async {
+        let lines: Vec<String> = read(&order)
+            .lines()
+            .filter(|l| l.starts_with("2 "))
+            .map(String::from)
+            .collect();
+        (lines.len() >= 3).then_some(lines)
+    })
+    .await;
+    assert_eq!(
+        lines,
+        ["2 3", "2 1", "2 2"],
+        "the added pod first, then the others by seq"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_failing_on_is_evicted_after_evict_after_attempts_and_the_rest_converge() {
+    let zk = ZkServer::start();
+    let settings = "settings: { min_size: 2, damper: 200ms, evict_after: 2, timeout: 10s }";
+    let good = || pod_yaml("e2e5", "web", settings, PEERS);
+    let a = start(&zk, good(), None);
+    let b = start(&zk, good(), None);
+    converged(&[&a, &b], 2, "2 good pods configured").await;
+    // Never ready: its `on` answers 504 after the ready timeout.
+    let bad = pod_yaml(
+        "e2e5",
+        "web",
+        &format!("{settings}\nchecks: {{ ready: {{ command: 'false', every: 100ms, timeout: 500ms }} }}"),
+        PEERS,
+    );
+    let c = start(&zk, bad, None);
+    let lead = leader(&[&a, &b]).await;
+    eventually(T, "the leader to evict the failing pod", || async {
+        let s = cluster_status(lead).await;
+        s.starts_with("configured: 2 pods, generation 2").then_some(())
+    })
+    .await;
+    let two = converged(&[&a, &b], 2, "the good pods configured without the failing one").await;
+    // Failed attempts write no snapshot: the one that succeeds is still generation 2.
+    assert!(two.starts_with("gen 2\n"), "{two}");
+    assert!(entries(&two).iter().all(|x| x.1 != c.ip), "{two}");
+}
