@@ -33,6 +33,9 @@ use crate::supervise::{self, Origin, PodContext};
 use crate::sync::{self, Role, SyncConfig};
 use crate::zk::ZkConfig;
 
+/// The longest each last step of a stop (deregistration, HTTP drain) may take.
+const STEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How `ochopod run` was asked to run.
 pub struct RunOptions {
     pub pod_yaml: PathBuf,
@@ -210,12 +213,23 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     }
 
     let code = wait_for_the_end(&spec, &supervise, sync.as_ref().map(|s| &s.handle)).await;
+    // Leaving ZooKeeper and draining HTTP are bounded: a leader busy configuring, or a peer
+    // holding a keep-alive connection, must not keep a stopping container alive. Whatever is
+    // left ends with the process (the session's ephemeral nodes go with it).
     if let Some(sync) = &sync {
-        sync.handle.deregister().await;
+        tracing::info!("leaving ZooKeeper");
+        if tokio::time::timeout(STEP, sync.handle.deregister())
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?STEP, "deregistration did not finish; exiting anyway");
+        }
     }
     shutdown.cancel();
     http_stop.cancel();
-    let _ = server.await;
+    if tokio::time::timeout(STEP, server).await.is_err() {
+        tracing::warn!(after = ?STEP, "HTTP connections still open; exiting anyway");
+    }
     supervise::reap_orphans();
     tracing::info!(code, "ochopod exits");
     Ok(code)

@@ -285,6 +285,7 @@ impl Actor {
         };
         let member_stop = self.shutdown.child_token();
         let member = tokio::spawn(member(self.ctx.clone(), client.clone(), member_stop.clone()));
+        let mut supervise_gone = false;
         let end = loop {
             // Rewrite the znode when the wanted state differs from the one written (changes seen
             // while disconnected are written on reconnection).
@@ -299,11 +300,10 @@ impl Actor {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break SessionEnd::Stop,
-                r = self.pod_state.changed() => {
-                    if r.is_err() {
-                        // supervise is gone: nothing more will change; keep serving commands.
-                        std::future::pending::<()>().await;
-                    }
+                r = self.pod_state.changed(), if !supervise_gone => {
+                    // supervise is gone (the process ended for good): nothing more will change,
+                    // but commands (deregister above all) must still be served.
+                    supervise_gone = r.is_err();
                 }
                 state = states.changed() => {
                     let connected = state == zkc::SessionState::SyncConnected;
