@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod examples;
+mod lifecycle;
 mod pid1;
 mod runner;
 mod sync_zk;
