@@ -148,6 +148,10 @@ fn run(opts: RunOptions) -> i32 {
             eprintln!("{d}");
             2
         }
+        Err(StartError::Template(e)) => {
+            eprintln!("{e}");
+            2
+        }
         Err(StartError::Other(e)) => {
             eprintln!("ochopod: {e:#}");
             1
