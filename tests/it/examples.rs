@@ -115,3 +115,14 @@ fn check_catches_a_template_typo() {
     assert!(err.contains("t.hbs:2:"), "{err}");
     assert!(err.contains("pod.nope"), "{err}");
 }
+
+/// Runs `ochopod check`, asserts it exits 2, and returns what it printed on stderr.
+fn check_fails(path: &Path) -> String {
+    let out = Command::new(binary())
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
