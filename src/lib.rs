@@ -31,6 +31,7 @@ pub mod runtime;
 pub mod spec;
 pub mod supervise;
 pub mod sync;
+pub mod up;
 pub mod zk;
 
 /// ochopod's version, as pods report it.

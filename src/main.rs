@@ -44,6 +44,28 @@ enum Command {
     },
     /// Validate a pod.yaml and render every template against a sample cluster of 3 pods.
     Check { pod_yaml: PathBuf },
+    /// Local development: a throwaway ZooKeeper and N pods on 127.0.0.2, 127.0.0.3, ...
+    Up {
+        pod_yaml: PathBuf,
+        /// How many pods.
+        #[arg(long, short = 'n', default_value_t = 3)]
+        replicas: u32,
+        /// Use this ZooKeeper instead of starting one.
+        #[arg(long, env = "OCHOPOD_ZK")]
+        zk: Option<String>,
+        /// The control port of every pod (each listens on its own IP).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Keep the pods' homes and logs here (default: a temp folder removed at exit).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Print the view on each change instead of redrawing the screen.
+        #[arg(long)]
+        plain: bool,
+        /// The first pod's loopback address; the others follow.
+        #[arg(long, default_value = "127.0.0.2")]
+        first_ip: std::net::Ipv4Addr,
+    },
     /// Print what a given cluster map renders.
     Render {
         pod_yaml: PathBuf,
@@ -77,6 +99,31 @@ fn main() -> ExitCode {
             standalone,
             ring,
         }),
+        Command::Up {
+            pod_yaml,
+            replicas,
+            zk,
+            port,
+            home,
+            plain,
+            first_ip,
+        } => {
+            use std::io::IsTerminal;
+            let plain = plain || !std::io::stdout().is_terminal();
+            let opts = ochopod::up::UpOptions {
+                pod_yaml,
+                replicas,
+                zk,
+                port,
+                home,
+                plain,
+                first_ip,
+            };
+            block_on(ochopod::up::up(opts)).unwrap_or_else(|e| {
+                eprintln!("ochopod up: {e:#}");
+                1
+            })
+        }
         Command::Check { pod_yaml } => ochopod::check::check(&pod_yaml),
         Command::Render { pod_yaml, cluster } => ochopod::check::render(&pod_yaml, &cluster),
     };
@@ -84,26 +131,29 @@ fn main() -> ExitCode {
 }
 
 fn run(opts: RunOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ochopod: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(runtime::run(opts)) {
-        Ok(code) => code,
-        Err(StartError::Spec(d)) => {
+    match block_on(async { Ok(runtime::run(opts).await) }) {
+        Ok(Ok(code)) => code,
+        Ok(Err(StartError::Spec(d))) => {
             eprintln!("{d}");
             2
         }
-        Err(StartError::Other(e)) => {
+        Ok(Err(StartError::Template(e))) => {
+            eprintln!("{e}");
+            2
+        }
+        Ok(Err(StartError::Other(e))) | Err(e) => {
             eprintln!("ochopod: {e:#}");
             1
         }
     }
+}
+
+/// Runs a future on a small multi-threaded runtime (2 workers: ochopod's loops are I/O bound).
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(future)
 }

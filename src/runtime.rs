@@ -33,6 +33,9 @@ use crate::supervise::{self, Origin, PodContext};
 use crate::sync::{self, Role, SyncConfig};
 use crate::zk::ZkConfig;
 
+/// The longest each last step of a stop (deregistration, HTTP drain) may take.
+const STEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How `ochopod run` was asked to run.
 pub struct RunOptions {
     pub pod_yaml: PathBuf,
@@ -45,6 +48,9 @@ pub struct RunOptions {
 pub enum StartError {
     #[error("{0}")]
     Spec(spec::Diagnostics),
+    /// A template that does not compile (the same exit code as a pod.yaml problem: 2).
+    #[error("{0}")]
+    Template(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -116,7 +122,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     if tokens.is_empty() {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
     }
-    let renderer = Renderer::new(&spec).map_err(|e| anyhow!("{e}"))?;
+    let renderer = Renderer::new(&spec).map_err(|e| StartError::Template(e.to_string()))?;
     let me = Pod {
         uuid: uuid.clone(),
         seq: if opts.standalone {
@@ -136,6 +142,10 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         binding: identity.binding.to_string(),
         version: crate::VERSION.to_string(),
         state: PodState::Running,
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     };
     tracing::info!(cluster = %spec.key(), %uuid, ip = %me.ip, binding = %me.binding, "starting the pod");
 
@@ -210,12 +220,23 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     }
 
     let code = wait_for_the_end(&spec, &supervise, sync.as_ref().map(|s| &s.handle)).await;
+    // Leaving ZooKeeper and draining HTTP are bounded: a leader busy configuring, or a peer
+    // holding a keep-alive connection, must not keep a stopping container alive. Whatever is
+    // left ends with the process (the session's ephemeral nodes go with it).
     if let Some(sync) = &sync {
-        sync.handle.deregister().await;
+        tracing::info!("leaving ZooKeeper");
+        if tokio::time::timeout(STEP, sync.handle.deregister())
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?STEP, "deregistration did not finish; exiting anyway");
+        }
     }
     shutdown.cancel();
     http_stop.cancel();
-    let _ = server.await;
+    if tokio::time::timeout(STEP, server).await.is_err() {
+        tracing::warn!(after = ?STEP, "HTTP connections still open; exiting anyway");
+    }
     supervise::reap_orphans();
     tracing::info!(code, "ochopod exits");
     Ok(code)

@@ -146,8 +146,6 @@ struct Actor {
     shutdown: CancellationToken,
     /// Set by `leave`: overrides `pod_state` in the znode from then on.
     leaving: bool,
-    /// The sender of `pod_state` is gone (supervise stopped).
-    pod_state_closed: bool,
 }
 
 /// How one session ended.
@@ -194,7 +192,6 @@ impl Actor {
             commands,
             shutdown,
             leaving: false,
-            pod_state_closed: false,
         }
     }
 
@@ -297,6 +294,7 @@ impl Actor {
         };
         let member_stop = self.shutdown.child_token();
         let member = tokio::spawn(member(self.ctx.clone(), client.clone(), member_stop.clone()));
+        let mut supervise_gone = false;
         let end = loop {
             // Rewrite the znode when the wanted state differs from the one written (changes seen
             // while disconnected are written on reconnection).
@@ -311,10 +309,10 @@ impl Actor {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break SessionEnd::Stop,
-                r = self.pod_state.changed(), if !self.pod_state_closed => {
-                    // supervise stops before the runtime deregisters: its state cannot change any
-                    // more, but commands must still be served.
-                    self.pod_state_closed = r.is_err();
+                r = self.pod_state.changed(), if !supervise_gone => {
+                    // supervise is gone (the process ended for good): nothing more will change,
+                    // but commands (deregister above all) must still be served.
+                    supervise_gone = r.is_err();
                 }
                 state = states.changed() => {
                     let connected = state == zkc::SessionState::SyncConnected;

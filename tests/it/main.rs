@@ -6,6 +6,8 @@ mod harness;
 mod api;
 mod cluster;
 mod examples;
+mod lifecycle;
 mod pid1;
 mod runner;
 mod sync_zk;
+mod up;
