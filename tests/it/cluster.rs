@@ -178,7 +178,17 @@ async fn pods_form_a_cluster_grow_and_shrink_through_zookeeper() {
     }
     assert_eq!(configured(&d), "2\n");
 
-    // kill -9 one of them: its session expires and the rest are reconfigured without it.
+    // kill -9 one of them (once the leader wrote the snapshot: killed in between, the leader's
+    // successor would rightly configure generation 2 again): its session expires and the rest
+    // are reconfigured without it.
+    let lead = leader(&[&a, &b, &c, &d]).await;
+    eventually(T, "the leader at rest", || async {
+        cluster_status(lead)
+            .await
+            .starts_with("configured: 4 pods, generation 2")
+            .then_some(())
+    })
+    .await;
     let mut b = b;
     let gone = b.ip.clone();
     let gone_seq = entries(&four).iter().find(|x| x.1 == gone).unwrap().0;
