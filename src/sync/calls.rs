@@ -5,7 +5,6 @@
 //! Fan-outs run at most `settings.parallelism` requests at a time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,11 +112,11 @@ impl Caller {
     }
 }
 
-/// Runs a command on the leader's own pod; returns its stdout, or why it failed.
-/// `cluster_file` (when given) is passed as `OCHOPOD_CLUSTER_FILE`.
+/// Runs a command on the leader's own pod with `env` added (`OCHOPOD_CLUSTER_FILE`,
+/// `OCHOPOD_POD_JSON`); returns its stdout, or why it failed.
 pub async fn run_local(
     command: &CommandLine,
-    cluster_file: Option<&Path>,
+    env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<String, String> {
     let mut cmd = match command {
@@ -135,9 +134,7 @@ pub async fn run_local(
             c
         }
     };
-    if let Some(f) = cluster_file {
-        cmd.env("OCHOPOD_CLUSTER_FILE", f);
-    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = match tokio::time::timeout(timeout, cmd.output()).await {
         Ok(Ok(o)) => o,
@@ -190,7 +187,7 @@ mod tests {
         std::fs::write(&f, "{}").unwrap();
         let ok = run_local(
             &CommandLine::Shell("cat \"$OCHOPOD_CLUSTER_FILE\"; echo; echo fine".into()),
-            Some(&f),
+            &[("OCHOPOD_CLUSTER_FILE", f.display().to_string())],
             Duration::from_secs(5),
         )
         .await;
@@ -201,7 +198,7 @@ mod tests {
                 "-c".into(),
                 "echo nope >&2; exit 3".into(),
             ]),
-            None,
+            &[],
             Duration::from_secs(5),
         )
         .await;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::calls::{run_local, Answer, Caller};
+use super::calls::{Answer, Caller};
 use super::leader::{Ctx, World};
 use super::plan::{self, Pods};
 use crate::model::{ClusterMap, Pod};
@@ -171,19 +171,7 @@ pub(super) async fn configure(
     }
 
     if let Some(apply) = &settings.apply {
-        let apply = ctx
-            .command(fields::APPLY, apply, &map)
-            .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
-        let file = ctx.state_dir.join("apply-cluster.json");
-        let body = ClusterMap {
-            key: ctx.uuid.clone(),
-            ..map.clone()
-        };
-        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Partial(format!("apply: {e}")))?;
-        std::fs::create_dir_all(&ctx.state_dir)
-            .and_then(|()| std::fs::write(&file, json))
-            .map_err(|e| Stop::Partial(format!("apply: cannot write {}: {e}", file.display())))?;
-        run_local(&apply, Some(&file), settings.timeout)
+        ctx.run(fields::APPLY, apply, &map)
             .await
             .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
     }

@@ -414,7 +414,18 @@ async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) 
             r = elect_and_lead(&ctx, &client, &stop) => r,
         };
         match r {
-            Ok(()) => return,
+            Ok(leader::Ended::Stopped) => return,
+            Ok(leader::Ended::Resigned(why)) => {
+                tracing::info!(reason = %why, "resigned the leadership to a live pod");
+                ctx.status.send_modify(|s| {
+                    s.role = Role::Follower;
+                    s.status = format!("resigned: {why}");
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             Err(e) if e.is_session_lost() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "election interrupted, joining again");
@@ -431,7 +442,11 @@ async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) 
     }
 }
 
-async fn elect_and_lead(ctx: &leader::Ctx, client: &Client, stop: &CancellationToken) -> Result<(), ZkError> {
+async fn elect_and_lead(
+    ctx: &leader::Ctx,
+    client: &Client,
+    stop: &CancellationToken,
+) -> Result<leader::Ended, ZkError> {
     election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
     let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
     ctx.status.send_modify(|s| {

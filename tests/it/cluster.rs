@@ -385,3 +385,38 @@ async fn a_pod_failing_on_is_evicted_after_evict_after_attempts_and_the_rest_con
     assert!(two.starts_with("gen 2\n"), "{two}");
     assert!(entries(&two).iter().all(|x| x.1 != c.ip), "{two}");
 }
+
+#[tokio::test]
+async fn the_leader_runs_apply_once_per_configuration_and_reports_its_probe() {
+    let zk = ZkServer::start();
+    let yaml = || {
+        pod_yaml(
+            "e2e6",
+            "web",
+            "settings:\n  min_size: 2\n  damper: 200ms\n  \
+             apply: { command: \"cp $OCHOPOD_CLUSTER_FILE {{env.OCHOPOD_HOME}}/applied-{{cluster.generation}}.json\" }\n  \
+             probe: { command: \"echo checking; echo {{cluster.size}} pods answer, seq {{pod.seq}} leads\", every: 200ms }",
+            PEERS,
+        )
+    };
+    let a = start(&zk, yaml(), None);
+    let b = start(&zk, yaml(), None);
+    converged(&[&a, &b], 2, "2 pods configured").await;
+    let lead = leader(&[&a, &b]).await;
+    let seq = info(lead).await.unwrap()["seq"].clone();
+    let line = format!("2 pods answer, seq {seq} leads");
+    eventually(T, "the probe's last line as the leader's status", || async {
+        (cluster_status(lead).await == line).then_some(())
+    })
+    .await;
+    let applied: Value =
+        serde_json::from_str(&read(&lead.home_file("applied-1.json"))).expect("apply ran with the map");
+    assert_eq!(applied["generation"], 1);
+    assert_eq!(applied["key"], info(lead).await.unwrap()["uuid"]);
+    assert_eq!(applied["pods"].as_object().unwrap().len(), 2);
+    let other = if std::ptr::eq(lead, &a) { &b } else { &a };
+    assert!(
+        !other.home_file("applied-1.json").exists(),
+        "apply runs on the leader only"
+    );
+}
