@@ -235,7 +235,7 @@ impl Actor {
             });
             let err = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                r = zk::connect(&self.cfg.zk) => match r {
+                r = zk::try_connect(&self.cfg.zk) => match r {
                     Ok(c) => return Some(c),
                     Err(e) => e,
                 },
@@ -323,8 +323,14 @@ impl Actor {
                     }
                     if !connected {
                         tracing::warn!(?state, "ZooKeeper connection lost, waiting for it to come back");
+                        self.status(|s| s.status = "ZooKeeper connection lost; reconnecting (the process keeps running)".into());
                     } else {
                         tracing::info!("ZooKeeper connection back");
+                        // The leader loop rewrites its own line when its watches wake it up.
+                        self.status(|s| s.status = match s.role {
+                            Role::Leader => "leading".into(),
+                            _ => "following".into(),
+                        });
                     }
                 }
                 cmd = self.commands.recv() => match cmd {

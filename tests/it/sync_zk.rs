@@ -526,3 +526,61 @@ async fn with_auth_and_a_chroot_the_layout_is_readable_by_anyone_and_writable_by
         2
     );
 }
+
+#[tokio::test]
+async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session() {
+    let mut zk = ZkServer::start();
+    zk.stop();
+    let s = spec("cluster: late\nnamespace: t9\nsettings: { min_size: 9 }\nprocess: { command: 'true' }\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (_state, state_rx) = watch::channel(PodState::Running);
+    let shutdown = CancellationToken::new();
+    let cfg = SyncConfig {
+        spec: s.clone(),
+        me: pod(&s, "late", 0),
+        state_dir: dir.path().to_path_buf(),
+        // Long enough that the outage below stays a connection loss, not an expiry.
+        zk: ZkConfig {
+            connect: zk.connect_string(),
+            session_timeout: Duration::from_secs(8),
+            auth: None,
+        },
+        token: None,
+    };
+    let (_handle, mut status) = sync::spawn(cfg, state_rx, shutdown.clone());
+    let down = tokio::time::timeout(T, status.wait_for(|s| s.status.contains("retrying in"))).await;
+    let down = down
+        .expect("the status says ZooKeeper is unreachable")
+        .unwrap()
+        .clone();
+    assert_eq!(down.role, Role::Connecting);
+    assert!(!down.connected);
+    zk.restart();
+    tokio::time::timeout(
+        Duration::from_secs(40),
+        status.wait_for(|s| s.role == Role::Leader && s.connected),
+    )
+    .await
+    .expect("registered once ZooKeeper is up")
+    .unwrap();
+    let paths = ClusterPaths::new(&s.key());
+    let obs = client(&zk).await;
+    let (_, owner) = registered(&obs, &paths, "late").await.unwrap();
+    drop(obs);
+
+    // A pause shorter than the session timeout: the connection drops, the session survives.
+    zk.pause();
+    tokio::time::timeout(T, status.wait_for(|s| !s.connected))
+        .await
+        .expect("the loss is noticed")
+        .unwrap();
+    zk.resume();
+    tokio::time::timeout(T, status.wait_for(|s| s.connected))
+        .await
+        .expect("reconnected")
+        .unwrap();
+    let obs = client(&zk).await;
+    let (_, again) = registered(&obs, &paths, "late").await.unwrap();
+    assert_eq!(again, owner, "same session, same ephemeral znode");
+    shutdown.cancel();
+}
