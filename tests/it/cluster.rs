@@ -420,3 +420,62 @@ async fn the_leader_runs_apply_once_per_configuration_and_reports_its_probe() {
         "apply runs on the leader only"
     );
 }
+
+#[tokio::test]
+async fn a_draining_leader_stops_only_after_the_others_were_configured_without_it() {
+    let zk = ZkServer::start();
+    // `process.stop.drain`, and a tear_down hook that notes when the process is being stopped.
+    let yaml = || {
+        let dir = pod_yaml("e2e7", "web", "settings: { min_size: 3, damper: 200ms }", PEERS);
+        let text = std::fs::read_to_string(dir.path()).unwrap();
+        let text = text
+            .replace("  stop: { grace: 2s }", "  stop: { grace: 2s, drain: 20s }")
+            .replace(
+                "hooks:\n",
+                "hooks:\n  tear_down: \"touch {{env.OCHOPOD_HOME}}/tear_down\"\n",
+            );
+        std::fs::write(dir.path(), text).unwrap();
+        dir
+    };
+    let mut pods = vec![
+        start(&zk, yaml(), None),
+        start(&zk, yaml(), None),
+        start(&zk, yaml(), None),
+    ];
+    converged(&pods.iter().collect::<Vec<_>>(), 3, "3 pods configured").await;
+    let lead = leader(&pods.iter().collect::<Vec<_>>()).await.ip.clone();
+    let mut leaving = pods.remove(pods.iter().position(|m| m.ip == lead).unwrap());
+    eventually(T, "the leader at rest", || async {
+        cluster_status(&leaving)
+            .await
+            .starts_with("configured: 3 pods")
+            .then_some(())
+    })
+    .await;
+    // Stop the leader itself: it hands over, and its process stops only once the others were
+    // configured without it.
+    let started = std::time::Instant::now();
+    leaving.pod.signal(Signal::SIGTERM);
+    leaving.pod.wait_exit(T).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the drain ended with the configuration, not its timeout"
+    );
+    let rest: Vec<&Member> = pods.iter().collect();
+    let two = converged(&rest, 2, "the others configured without the leaving pod").await;
+    assert!(entries(&two).iter().all(|x| x.1 != lead), "{two}");
+    let stopped = std::fs::metadata(leaving.home_file("tear_down"))
+        .expect("tear_down ran")
+        .modified()
+        .unwrap();
+    for m in &rest {
+        let configured = std::fs::metadata(m.home_file("peers.txt"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert!(
+            configured <= stopped,
+            "reconfigured before the leaving pod's process was stopped"
+        );
+    }
+}
