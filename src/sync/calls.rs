@@ -22,7 +22,9 @@ pub enum Answer {
     Veto,
     /// 410: the pod was killed for good: drop it.
     Gone,
-    /// Anything else: timeout, refused, 409 (stale generation), 5xx...
+    /// 409: the pod applied a later generation than the map's (or has no map to re-apply).
+    Stale(String),
+    /// Anything else: timeout, refused, 5xx...
     Failed(String),
 }
 
@@ -68,6 +70,10 @@ impl Caller {
         match req.send().await {
             Ok(r) if r.status().is_success() => Answer::Ok,
             Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
+            Ok(r) if r.status().as_u16() == 409 => {
+                let text = r.text().await.unwrap_or_default();
+                Answer::Stale(format!("{url}: 409 {}", text.trim()))
+            }
             Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
             Ok(r) => {
                 let status = r.status();
@@ -76,6 +82,24 @@ impl Caller {
             }
             Err(e) => Answer::Failed(format!("{url}: {e}")),
         }
+    }
+
+    /// The generation a pod has applied, from its `GET /info` (SPEC §7).
+    pub async fn applied_generation(&self, pod: &Pod) -> Option<u64> {
+        let host = if pod.ip.contains(':') {
+            format!("[{}]", pod.ip)
+        } else {
+            pod.ip.clone()
+        };
+        let mut req = self
+            .http
+            .get(format!("http://{host}:{}/info", pod.control_port))
+            .timeout(self.timeout);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let info: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+        info.get("generation")?.as_u64()
     }
 
     /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with the map

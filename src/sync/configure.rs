@@ -84,42 +84,61 @@ pub(super) async fn configure(
     let caller = Caller::new(ctx.token.clone(), settings.timeout, settings.parallelism);
     let mut pods = w.live.clone();
 
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
-    let mut vetoes = Vec::new();
-    let mut failures = Vec::new();
-    for (uuid, answer) in answers {
-        match answer {
-            Answer::Ok => {}
-            Answer::Veto => vetoes.push(name(&pods, &uuid)),
-            Answer::Gone => {
-                tracing::info!(uuid, "pod is gone (410), dropped");
-                if let Some(r) = w.registered.get(&uuid) {
-                    evictions.fail(r, u32::MAX);
+    // A pod that applied a later generation than the snapshot's + 1 (a snapshot lost or written
+    // back, a leader gone between `ok` and its snapshot) answers 409: start above what the pods
+    // have, so that the generation keeps growing.
+    let mut generation = generation;
+    for round in 0..3 {
+        let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
+        let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
+        let mut vetoes = Vec::new();
+        let mut failures = Vec::new();
+        let mut stale = Vec::new();
+        for (uuid, answer) in answers {
+            match answer {
+                Answer::Ok => {}
+                Answer::Veto => vetoes.push(name(&pods, &uuid)),
+                Answer::Gone => {
+                    tracing::info!(uuid, "pod is gone (410), dropped");
+                    if let Some(r) = w.registered.get(&uuid) {
+                        evictions.fail(r, u32::MAX);
+                    }
+                    pods.remove(&uuid);
                 }
-                pods.remove(&uuid);
+                Answer::Stale(e) if round < 2 => stale.push((uuid, e)),
+                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
             }
-            Answer::Failed(e) => failures.push((uuid, e)),
         }
-    }
-    if !vetoes.is_empty() {
-        return Err(Stop::Veto(vetoes.join(", ")));
-    }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "check",
-            failures,
-        )));
+        if !vetoes.is_empty() {
+            return Err(Stop::Veto(vetoes.join(", ")));
+        }
+        if !failures.is_empty() {
+            return Err(Stop::Failed(count_failures(
+                w,
+                evictions,
+                settings.evict_after,
+                "check",
+                failures,
+            )));
+        }
+        if stale.is_empty() {
+            break;
+        }
+        for (uuid, e) in stale {
+            let applied = match pods.get(&uuid) {
+                Some(pod) => caller.applied_generation(pod).await,
+                None => None,
+            };
+            tracing::info!(uuid, applied, reason = %e, "a pod is ahead of the snapshot's generation");
+            generation = generation.max(applied.unwrap_or(0) + 1);
+        }
     }
     let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
 
     if settings.full_shutdown {
         // With a body, `off` is the leader's (an empty one is an operator's, which holds the pod).
         for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", Some(&map)).await {
-            if let Answer::Failed(e) = answer {
+            if let Answer::Failed(e) | Answer::Stale(e) = answer {
                 tracing::warn!(uuid, error = %e, "off failed, going on");
             }
         }
@@ -137,7 +156,7 @@ pub(super) async fn configure(
                 Answer::Ok => evictions.succeed(&uuid),
                 Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
                 Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
+                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
             }
             // One by one means each waits for the previous to be ready: stop at the first failure.
             if !failures.is_empty() {
@@ -150,7 +169,7 @@ pub(super) async fn configure(
                 Answer::Ok => evictions.succeed(&uuid),
                 Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
                 Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
+                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
             }
         }
     }

@@ -479,3 +479,40 @@ async fn a_draining_leader_stops_only_after_the_others_were_configured_without_i
         );
     }
 }
+
+#[tokio::test]
+async fn a_leader_behind_the_pods_generation_starts_above_it() {
+    let zk = ZkServer::start();
+    let yaml = || pod_yaml("e2e8", "web", "settings: { min_size: 2, damper: 200ms }", PEERS);
+    let a = start(&zk, yaml(), None);
+    let b = start(&zk, yaml(), None);
+    converged(&[&a, &b], 2, "2 pods configured").await;
+    let c = start(&zk, yaml(), None);
+    let three = converged(&[&a, &b, &c], 3, "3 pods configured").await;
+    assert!(three.starts_with("gen 2\n"), "{three}");
+    let lead = leader(&[&a, &b, &c]).await;
+    eventually(T, "the leader at rest", || async {
+        cluster_status(lead)
+            .await
+            .starts_with("configured: 3 pods, generation 2")
+            .then_some(())
+    })
+    .await;
+    // The snapshot is lost (an operator, a restored ZooKeeper): the leader would say generation 1.
+    let obs = ochopod::zk::connect(&ochopod::zk::ZkConfig {
+        connect: zk.connect_string(),
+        session_timeout: Duration::from_secs(4),
+        auth: None,
+    })
+    .await
+    .unwrap();
+    obs.delete("/ochopod/clusters/e2e8.web/snapshot", None)
+        .await
+        .unwrap();
+    let d = start(&zk, yaml(), None);
+    let four = converged(&[&a, &b, &c, &d], 4, "4 pods configured").await;
+    assert!(
+        four.starts_with("gen 3\n"),
+        "the generation keeps growing: {four}"
+    );
+}
