@@ -18,6 +18,7 @@ Standard library only. Run through bench/runner.sh from anywhere.
 import argparse
 import http.client
 import json
+import math
 import os
 import platform
 import random
@@ -167,7 +168,7 @@ def wait_for(what, deadline_s, probe, every=0.02):
 def pct(values, p):
     """Nearest-rank percentile."""
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
     return s[k]
 
 
@@ -231,12 +232,21 @@ def build_static():
     static = ("statically linked" in kind or "static-pie" in kind) and (
         "not a dynamic executable" in ldd_text or "statically linked" in ldd_text
     )
-    # glibc's NSS functions (getaddrinfo, getpwnam...) still dlopen shared libraries at run time
-    # in a static binary: the linker says which ones are used.
+    # glibc's NSS functions (getaddrinfo, getpwnam...) still dlopen libnss_*.so of the very same
+    # glibc version at run time, even in a static binary. The linker's warning about it is hidden
+    # by rustc's allow-by-default `linker_messages` lint, so look for the loader in the binary too.
     nss = sorted(set(re.findall(r"Using '(\w+)' in statically linked", p.stderr)))
-    note = f"`file`: {kind.split(',')[0:2]!s}; `ldd`: {ldd_text.splitlines()[0] if ldd_text else ''}"
+    with open(STATIC_BIN, "rb") as f:
+        nss_loader = b"libnss_%s.so" in f.read()
+    linked = next((part.strip() for part in kind.split(",") if "linked" in part), kind)
+    note = f"`file`: {linked}; `ldd`: {ldd_text.splitlines()[0] if ldd_text else '?'}"
     if nss:
-        note += f"; glibc NSS calls needing shared libs at run time: {', '.join(nss)}"
+        note += f"; the linker warns that {', '.join(nss)} need glibc's shared NSS modules at run time"
+    if nss_loader:
+        note += (
+            "; glibc's NSS loader is linked in (host name lookups, e.g. a ZooKeeper host name, may"
+            " dlopen libnss_*.so of the same glibc version at run time; IP addresses need nothing)"
+        )
     try:
         run([STATIC_BIN, "--version"])
     except (subprocess.CalledProcessError, OSError) as e:
@@ -269,8 +279,9 @@ def compile_crasher(tmp):
 class Ochopod:
     name = "ochopod"
 
-    def __init__(self, binary, ip, tmp):
+    def __init__(self, binary, ip, tmp, env=None):
         self.binary, self.ip, self.tmp = binary, ip, tmp
+        self.extra_env = env or {}
         self.port = None
         self.p = None
 
@@ -291,6 +302,7 @@ class Ochopod:
             OCHOPOD_BIND=self.ip,
             OCHOPOD_PORT=str(self.port),
         )
+        env.update(self.extra_env)
         self.p = spawn([self.binary, "run", "--standalone", pod], env=env, logfile=os.path.join(self.tmp, "ochopod.log"))
         return self
 
@@ -488,6 +500,12 @@ def main():
         default=50,
         help="the same for supervisord, which takes 1-2 s per restart (default 50)",
     )
+    ap.add_argument(
+        "--host-procs",
+        type=int,
+        default=0,
+        help="extra idle processes to start during the crash -> re-exec runs (default 0)",
+    )
     ap.add_argument("--requests", type=int, default=1000, help="sequential GETs per endpoint (default 1000)")
     ap.add_argument("--window", type=float, default=10.0, help="idle CPU window in seconds (default 10)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after start before idle figures (default 3)")
@@ -501,6 +519,7 @@ def main():
     signal.signal(signal.SIGHUP, on_term)
 
     dyn_size = build_release()
+    load0 = open("/proc/loadavg").read().split()[:3]
     version = run([RELEASE_BIN, "--version"])
     try:
         commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
@@ -528,14 +547,29 @@ def main():
                         fig[name]["wrk " + path] = wrk(sup.url(path))
             finally:
                 sup.stop()
-        for name, make in sups:
-            d = tempfile.mkdtemp(dir=tmp, prefix=f"{name}-crash-")
-            sup = make(d)
-            try:
-                n = args.restarts if name == "ochopod" else args.sv_restarts
-                fig[name]["restart"] = restart_latency(sup, crasher, d, n)
-            finally:
-                sup.stop()
+        # ochopod once more with its orphan reaper off, to show the reaper's share of a restart
+        # (it scans /proc on every SIGCHLD: the more processes the host shows, the longer).
+        runs = [("ochopod", "restart", sups[0][1])]
+        runs.append(("ochopod", "restart_noreap", lambda d: Ochopod(RELEASE_BIN, ip, d, env={"OCHOPOD_REAP": "off"})))
+        runs += [(name, "restart", make) for name, make in sups[1:]]
+        crowd = None
+        if args.host_procs:
+            log(f"starting {args.host_procs} idle processes for the crash -> re-exec runs")
+            crowd = spawn(["sh", "-c", f"i=0; while [ $i -lt {args.host_procs} ]; do sleep 3600 & i=$((i+1)); done; wait"])
+            wait_for("the idle processes", 120, lambda: len(pids_in_session(crowd.pid)) > args.host_procs)
+        fig["host_procs"] = sum(1 for e in os.listdir("/proc") if e.isdigit())
+        try:
+            for name, key, make in runs:
+                d = tempfile.mkdtemp(dir=tmp, prefix=f"{name}-{key}-")
+                sup = make(d)
+                try:
+                    n = args.restarts if name == "ochopod" else args.sv_restarts
+                    fig[name][key] = restart_latency(sup, crasher, d, n)
+                finally:
+                    sup.stop()
+        finally:
+            if crowd:
+                stop(crowd)
 
     static = (None, False, "skipped (--no-static)") if args.no_static else build_static()
     loadavg = open("/proc/loadavg").read().split()[:3]
@@ -549,7 +583,7 @@ def main():
     print(
         f"Environment: {os.cpu_count()} CPUs ({cpu_model}), Linux {platform.release()}, {version} ({commit}), "
         f"{'supervisord ' + sv_version + ', ' if sv_version else ''}Python {platform.python_version()}, "
-        f"load average at the end {' '.join(loadavg)}, crasher: {crasher_kind} C\n"
+        f"load average at the start {' '.join(load0)}, at the end {' '.join(loadavg)}, crasher: {crasher_kind} C\n"
     )
     print("| figure | ochopod | supervisord | goal |")
     print("|---|---:|---:|---|")
@@ -565,11 +599,18 @@ def main():
             f"{fmt(si.get('strace_calls'), '{}')} ({si.get('strace_top', 'n/a')})",
             "~0",
         )
-    row("crash -> re-exec: restarts measured", orr["n"], srr.get("n", "n/a"), "")
+    row(f"crash -> re-exec: restarts measured ({fig['host_procs']} processes in /proc)", orr["n"], srr.get("n", "n/a"), "")
     row("crash -> re-exec, median (ms)", fmt(orr["median_ms"], "{:.3f}"), fmt(srr.get("median_ms"), "{:.3f}"), "<= 5 ms")
     row("crash -> re-exec, p90 (ms)", fmt(orr["p90_ms"], "{:.3f}"), fmt(srr.get("p90_ms"), "{:.3f}"), "")
     row("crash -> re-exec, min / max (ms)", f"{orr['min_ms']:.3f} / {orr['max_ms']:.3f}",
         f"{srr['min_ms']:.3f} / {srr['max_ms']:.3f}" if srr else "n/a", "")
+    nr = o["restart_noreap"]
+    row(
+        "ochopod with `OCHOPOD_REAP=off`: median / p90 (ms)",
+        f"{nr['median_ms']:.3f} / {nr['p90_ms']:.3f}",
+        "",
+        "the orphan reaper's share",
+    )
     row("supervisord / ochopod median ratio", ratio(orr["median_ms"], srr.get("median_ms")), "", "")
     st_size, st_ok, st_note = static
     row(
