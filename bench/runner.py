@@ -615,7 +615,9 @@ def main():
     st_size, st_ok, st_note = static
     row(
         "static release binary (MB)",
-        f"{st_size / 1e6:.2f} ({'static' if st_ok else 'NOT static'})" if st_size else "build failed",
+        f"{st_size / 1e6:.2f} ({'static' if st_ok else 'NOT static'})"
+        if st_size
+        else ("skipped" if args.no_static else "build failed: see below"),
         "n/a",
         "<= 8 MB",
     )
