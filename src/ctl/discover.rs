@@ -10,6 +10,9 @@
 //! pods of another.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -74,6 +77,30 @@ struct Snapshot {
     pods: BTreeMap<String, serde_json::Value>,
 }
 
+/// Runs `zookeeper-client`'s session task on tokio: the client spawns it through `spawns-core`
+/// while connecting, which needs a spawner in scope at that moment (as `zk::connect` does).
+struct TokioSpawner;
+
+impl spawns_core::Spawn for TokioSpawner {
+    fn spawn(&self, task: spawns_core::Task) {
+        tokio::spawn(Box::into_pin(task.future));
+    }
+}
+
+static SPAWNER: TokioSpawner = TokioSpawner;
+
+/// A future polled with [`TokioSpawner`] in scope.
+struct WithSpawner<F: Future>(Pin<Box<F>>);
+
+impl<F: Future> Future for WithSpawner<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _scope = spawns_core::enter(&SPAWNER);
+        self.0.as_mut().poll(cx)
+    }
+}
+
 /// A read-only session.
 pub struct Discovery {
     connect: String,
@@ -93,7 +120,7 @@ impl Discovery {
             after: started.elapsed(),
             reason,
         };
-        match tokio::time::timeout(timeout, connector.connect(connect)).await {
+        match tokio::time::timeout(timeout, WithSpawner(Box::pin(connector.connect(connect)))).await {
             Ok(Ok(client)) => Ok(Discovery {
                 connect: connect.to_string(),
                 client,
@@ -314,8 +341,14 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(select(&keys, &[], "default").unwrap(), vec!["default.kafka", "default.zookeeper"]);
-        assert_eq!(select(&keys, &["*.kafka".into()], "x").unwrap(), vec!["default.kafka", "prod.kafka"]);
+        assert_eq!(
+            select(&keys, &[], "default").unwrap(),
+            vec!["default.kafka", "default.zookeeper"]
+        );
+        assert_eq!(
+            select(&keys, &["*.kafka".into()], "x").unwrap(),
+            vec!["default.kafka", "prod.kafka"]
+        );
         assert_eq!(
             select(&keys, &["kafka".into(), "k*".into()], "default").unwrap(),
             vec!["default.kafka"]

@@ -104,7 +104,10 @@ impl Caller {
         if let Some(token) = &self.token {
             builder = builder.bearer_auth(token);
         }
-        let response = builder.send().await.map_err(|e| transport(&address, req.timeout, &e))?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport(&address, req.timeout, &e))?;
         let status = response.status().as_u16();
         let text = response
             .text()

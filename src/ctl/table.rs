@@ -39,7 +39,11 @@ pub fn ports(ports: &BTreeMap<String, u16>) -> String {
     let mut list: Vec<(u16, String)> = ports
         .iter()
         .map(|(k, v)| {
-            let shown = if k.parse() == Ok(*v) { k.clone() } else { format!("{k}->{v}") };
+            let shown = if k.parse() == Ok(*v) {
+                k.clone()
+            } else {
+                format!("{k}->{v}")
+            };
             (k.parse().unwrap_or(u16::MAX), shown)
         })
         .collect();

@@ -69,14 +69,21 @@ pub fn out(text: &str) {
 
 /// Prints JSON on stdout.
 pub fn out_json(value: &Value) {
-    out(&format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
+    out(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ));
 }
 
 /// Names each failure on stderr; the exit code for these reports.
 pub fn conclude(reports: &[PodReport]) -> i32 {
     let mut code = EXIT_OK;
     for r in reports.iter().filter(|r| !r.ok) {
-        eprintln!("ochopod ctl: {}: {}", r.pod, r.error.as_deref().unwrap_or("failed"));
+        eprintln!(
+            "ochopod ctl: {}: {}",
+            r.pod,
+            r.error.as_deref().unwrap_or("failed")
+        );
         code = EXIT_FAILED;
     }
     code
@@ -233,13 +240,19 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
         .cloned()
         .collect();
     let answers = infos(ctx, &all).await;
-    let reports: Vec<PodReport> = answers.iter().map(|(t, r)| PodReport::new(t, r.clone())).collect();
+    let reports: Vec<PodReport> = answers
+        .iter()
+        .map(|(t, r)| PodReport::new(t, r.clone()))
+        .collect();
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     for cluster in &clusters {
         let mine: Vec<&(Target, Result<Value, Failure>)> =
             answers.iter().filter(|(t, _)| t.cluster == cluster.key).collect();
-        let answered: Vec<(&Target, &Value)> = mine.iter().filter_map(|(t, r)| r.as_ref().ok().map(|v| (t, v))).collect();
+        let answered: Vec<(&Target, &Value)> = mine
+            .iter()
+            .filter_map(|(t, r)| r.as_ref().ok().map(|v| (t, v)))
+            .collect();
         let running = answered.iter().filter(|(_, v)| is_running(v)).count();
         // The leader as the pods say; else the election's lowest node; else none (standalone).
         let leader = answered
@@ -253,18 +266,27 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             });
         let generation = match &cluster.snapshot {
             Some((g, _)) => Some(*g),
-            None => answered.iter().filter_map(|(_, v)| v["generation"].as_u64()).max(),
+            None => answered
+                .iter()
+                .filter_map(|(_, v)| v["generation"].as_u64())
+                .max(),
         };
         let status = match &leader {
             Some((_, Some(info))) => text(info, "status"),
             _ if answered.iter().any(|(_, v)| v["state"] == "standalone") => "standalone".into(),
             _ => "-".into(),
         };
-        let unanswered: Vec<String> = mine.iter().filter(|(_, r)| r.is_err()).map(|(t, _)| t.name()).collect();
+        let unanswered: Vec<String> = mine
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(t, _)| t.name())
+            .collect();
         rows.push(vec![
             cluster.key.clone(),
             format!("{running}/{}", mine.len()),
-            leader.as_ref().map_or("-".into(), |(t, _)| format!("#{}", t.pod.seq)),
+            leader
+                .as_ref()
+                .map_or("-".into(), |(t, _)| format!("#{}", t.pod.seq)),
             generation.map_or("-".into(), |g| g.to_string()),
             status.clone(),
         ]);
@@ -282,7 +304,10 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
     if ctx.json {
         out_json(&json!({"ok": code == EXIT_OK, "clusters": summaries}));
     } else {
-        out(&table::render(&["CLUSTER", "PODS", "LEADER", "GENERATION", "STATUS"], &rows));
+        out(&table::render(
+            &["CLUSTER", "PODS", "LEADER", "GENERATION", "STATUS"],
+            &rows,
+        ));
     }
     Ok(code)
 }
@@ -301,11 +326,20 @@ async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
                 text(v, "pod_state"),
                 text(v, "state"),
                 text(v, "restarts"),
-                if v["ready"] == true { "yes".into() } else { "no".into() },
+                if v["ready"] == true {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
                 text(v, "generation"),
             ],
             Err(_) => {
-                let mut row = vec![t.name(), t.pod.ip.clone(), table::ports(&t.pod.ports), "no answer".into()];
+                let mut row = vec![
+                    t.name(),
+                    t.pod.ip.clone(),
+                    table::ports(&t.pod.ports),
+                    "no answer".into(),
+                ];
                 row.extend(vec!["-".to_string(); 5]);
                 row
             }
@@ -317,7 +351,17 @@ async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
         ctx,
         &reports,
         table::render(
-            &["POD", "IP", "PORTS", "PROCESS", "STATE", "ROLE", "RESTARTS", "READY", "GENERATION"],
+            &[
+                "POD",
+                "IP",
+                "PORTS",
+                "PROCESS",
+                "STATE",
+                "ROLE",
+                "RESTARTS",
+                "READY",
+                "GENERATION",
+            ],
             &rows,
         ),
     )
@@ -401,8 +445,12 @@ async fn restart(ctx: &Ctx, select: &Select, timeout: Duration) -> Result<i32, C
     let answers = ctx
         .caller
         .each(&targets, move |caller, t| async move {
-            caller.call(&t, &Request::post("/control/off", None, timeout)).await?;
-            caller.call(&t, &Request::post("/control/on", None, timeout)).await
+            caller
+                .call(&t, &Request::post("/control/off", None, timeout))
+                .await?;
+            caller
+                .call(&t, &Request::post("/control/on", None, timeout))
+                .await
         })
         .await;
     report_actions(ctx, answers, false)

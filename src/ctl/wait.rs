@@ -35,19 +35,25 @@ impl ClusterWait {
 }
 
 /// Why a pod does not count as `state` yet, or None when it does.
-fn pending(cluster: &Cluster, target: &Target, info: &Result<Value, Failure>, state: WaitState) -> Option<String> {
+fn pending(
+    cluster: &Cluster,
+    target: &Target,
+    info: &Result<Value, Failure>,
+    state: WaitState,
+) -> Option<String> {
     let info = match info {
         Ok(v) => v,
         Err(f) => return Some(f.to_string()),
     };
+    let field = |k: &str| info[k].as_str().unwrap_or("?").to_string();
     match state {
-        WaitState::Held => (info["pod_state"] != "held").then(|| format!("pod {}", info["pod_state"])),
+        WaitState::Held => (info["pod_state"] != "held").then(|| format!("pod {}", field("pod_state"))),
         WaitState::Running => {
             if info["process"] != "running" {
-                return Some(format!("process {}", info["process"]));
+                return Some(format!("process {}", field("process")));
             }
             if info["pod_state"] != "running" {
-                return Some(format!("pod {}", info["pod_state"]));
+                return Some(format!("pod {}", field("pod_state")));
             }
             let generation = info["generation"].as_u64().unwrap_or(0);
             if generation == 0 {
@@ -172,7 +178,9 @@ fn report(ctx: &Ctx, clusters: &[ClusterWait], elapsed: Duration, ok: bool, stat
                 })
             })
             .collect();
-        out_json(&json!({"ok": ok, "timed_out": !ok, "elapsed_ms": elapsed.as_millis() as u64, "clusters": list}));
+        out_json(
+            &json!({"ok": ok, "timed_out": !ok, "elapsed_ms": elapsed.as_millis() as u64, "clusters": list}),
+        );
     } else if ok {
         out(&format!("ready after {:.1}s: {status}\n", elapsed.as_secs_f64()));
     }
@@ -200,9 +208,13 @@ pub async fn rolling(ctx: &Ctx, select: &Select, timeout: Duration) -> Result<i3
         let step = |what: &str| format!("restart --rolling: {}/{total} {}: {what}", i + 1, t.name());
         progress.update(&step("stopping"));
         let result = async {
-            ctx.caller.call(t, &Request::post("/control/off", None, timeout)).await?;
+            ctx.caller
+                .call(t, &Request::post("/control/off", None, timeout))
+                .await?;
             progress.update(&step("starting, waiting for ready"));
-            ctx.caller.call(t, &Request::post("/control/on", None, timeout)).await?;
+            ctx.caller
+                .call(t, &Request::post("/control/on", None, timeout))
+                .await?;
             ready_again(ctx, t, timeout).await
         }
         .await;
@@ -214,9 +226,19 @@ pub async fn rolling(ctx: &Ctx, select: &Select, timeout: Duration) -> Result<i3
     progress.finish();
     let rows: Vec<Vec<String>> = reports
         .iter()
-        .map(|r| vec![r.pod.clone(), r.address.clone(), if r.ok { "ok" } else { "FAILED" }.into()])
+        .map(|r| {
+            vec![
+                r.pod.clone(),
+                r.address.clone(),
+                if r.ok { "ok" } else { "FAILED" }.into(),
+            ]
+        })
         .collect();
-    finish(ctx, &reports, super::table::render(&["POD", "ADDRESS", "RESULT"], &rows))
+    finish(
+        ctx,
+        &reports,
+        super::table::render(&["POD", "ADDRESS", "RESULT"], &rows),
+    )
 }
 
 /// Polls `/info` until the pod is running and ready; its last `/info`.
@@ -226,7 +248,12 @@ async fn ready_again(ctx: &Ctx, target: &Target, timeout: Duration) -> Result<Va
     loop {
         let last = match ctx.caller.call(target, &req).await {
             Ok(info) if is_running(&info) && info["ready"] == true => return Ok(info),
-            Ok(info) => format!("process {}, pod {}, ready {}", info["process"], info["pod_state"], info["ready"]),
+            Ok(info) => format!(
+                "process {}, pod {}, ready {}",
+                info["process"].as_str().unwrap_or("?"),
+                info["pod_state"].as_str().unwrap_or("?"),
+                info["ready"]
+            ),
             Err(f) => f.to_string(),
         };
         if Instant::now() >= deadline {

@@ -4,5 +4,6 @@
 mod harness;
 
 mod api;
+mod ctl;
 mod pid1;
 mod runner;

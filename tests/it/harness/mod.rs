@@ -1,6 +1,7 @@
 //! Shared test harness: real pods as processes, real HTTP, polling with deadlines.
 
 pub mod pod;
+pub mod zk;
 
 use std::time::{Duration, Instant};
 

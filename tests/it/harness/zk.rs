@@ -1,0 +1,107 @@
+//! `ZkServer`: a real ZooKeeper (Debian's 3.8) on a free port of 127.0.0.1, data in a temp dir,
+//! killed on drop. Fails, naming the package, when ZooKeeper is not installed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+const JARS: [&str; 2] = [
+    "/usr/share/java/zookeeper.jar",
+    "/usr/share/java/slf4j-simple.jar",
+];
+
+pub struct ZkServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ZkServer {
+    /// Starts a server and waits until it answers `imok`: these tests must not pass by skipping.
+    pub fn start() -> ZkServer {
+        for jar in JARS {
+            assert!(
+                Path::new(jar).exists(),
+                "{jar} is missing: install the Debian package `zookeeper` (and java) to run the cluster tests"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port("127.0.0.1");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let cfg = format!(
+            "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             admin.enableServer=false\n4lw.commands.whitelist=*\nmaxSessionTimeout=60000\n",
+            data.display()
+        );
+        std::fs::write(dir.path().join("zoo.cfg"), cfg).expect("zoo.cfg");
+        let log = std::fs::File::create(dir.path().join("zookeeper.log")).expect("log file");
+        let child = Command::new("java")
+            .arg("-Xmx256m")
+            .arg("-cp")
+            .arg(JARS.join(":"))
+            .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+            .arg(dir.path().join("zoo.cfg"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn java (install the Debian package `zookeeper`)");
+        let mut zk = ZkServer {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !zk.is_ok() {
+            if let Some(status) = zk.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ZooKeeper exited at start ({status}); log:\n{}", zk.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper did not answer imok within 30s; log:\n{}",
+                zk.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        zk
+    }
+
+    /// `host:port`, for `OCHOPOD_ZK` and `--zk`.
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the server answers `ruok` with `imok`.
+    pub fn is_ok(&self) -> bool {
+        let addr = ([127, 0, 0, 1], self.port).into();
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"ruok").is_err() {
+            return false;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out == "imok"
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("zookeeper.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ZkServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
