@@ -16,7 +16,7 @@
 //!
 //! * [`spec`] and [`render`] are the contract: pod.yaml types and the template context.
 //! * [`supervise`] owns the process: render, spawn, restart, stop, reload, checks, hooks.
-//! * [`sync`] owns the ZooKeeper session: registration, election and, on the leader,
+//! * `sync` owns the ZooKeeper session: registration, election and, on the leader,
 //!   configuration of every pod of the cluster.
 //! * [`control`] serves the HTTP API; it owns nothing and asks the other two.
 //! * [`ctl`] is the CI/CD client: finds pods through ZooKeeper, drives them over HTTP.
@@ -32,6 +32,9 @@ pub mod render;
 pub mod runtime;
 pub mod spec;
 pub mod supervise;
+pub mod sync;
+pub mod up;
+pub mod zk;
 
 /// ochopod's version, as pods report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -44,6 +44,28 @@ enum Command {
     },
     /// Validate a pod.yaml and render every template against a sample cluster of 3 pods.
     Check { pod_yaml: PathBuf },
+    /// Local development: a throwaway ZooKeeper and N pods on 127.0.0.2, 127.0.0.3, ...
+    Up {
+        pod_yaml: PathBuf,
+        /// How many pods.
+        #[arg(long, short = 'n', default_value_t = 3)]
+        replicas: u32,
+        /// Use this ZooKeeper instead of starting one.
+        #[arg(long, env = "OCHOPOD_ZK")]
+        zk: Option<String>,
+        /// The control port of every pod (each listens on its own IP).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Keep the pods' homes and logs here (default: a temp folder removed at exit).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Print the view on each change instead of redrawing the screen.
+        #[arg(long)]
+        plain: bool,
+        /// The first pod's loopback address; the others follow.
+        #[arg(long, default_value = "127.0.0.2")]
+        first_ip: std::net::Ipv4Addr,
+    },
     /// Print what a given cluster map renders.
     Render {
         pod_yaml: PathBuf,
@@ -103,6 +125,32 @@ fn main() -> ExitCode {
                 ring,
             })
         }
+        Command::Up {
+            pod_yaml,
+            replicas,
+            zk,
+            port,
+            home,
+            plain,
+            first_ip,
+        } => {
+            use std::io::IsTerminal;
+            logging(&LogRing::default());
+            let plain = plain || !std::io::stdout().is_terminal();
+            let opts = ochopod::up::UpOptions {
+                pod_yaml,
+                replicas,
+                zk,
+                port,
+                home,
+                plain,
+                first_ip,
+            };
+            block_on(ochopod::up::up(opts)).unwrap_or_else(|e| {
+                eprintln!("ochopod up: {e:#}");
+                1
+            })
+        }
         Command::Check { pod_yaml } => {
             logging(&LogRing::default());
             ochopod::check::check(&pod_yaml)
@@ -142,4 +190,14 @@ fn run(opts: RunOptions) -> i32 {
             1
         }
     }
+}
+
+/// Runs a future on a small multi-threaded runtime (2 workers: ochopod's loops are I/O bound).
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(future)
 }

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context as _};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{self, ClusterView};
@@ -30,6 +30,11 @@ use crate::model::{ClusterMap, Pod, PodState};
 use crate::render::Renderer;
 use crate::spec::{self, PodSpec, Signal};
 use crate::supervise::{self, Origin, PodContext};
+use crate::sync::{self, Role, SyncConfig};
+use crate::zk::ZkConfig;
+
+/// The longest each last step of a stop (deregistration, HTTP drain) may take.
+const STEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How `ochopod run` was asked to run.
 pub struct RunOptions {
@@ -169,16 +174,29 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         seq: me.seq,
         connected: false,
     });
+    let http_stop = CancellationToken::new();
+    let sync = if opts.standalone {
+        None
+    } else {
+        Some(start_sync(
+            &spec,
+            &me,
+            &state_dir,
+            &tokens,
+            &supervise,
+            view_tx,
+            shutdown.child_token(),
+        )?)
+    };
     let api = control::Api {
         supervise: supervise.clone(),
         cluster: view,
-        reset: None,
+        reset: sync.as_ref().map(|s| s.reset.clone()),
         me: me.clone(),
         tokens: Arc::new(tokens),
         ring: opts.ring.clone(),
         started: Instant::now(),
     };
-    let http_stop = CancellationToken::new();
     let server = tokio::spawn(control::serve(listener, api, http_stop.clone()));
 
     if opts.standalone {
@@ -192,19 +210,97 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
                 }
             }
         });
-    } else {
-        // The sync loop lands with the cluster work; until then a pod without --standalone waits
-        // for a leader's `on` over HTTP like any follower.
-        let _ = &view_tx;
     }
 
-    let code = wait_for_the_end(&spec, &supervise).await;
+    let code = wait_for_the_end(&spec, &supervise, sync.as_ref().map(|s| &s.handle)).await;
+    // Leaving ZooKeeper and draining HTTP are bounded: a leader busy configuring, or a peer
+    // holding a keep-alive connection, must not keep a stopping container alive. Whatever is
+    // left ends with the process (the session's ephemeral nodes go with it).
+    if let Some(sync) = &sync {
+        tracing::info!("leaving ZooKeeper");
+        if tokio::time::timeout(STEP, sync.handle.deregister())
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?STEP, "deregistration did not finish; exiting anyway");
+        }
+    }
     shutdown.cancel();
     http_stop.cancel();
-    let _ = server.await;
+    if tokio::time::timeout(STEP, server).await.is_err() {
+        tracing::warn!(after = ?STEP, "HTTP connections still open; exiting anyway");
+    }
     supervise::reap_orphans();
     tracing::info!(code, "ochopod exits");
     Ok(code)
+}
+
+/// The running sync loop, as the runtime holds it.
+struct Sync {
+    handle: sync::Handle,
+    /// `POST /reset` sends here; a task turns it into [`sync::Handle::reset`].
+    reset: mpsc::Sender<()>,
+}
+
+/// Starts the sync loop and the small tasks that bridge it to the other loops: the pod's state
+/// (supervise → sync, for the znode) and the cluster view (sync → control, for `/info`).
+fn start_sync(
+    spec: &Arc<PodSpec>,
+    me: &Pod,
+    state_dir: &Path,
+    tokens: &[String],
+    supervise: &supervise::Handle,
+    view_tx: watch::Sender<ClusterView>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Sync> {
+    let zk = ZkConfig::from_env().map_err(|e| anyhow!(e))?;
+    tracing::info!(zk = %zk.connect, "joining the cluster through ZooKeeper");
+    let (state_tx, state_rx) = watch::channel(supervise.status().borrow().state);
+    let mut status = supervise.status();
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            let state = status.borrow_and_update().state;
+            state_tx.send_if_modified(|s| std::mem::replace(s, state) != state);
+        }
+    });
+    let cfg = SyncConfig {
+        spec: spec.clone(),
+        me: me.clone(),
+        state_dir: state_dir.to_path_buf(),
+        zk,
+        token: tokens.first().cloned(),
+    };
+    let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
+    tokio::spawn(async move {
+        loop {
+            let view = {
+                let s = sync_status.borrow_and_update();
+                ClusterView {
+                    role: match s.role {
+                        Role::Connecting => "connecting",
+                        Role::Follower => "follower",
+                        Role::Leader => "leader",
+                    }
+                    .into(),
+                    status: s.status.clone(),
+                    seq: s.seq,
+                    connected: s.connected,
+                }
+            };
+            view_tx.send_replace(view);
+            if sync_status.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    let (reset, mut resets) = mpsc::channel::<()>(4);
+    let reset_handle = handle.clone();
+    tokio::spawn(async move {
+        while resets.recv().await.is_some() {
+            reset_handle.reset().await;
+        }
+    });
+    Ok(Sync { handle, reset })
 }
 
 /// A cluster of one: the pod itself, seq 1, generation 1.
@@ -224,7 +320,7 @@ pub fn map_of_one(me: &Pod) -> ClusterMap {
 
 /// Handles OS signals until the pod must stop, stops the process, and returns the exit code.
 /// The only task that touches OS signals.
-async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle) -> i32 {
+async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: Option<&sync::Handle>) -> i32 {
     let mut status = supervise.status();
     let (mut term, mut int, mut hup, mut usr1, mut usr2) = match (
         signal(SignalKind::terminate()),
@@ -256,10 +352,11 @@ async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle) -> i32 
             }
         }
     }
+    // Leaving first: the leader and dependents drop this pod; with a drain, the leader has time
+    // to configure the others without it before its process stops (remove first, then stop).
     supervise.leave().await;
-    if !spec.process.stop.drain.is_zero() {
-        // Cluster mode waits here for a configuration without this pod (sync loop).
-        tracing::debug!("drain: nothing to wait for without a cluster");
+    if let Some(sync) = sync {
+        sync.leave(spec.process.stop.drain).await;
     }
     let exit = supervise.shutdown().await;
     exit.map(|e| e.shell_code()).unwrap_or(0)

@@ -47,7 +47,7 @@ pub enum RenderError {
     /// The cluster map's `key` is not one of its pods: the sender's bug.
     #[error("the cluster map's key {key:?} is not one of its pods")]
     NotInMap { key: String },
-    /// [`Renderer::render_field`] asked for a field the pod.yaml does not declare.
+    /// [`Renderer::render_field`](super::Renderer::render_field) asked for a field the pod.yaml does not declare.
     #[error("no template for {field}: the pod.yaml does not declare it")]
     UnknownField { field: String },
     /// Two templates render to the same file.

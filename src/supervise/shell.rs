@@ -127,6 +127,7 @@ pub async fn run(
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     for line in stdout.lines() {
         ring.push(&format!("[{what}] {line}"));
+        println!("[{what}] {line}");
     }
     tracing::debug!(command = what, code = ?exit.code, signal = ?exit.signal, "command done");
     Ok(Output { exit, stdout })

@@ -5,5 +5,9 @@ mod harness;
 
 mod api;
 mod ctl;
+mod examples;
+mod lifecycle;
 mod pid1;
 mod runner;
+mod sync_zk;
+mod up;

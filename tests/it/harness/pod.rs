@@ -84,6 +84,11 @@ impl Default for PodOptions {
 impl Pod {
     /// Starts `ochopod run` on the dir's pod.yaml, standalone by default.
     pub fn start(dir: &PodDir, opts: PodOptions) -> Pod {
+        Pod::start_file(&dir.path(), dir, opts)
+    }
+
+    /// Starts `ochopod run` on `pod_yaml`, with its home in `dir`.
+    pub fn start_file(pod_yaml: &Path, dir: &PodDir, opts: PodOptions) -> Pod {
         let ip = next_ip();
         let port = free_port(&ip);
         let home = dir.home();
@@ -96,7 +101,7 @@ impl Pod {
             }
             None => Command::new(binary()),
         };
-        cmd.arg("run").arg(dir.path()).args(&opts.args);
+        cmd.arg("run").arg(pod_yaml).args(&opts.args);
         cmd.env("OCHOPOD_IP", &ip)
             .env("OCHOPOD_BIND", &ip)
             .env("OCHOPOD_PORT", port.to_string())

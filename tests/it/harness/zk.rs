@@ -1,11 +1,15 @@
 //! `ZkServer`: a real ZooKeeper (Debian's 3.8) on a free port of 127.0.0.1, data in a temp dir,
-//! killed on drop. Fails, naming the package, when ZooKeeper is not installed.
+//! killed on drop. `stop`/`restart` keep the port and the data; `pause`/`resume` (SIGSTOP/SIGCONT)
+//! freeze it, which is how tests make sessions expire.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::free_port;
 
@@ -14,6 +18,9 @@ const JARS: [&str; 2] = [
     "/usr/share/java/slf4j-simple.jar",
 ];
 
+/// The tick of the test server: sessions can be as short as 2 ticks.
+pub const TICK_MS: u64 = 200;
+
 pub struct ZkServer {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -21,7 +28,8 @@ pub struct ZkServer {
 }
 
 impl ZkServer {
-    /// Starts a server and waits until it answers `imok`: these tests must not pass by skipping.
+    /// Starts a server and waits until it answers `imok`. Fails, naming the package, when
+    /// ZooKeeper is not installed: these tests must not pass by skipping.
     pub fn start() -> ZkServer {
         for jar in JARS {
             assert!(
@@ -34,52 +42,62 @@ impl ZkServer {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
         let cfg = format!(
-            "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+            "tickTime={TICK_MS}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
              admin.enableServer=false\n4lw.commands.whitelist=*\nmaxSessionTimeout=60000\n",
             data.display()
         );
         std::fs::write(dir.path().join("zoo.cfg"), cfg).expect("zoo.cfg");
-        let log = std::fs::File::create(dir.path().join("zookeeper.log")).expect("log file");
+        let mut zk = ZkServer {
+            port,
+            dir,
+            child: None,
+        };
+        zk.launch();
+        zk
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("zookeeper.log"))
+            .expect("log file");
         let child = Command::new("java")
             .arg("-Xmx256m")
             .arg("-cp")
             .arg(JARS.join(":"))
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
-            .arg(dir.path().join("zoo.cfg"))
+            .arg(self.dir.path().join("zoo.cfg"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn java (install the Debian package `zookeeper`)");
-        let mut zk = ZkServer {
-            port,
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !zk.is_ok() {
-            if let Some(status) = zk.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ZooKeeper exited at start ({status}); log:\n{}", zk.log());
+        while !self.is_ok() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ZooKeeper exited at start ({status}); log:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "ZooKeeper did not answer imok within 30s; log:\n{}",
-                zk.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        zk
     }
 
-    /// `host:port`, for `OCHOPOD_ZK` and `--zk`.
+    /// `host:port`, for `OCHOPOD_ZK`.
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Whether the server answers `ruok` with `imok`.
     pub fn is_ok(&self) -> bool {
-        let addr = ([127, 0, 0, 1], self.port).into();
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        let Ok(mut s) =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200))
+        else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -95,13 +113,42 @@ impl ZkServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("zookeeper.log")).unwrap_or_default()
     }
-}
 
-impl Drop for ZkServer {
-    fn drop(&mut self) {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("server running").id() as i32)
+    }
+
+    /// Kills the server (its data stays).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Freezes the server (SIGSTOP): clients lose their connection; sessions expire once it
+    /// resumes if they were frozen longer than their timeout.
+    pub fn pause(&self) {
+        kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    pub fn resume(&self) {
+        kill(self.pid(), Signal::SIGCONT).expect("SIGCONT");
+    }
+}
+
+impl Drop for ZkServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A paused JVM does not die of KILL any slower, but make sure it is not left stopped.
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+        }
+        self.stop();
     }
 }

@@ -1,0 +1,486 @@
+//! The sync loop: the pod's life in ZooKeeper (SPEC §1.1, §4, §6).
+//!
+//! Owns the ZooKeeper session. It connects (retrying with backoff while ZooKeeper is down),
+//! registers the pod (seq claim, ephemeral znode), joins the election, and when it leads runs the
+//! leader loop ([`leader`]) that configures every pod of the cluster. It receives the pod's own
+//! state (`pod_state`, from supervise) and writes it into the pod's znode, and [`Command`]s from
+//! [`Handle`] (`/reset`, leaving, deregistering). It emits [`SyncStatus`] on a watch channel for
+//! `/info`.
+//!
+//! Faults: a connection loss keeps everything running (the client reconnects on its own, watches
+//! come back); a session that ends (expired, auth failed, closed, or `/reset`) is replaced by a
+//! new one and the pod registers again as itself, same uuid and seq. The process is never touched
+//! from here. Shuts down when the shutdown token is cancelled (the session is closed, the pod's
+//! ephemeral nodes go with it) or after [`Handle::deregister`].
+
+pub mod configure;
+mod leader;
+pub mod plan;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zkc;
+
+use crate::model::{Pod, PodState};
+use crate::spec::PodSpec;
+use crate::zk::paths::ClusterPaths;
+use crate::zk::{self, election, register, snapshot, Acls, Client, ZkConfig, ZkError};
+
+/// What the sync loop needs to start.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub spec: Arc<PodSpec>,
+    /// The pod's identity; `seq` 0 means "claim one", > 0 "this one if possible" (state dir,
+    /// StatefulSet ordinal + 1).
+    pub me: Pod,
+    /// Where the claimed seq is kept (`<state_dir>/seq`).
+    pub state_dir: PathBuf,
+    pub zk: ZkConfig,
+    /// Sent to pods as `Authorization: Bearer`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No session, or not registered yet.
+    Connecting,
+    Follower,
+    Leader,
+}
+
+/// What `/info` shows of the sync loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub role: Role,
+    /// One human line: what the loop is doing or waiting for, and why.
+    pub status: String,
+    /// The claimed seq (0 until claimed).
+    pub seq: u32,
+    /// Whether the session is connected right now.
+    pub connected: bool,
+    /// The cluster's last configuration known here (the snapshot's generation).
+    pub generation: u64,
+}
+
+/// Requests to the sync loop; each answers on its oneshot once done.
+#[derive(Debug)]
+enum Command {
+    /// Drop the session and register again (`POST /reset`).
+    Reset(oneshot::Sender<()>),
+    /// Mark the pod `leaving`, then answer once a snapshot without it exists, or after `drain`.
+    Leave(Duration, oneshot::Sender<()>),
+    /// Delete the pod's znode, close the session and stop.
+    Deregister(oneshot::Sender<()>),
+}
+
+/// Talks to the sync loop. Cloneable; every call is a no-op once the loop has stopped.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// The other end is held by the sync loop's actor.
+    tx: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    async fn ask(&self, make: impl FnOnce(oneshot::Sender<()>) -> Command) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(make(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Drops the ZooKeeper session and registers again; the process keeps running.
+    pub async fn reset(&self) {
+        self.ask(Command::Reset).await
+    }
+
+    /// Marks the pod `leaving` and waits up to `drain` for a configuration without it.
+    pub async fn leave(&self, drain: Duration) {
+        self.ask(|r| Command::Leave(drain, r)).await
+    }
+
+    /// Deletes the pod's znode and closes the session; the loop stops.
+    pub async fn deregister(&self) {
+        self.ask(Command::Deregister).await
+    }
+}
+
+/// Starts the sync loop.
+pub fn spawn(
+    cfg: SyncConfig,
+    pod_state: watch::Receiver<PodState>,
+    shutdown: CancellationToken,
+) -> (Handle, watch::Receiver<SyncStatus>) {
+    let (tx, rx) = mpsc::channel(8);
+    let initial = SyncStatus {
+        role: Role::Connecting,
+        status: format!("connecting to ZooKeeper at {}", cfg.zk.connect),
+        seq: cfg.me.seq,
+        connected: false,
+        generation: 0,
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let actor = Actor::new(cfg, pod_state, status_tx, rx, shutdown);
+    tokio::spawn(async move {
+        let span = tracing::info_span!("sync");
+        let _ = tracing::Instrument::instrument(actor.run(), span).await;
+    });
+    (Handle { tx }, status_rx)
+}
+
+/// The sync loop's state, owned by one task.
+struct Actor {
+    ctx: Arc<leader::Ctx>,
+    cfg: SyncConfig,
+    paths: ClusterPaths,
+    acls: Acls,
+    /// From supervise: the pod's own state.
+    pod_state: watch::Receiver<PodState>,
+    /// From [`Handle`].
+    commands: mpsc::Receiver<Command>,
+    shutdown: CancellationToken,
+    /// Set by `leave`: overrides `pod_state` in the znode from then on.
+    leaving: bool,
+}
+
+/// How one session ended.
+enum SessionEnd {
+    /// Build a new session and register again.
+    Again,
+    /// Stop the loop.
+    Stop,
+}
+
+impl Actor {
+    fn new(
+        cfg: SyncConfig,
+        pod_state: watch::Receiver<PodState>,
+        status: watch::Sender<SyncStatus>,
+        commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) -> Actor {
+        let paths = ClusterPaths::new(&cfg.spec.key());
+        let acls = Acls::new(&cfg.zk);
+        let ctx = Arc::new(leader::Ctx {
+            spec: cfg.spec.clone(),
+            uuid: cfg.me.uuid.clone(),
+            paths: paths.clone(),
+            acls,
+            token: cfg.token.clone(),
+            state_dir: cfg.state_dir.clone(),
+            status,
+        });
+        Actor {
+            ctx,
+            cfg,
+            paths,
+            acls,
+            pod_state,
+            commands,
+            shutdown,
+            leaving: false,
+        }
+    }
+
+    fn status(&self, f: impl FnOnce(&mut SyncStatus)) {
+        self.ctx.status.send_modify(f);
+    }
+
+    fn desired_state(&self) -> PodState {
+        if self.leaving {
+            PodState::Leaving
+        } else {
+            *self.pod_state.borrow()
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let Some(client) = self.connect().await else {
+                return;
+            };
+            match self.session(client).await {
+                SessionEnd::Again => continue,
+                SessionEnd::Stop => return,
+            }
+        }
+    }
+
+    /// Connects, backing off while ZooKeeper is unreachable. None: stop (shutdown or deregister).
+    async fn connect(&mut self) -> Option<Client> {
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut attempt = 0u32;
+        loop {
+            self.status(|s| {
+                s.role = Role::Connecting;
+                s.connected = false;
+            });
+            let err = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                r = zk::connect(&self.cfg.zk) => match r {
+                    Ok(c) => return Some(c),
+                    Err(e) => e,
+                },
+            };
+            attempt += 1;
+            let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+            tracing::warn!(error = %err, attempt, retry_in = ?wait, "ZooKeeper unreachable");
+            self.status(|s| {
+                s.status = format!(
+                    "{err} (attempt {attempt}); retrying in {}",
+                    crate::spec::format_duration(wait)
+                )
+            });
+            if !self.idle(wait).await {
+                return None;
+            }
+        }
+    }
+
+    /// Waits, still answering commands (there is no session to act on). False: stop.
+    async fn idle(&mut self, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
+                cmd = self.commands.recv() => match cmd {
+                    None => return false,
+                    Some(Command::Deregister(reply)) => { let _ = reply.send(()); return false }
+                    Some(Command::Reset(reply)) => { let _ = reply.send(()); return true }
+                    Some(Command::Leave(_, reply)) => { self.leaving = true; let _ = reply.send(()); }
+                },
+            }
+        }
+    }
+
+    /// Registers, then serves one session until it ends.
+    async fn session(&mut self, client: Client) -> SessionEnd {
+        tracing::info!(session = %client.session_id(), "ZooKeeper session established");
+        let mut states = client.state_watcher();
+        let mut written = loop {
+            match self.register(&client).await {
+                Ok(state) => break Some(state),
+                Err(e) if e.is_session_lost() => return SessionEnd::Again,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration failed, retrying");
+                    self.status(|s| s.status = format!("registration failed: {e}; retrying"));
+                    if !self.idle(Duration::from_secs(1)).await {
+                        return SessionEnd::Stop;
+                    }
+                    if client.state().is_terminated() {
+                        return SessionEnd::Again;
+                    }
+                }
+            }
+        };
+        let member_stop = self.shutdown.child_token();
+        let member = tokio::spawn(member(self.ctx.clone(), client.clone(), member_stop.clone()));
+        let mut supervise_gone = false;
+        let end = loop {
+            // Rewrite the znode when the wanted state differs from the one written (changes seen
+            // while disconnected are written on reconnection).
+            let want = self.desired_state();
+            if written != Some(want) && client.state() == zkc::SessionState::SyncConnected {
+                match register::update(&client, &self.paths, &self.pod_with(want)).await {
+                    Ok(()) => written = Some(want),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the pod's state, retrying on reconnection")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break SessionEnd::Stop,
+                r = self.pod_state.changed(), if !supervise_gone => {
+                    // supervise is gone (the process ended for good): nothing more will change,
+                    // but commands (deregister above all) must still be served.
+                    supervise_gone = r.is_err();
+                }
+                state = states.changed() => {
+                    let connected = state == zkc::SessionState::SyncConnected;
+                    self.status(|s| s.connected = connected);
+                    if state.is_terminated() {
+                        tracing::warn!(?state, "ZooKeeper session ended, registering again");
+                        break SessionEnd::Again;
+                    }
+                    if !connected {
+                        tracing::warn!(?state, "ZooKeeper connection lost, waiting for it to come back");
+                    } else {
+                        tracing::info!("ZooKeeper connection back");
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    None => break SessionEnd::Stop,
+                    Some(Command::Reset(reply)) => {
+                        tracing::info!("reset: dropping the session");
+                        let _ = reply.send(());
+                        break SessionEnd::Again;
+                    }
+                    Some(Command::Deregister(reply)) => {
+                        member_stop.cancel();
+                        let _ = member.await;
+                        if let Err(e) = register::withdraw(&client, &self.paths, &self.cfg.me.uuid).await {
+                            tracing::warn!(error = %e, "cannot delete the pod's znode; closing the session removes it");
+                        }
+                        self.status(|s| { s.role = Role::Connecting; s.connected = false; s.status = "deregistered".into() });
+                        drop(client);
+                        let _ = reply.send(());
+                        return SessionEnd::Stop;
+                    }
+                    Some(Command::Leave(drain, reply)) => {
+                        self.leaving = true;
+                        tokio::spawn(drain_then_reply(client.clone(), self.paths.clone(), self.cfg.me.uuid.clone(), drain, member_stop.clone(), reply));
+                    }
+                },
+            }
+        };
+        // Every clone of the client must go for the session to close: stop the member first.
+        member_stop.cancel();
+        let _ = member.await;
+        self.status(|s| {
+            s.role = Role::Connecting;
+            s.connected = false;
+        });
+        end
+    }
+
+    fn pod_with(&self, state: PodState) -> Pod {
+        let seq = self.ctx.status.borrow().seq;
+        Pod {
+            seq,
+            state,
+            ..self.cfg.me.clone()
+        }
+    }
+
+    /// Claims the seq, publishes the pod; returns the state written.
+    async fn register(&mut self, client: &Client) -> Result<PodState, ZkError> {
+        register::ensure_layout(client, &self.paths, self.acls).await?;
+        // This session's claim, else the identity given (StatefulSet ordinal + 1), else the one
+        // kept in the state dir by an earlier run.
+        let preferred = match (self.ctx.status.borrow().seq, self.cfg.me.seq) {
+            (0, 0) => register::read_seq(&self.cfg.state_dir).unwrap_or(0),
+            (0, given) => given,
+            (claimed, _) => claimed,
+        };
+        let seq = register::claim_seq(client, &self.paths, self.acls, &self.cfg.me.uuid, preferred).await?;
+        if let Err(e) = register::persist_seq(&self.cfg.state_dir, seq) {
+            tracing::warn!(error = %e, dir = %self.cfg.state_dir.display(), "cannot keep the seq in the state dir");
+        }
+        self.status(|s| s.seq = seq);
+        let state = self.desired_state();
+        register::publish(client, &self.paths, self.acls, &self.pod_with(state)).await?;
+        let generation = snapshot::read(client, &self.paths.snapshot())
+            .await?
+            .map_or(0, |(s, _)| s.generation);
+        tracing::info!(seq, uuid = %self.cfg.me.uuid, "registered");
+        self.status(|s| {
+            s.connected = true;
+            s.generation = s.generation.max(generation);
+            s.status = "registered".into();
+        });
+        Ok(state)
+    }
+}
+
+/// Election, then leadership, for one session; re-enters the election after a recoverable error.
+async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) {
+    loop {
+        let r = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = elect_and_lead(&ctx, &client, &stop) => r,
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if e.is_session_lost() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "election interrupted, joining again");
+                ctx.status.send_modify(|s| {
+                    s.role = Role::Follower;
+                    s.status = format!("election interrupted: {e}");
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn elect_and_lead(ctx: &leader::Ctx, client: &Client, stop: &CancellationToken) -> Result<(), ZkError> {
+    election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
+    let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
+    ctx.status.send_modify(|s| {
+        s.role = Role::Follower;
+        s.status = "following".into();
+    });
+    election::wait_until_leader(client, &ctx.paths, &me).await?;
+    tracing::info!(node = %me.name, "elected leader");
+    ctx.status.send_modify(|s| {
+        s.role = Role::Leader;
+        s.status = "leading".into();
+    });
+    let r = leader::lead(ctx, client, &me, stop).await;
+    // Whatever happened, this node no longer leads through `me`: give the election a chance.
+    let _ = client.delete(&me.path, None).await;
+    r
+}
+
+/// Waits up to `drain` for a snapshot of this cluster without `uuid`, then answers.
+async fn drain_then_reply(
+    client: Client,
+    paths: ClusterPaths,
+    uuid: String,
+    drain: Duration,
+    stop: CancellationToken,
+    reply: oneshot::Sender<()>,
+) {
+    if !drain.is_zero() {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(drain) => tracing::warn!("drain time over, leaving anyway"),
+            r = wait_unconfigured(&client, &paths, &uuid) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot watch the snapshot, leaving anyway");
+                }
+            }
+        }
+    }
+    drop(client);
+    let _ = reply.send(());
+}
+
+/// Returns once the cluster's snapshot does not list `uuid` (or there is none).
+async fn wait_unconfigured(client: &Client, paths: &ClusterPaths, uuid: &str) -> Result<(), ZkError> {
+    let path = paths.snapshot();
+    loop {
+        // A one-shot watch: nothing in this session puts a persistent watch on our own snapshot
+        // (ZOOKEEPER-4466).
+        let (data, _, watcher) = match client.get_and_watch_data(&path).await {
+            Ok(r) => r,
+            Err(zkc::Error::NoNode) => return Ok(()),
+            Err(e) => return Err(ZkError::op("watching", &path)(e)),
+        };
+        if !snapshot::decode(&path, &data)?.pods.contains_key(uuid) {
+            return Ok(());
+        }
+        let event = watcher.changed().await;
+        if event.event_type == zkc::EventType::Session && event.session_state.is_terminated() {
+            return Err(ZkError::Op {
+                doing: "watching",
+                path,
+                source: zkc::Error::SessionExpired,
+            });
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Pure leader logic: what a configuration is, whether one is due, and in which order pods get
+//! it. No I/O here, so every rule is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+use tokio::time::{Duration, Instant};
+
+use crate::model::{ClusterMap, Pod};
+use crate::spec::{Dependency, Order};
+use crate::zk::cluster::HeldSeq;
+
+/// Pods by uuid.
+pub type Pods = BTreeMap<String, Pod>;
+
+/// The hash of a configuration: the pod set (uuids and their JSON minus `state`) and the
+/// dependencies. A change of leader alone leaves it as it was, so it causes no reconfiguration.
+pub fn config_hash(pods: &Pods, deps: &BTreeMap<String, Pods>) -> String {
+    fn view(pods: &Pods) -> BTreeMap<&str, serde_json::Value> {
+        pods.iter()
+            .map(|(uuid, pod)| {
+                let mut v = serde_json::to_value(pod).unwrap_or(serde_json::Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("state");
+                }
+                (uuid.as_str(), v)
+            })
+            .collect()
+    }
+    let deps: BTreeMap<&str, _> = deps
+        .iter()
+        .map(|(name, pods)| (name.as_str(), view(pods)))
+        .collect();
+    let doc = serde_json::json!({ "pods": view(pods), "dependencies": deps });
+    // serde_json maps are sorted (no preserve_order feature), so the text is canonical.
+    hex::encode(Sha256::digest(doc.to_string().as_bytes()))
+}
+
+/// Uuids in `next` and not in `prev` (added), and the reverse (removed), each sorted by seq.
+pub fn diff(prev: &Pods, next: &Pods) -> (Vec<String>, Vec<String>) {
+    let added = by_seq(next.values().filter(|p| !prev.contains_key(&p.uuid)));
+    let removed = by_seq(prev.values().filter(|p| !next.contains_key(&p.uuid)));
+    (added, removed)
+}
+
+fn by_seq<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<String> {
+    let mut v: Vec<&Pod> = pods.collect();
+    v.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+    v.into_iter().map(|p| p.uuid.clone()).collect()
+}
+
+/// The order `sequential` configures pods in: by seq, or the added ones first (quorum systems
+/// want the new members up before the old ones learn about them).
+pub fn call_order(pods: &Pods, added: &[String], order: Order) -> Vec<String> {
+    let all = by_seq(pods.values());
+    match order {
+        Order::Seq => all,
+        Order::AddedFirst => {
+            let mut first: Vec<String> = all.iter().filter(|u| added.contains(u)).cloned().collect();
+            first.extend(all.into_iter().filter(|u| !added.contains(u)));
+            first
+        }
+    }
+}
+
+/// The map for one configuration; [`ClusterMap::key`] is set per receiver.
+pub fn cluster_map(generation: u64, prev: &Pods, pods: &Pods, deps: &BTreeMap<String, Pods>) -> ClusterMap {
+    let (added, removed) = diff(prev, pods);
+    let removed_pods = removed
+        .iter()
+        .filter_map(|u| prev.get(u).map(|p| (u.clone(), p.clone())))
+        .collect();
+    ClusterMap {
+        generation,
+        key: String::new(),
+        pods: pods.clone(),
+        added,
+        removed,
+        removed_pods,
+        dependencies: deps.clone(),
+    }
+}
+
+/// The seqs a configuration frees: those whose holder is neither in it nor registered (a held or
+/// failed pod keeps its seq).
+pub fn seqs_to_free(held: &[HeldSeq], configured: &Pods, registered: &BTreeSet<String>) -> Vec<HeldSeq> {
+    held.iter()
+        .filter(|h| !configured.contains_key(&h.uuid) && !registered.contains(&h.uuid))
+        .cloned()
+        .collect()
+}
+
+/// One `depends_on` entry resolved to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedDep {
+    /// The key in the map's `dependencies`: the name as written, or `ns.name` for a wildcard.
+    pub name: String,
+    /// `<namespace>.<cluster>`.
+    pub key: String,
+    /// The index of the `depends_on` entry it comes from (for `min`).
+    pub entry: usize,
+}
+
+/// Whether a `depends_on` name is a pattern (matched against the existing clusters).
+pub fn is_pattern(name: &str) -> bool {
+    name.contains('*')
+}
+
+/// `zookeeper` → `<ns>.zookeeper`, `/ns.name` → `ns.name` (patterns likewise).
+pub fn qualify(namespace: &str, written: &str) -> String {
+    match written.strip_prefix('/') {
+        Some(abs) => abs.to_string(),
+        None => format!("{namespace}.{written}"),
+    }
+}
+
+/// `*` matches any run of characters (dots included), everything else itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Resolves `depends_on` against the clusters that exist (only patterns need them). The pod's
+/// own cluster never matches a pattern.
+pub fn resolve(namespace: &str, own_key: &str, deps: &[Dependency], clusters: &[String]) -> Vec<ResolvedDep> {
+    let mut out: Vec<ResolvedDep> = Vec::new();
+    for (entry, d) in deps.iter().enumerate() {
+        let q = qualify(namespace, &d.cluster);
+        if is_pattern(&d.cluster) {
+            for key in clusters
+                .iter()
+                .filter(|k| k.as_str() != own_key && glob_match(&q, k))
+            {
+                if !out.iter().any(|r| &r.name == key) {
+                    out.push(ResolvedDep {
+                        name: key.clone(),
+                        key: key.clone(),
+                        entry,
+                    });
+                }
+            }
+        } else if !out.iter().any(|r| r.name == d.cluster) {
+            out.push(ResolvedDep {
+                name: d.cluster.clone(),
+                key: q,
+                entry,
+            });
+        }
+    }
+    out
+}
+
+/// The first `depends_on` entry whose `min` is not met (its matches together have fewer live
+/// pods), with the count found; None when all are met.
+pub fn unmet_min<'a>(
+    deps: &'a [Dependency],
+    resolved: &[ResolvedDep],
+    pods: &BTreeMap<String, Pods>,
+) -> Option<(&'a Dependency, usize)> {
+    deps.iter().enumerate().find_map(|(i, d)| {
+        let n: usize = resolved
+            .iter()
+            .filter(|r| r.entry == i)
+            .map(|r| pods.get(&r.name).map_or(0, |p| p.len()))
+            .sum();
+        (n < d.min).then_some((d, n))
+    })
+}
+
+/// Quiet time before a configuration: `damper` after the last change, never later than
+/// `damper_max` after the first one.
+#[derive(Debug, Clone, Default)]
+pub struct Damper {
+    damper: Duration,
+    damper_max: Duration,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Damper {
+    pub fn new(damper: Duration, damper_max: Duration) -> Damper {
+        Damper {
+            damper,
+            damper_max,
+            first: None,
+            last: None,
+        }
+    }
+
+    /// A change was seen at `now`.
+    pub fn changed(&mut self, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+    }
+
+    /// Nothing pending any more (configured, or back to the configured state).
+    pub fn clear(&mut self) {
+        self.first = None;
+        self.last = None;
+    }
+
+    /// When to configure; None when nothing is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        Some((last + self.damper).min(first + self.damper_max))
+    }
+
+    /// Retry later: as a fresh change (a veto or a failed `on` waits `damper` again).
+    pub fn retry(&mut self, now: Instant) {
+        self.clear();
+        self.changed(now);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::PodState;
+
+    fn pod(uuid: &str, seq: u32) -> Pod {
+        Pod {
+            uuid: uuid.into(),
+            seq,
+            cluster: "zk".into(),
+            namespace: "default".into(),
+            ip: "127.0.0.2".into(),
+            host: "127.0.0.2".into(),
+            public: "127.0.0.2".into(),
+            node: String::new(),
+            task: String::new(),
+            ports: BTreeMap::from([("2181".to_string(), 2181)]),
+            control_port: 8080,
+            binding: "local".into(),
+            version: "0".into(),
+            state: PodState::Running,
+        }
+    }
+
+    fn pods(list: &[(&str, u32)]) -> Pods {
+        list.iter().map(|(u, s)| (u.to_string(), pod(u, *s))).collect()
+    }
+
+    #[test]
+    fn hash_ignores_state_and_sees_pods_and_dependencies() {
+        let a = pods(&[("a", 1), ("b", 2)]);
+        let none = BTreeMap::new();
+        let mut held = a.clone();
+        held.get_mut("a").unwrap().state = PodState::Held;
+        assert_eq!(config_hash(&a, &none), config_hash(&held, &none));
+        assert_ne!(config_hash(&a, &none), config_hash(&pods(&[("a", 1)]), &none));
+        let mut moved = a.clone();
+        moved.get_mut("b").unwrap().ip = "127.0.0.9".into();
+        assert_ne!(config_hash(&a, &none), config_hash(&moved, &none));
+        let deps = BTreeMap::from([("zookeeper".to_string(), pods(&[("z", 1)]))]);
+        assert_ne!(config_hash(&a, &none), config_hash(&a, &deps));
+    }
+
+    #[test]
+    fn diff_lists_added_and_removed_by_seq() {
+        let prev = pods(&[("a", 1), ("b", 2), ("c", 3)]);
+        let next = pods(&[("a", 1), ("d", 5), ("e", 4)]);
+        assert_eq!(
+            diff(&prev, &next),
+            (
+                vec!["e".to_string(), "d".to_string()],
+                vec!["b".into(), "c".into()]
+            )
+        );
+        let map = cluster_map(7, &prev, &next, &BTreeMap::new());
+        assert_eq!(map.generation, 7);
+        assert_eq!(map.removed_pods.keys().collect::<Vec<_>>(), ["b", "c"]);
+    }
+
+    #[test]
+    fn added_first_puts_new_pods_before_the_rest() {
+        let p = pods(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
+        let added = vec!["d".to_string(), "b".to_string()];
+        assert_eq!(call_order(&p, &added, Order::Seq), ["a", "b", "c", "d"]);
+        assert_eq!(call_order(&p, &added, Order::AddedFirst), ["b", "d", "a", "c"]);
+    }
+
+    #[test]
+    fn frees_seqs_of_pods_neither_configured_nor_registered() {
+        let held = |seq, uuid: &str| HeldSeq {
+            seq,
+            uuid: uuid.into(),
+            version: 0,
+        };
+        let all = [held(1, "a"), held(2, "b"), held(3, "c")];
+        let configured = pods(&[("a", 1)]);
+        let registered = BTreeSet::from(["b".to_string()]);
+        assert_eq!(seqs_to_free(&all, &configured, &registered), [held(3, "c")]);
+    }
+
+    #[test]
+    fn dependencies_resolve_relative_absolute_and_wildcards() {
+        let deps = [
+            Dependency {
+                cluster: "zookeeper".into(),
+                min: 3,
+            },
+            Dependency {
+                cluster: "/prod.db".into(),
+                min: 0,
+            },
+            Dependency {
+                cluster: "kafka-*".into(),
+                min: 0,
+            },
+            Dependency {
+                cluster: "/*.cache".into(),
+                min: 0,
+            },
+        ];
+        let clusters: Vec<String> = [
+            "default.kafka-a",
+            "default.kafka-b",
+            "other.kafka-c",
+            "default.web",
+            "x.cache",
+            "default.cache",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = resolve("default", "default.web", &deps, &clusters);
+        let names: Vec<(&str, &str)> = r.iter().map(|d| (d.name.as_str(), d.key.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("zookeeper", "default.zookeeper"),
+                ("/prod.db", "prod.db"),
+                ("default.kafka-a", "default.kafka-a"),
+                ("default.kafka-b", "default.kafka-b"),
+                ("x.cache", "x.cache"),
+                ("default.cache", "default.cache"),
+            ]
+        );
+        let all_web = resolve(
+            "default",
+            "default.web",
+            &[Dependency {
+                cluster: "*".into(),
+                min: 0,
+            }],
+            &clusters,
+        );
+        assert!(
+            all_web.iter().all(|d| d.key != "default.web"),
+            "own cluster never matches"
+        );
+        // Relative: every other cluster of the namespace.
+        assert_eq!(all_web.len(), 3);
+    }
+
+    #[test]
+    fn glob_matches_stars_only() {
+        assert!(glob_match("default.*", "default.zk"));
+        assert!(glob_match("*.zk", "prod.zk"));
+        assert!(glob_match("a*b*c", "aXXbYc"));
+        assert!(!glob_match("a*b*c", "aXXbY"));
+        assert!(!glob_match("default.zk", "default.zk2"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn min_gates_on_the_sum_of_matches() {
+        let deps = [Dependency {
+            cluster: "zookeeper".into(),
+            min: 3,
+        }];
+        let resolved = resolve("default", "default.kafka", &deps, &[]);
+        let mut found = BTreeMap::from([("zookeeper".to_string(), pods(&[("a", 1), ("b", 2)]))]);
+        assert_eq!(unmet_min(&deps, &resolved, &found).map(|(_, n)| n), Some(2));
+        found.insert("zookeeper".into(), pods(&[("a", 1), ("b", 2), ("c", 3)]));
+        assert!(unmet_min(&deps, &resolved, &found).is_none());
+    }
+
+    #[test]
+    fn damper_waits_for_quiet_but_not_past_damper_max() {
+        let t0 = Instant::now();
+        let mut d = Damper::new(Duration::from_secs(5), Duration::from_secs(12));
+        assert_eq!(d.deadline(), None);
+        d.changed(t0);
+        assert_eq!(d.deadline(), Some(t0 + Duration::from_secs(5)));
+        d.changed(t0 + Duration::from_secs(4));
+        assert_eq!(d.deadline(), Some(t0 + Duration::from_secs(9)));
+        d.changed(t0 + Duration::from_secs(10));
+        assert_eq!(d.deadline(), Some(t0 + Duration::from_secs(12)));
+        d.clear();
+        assert_eq!(d.deadline(), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! Reading a cluster as the leader and dependents see it: registered pods, held seqs, and the
+//! list of clusters (for wildcard dependencies).
+//!
+//! Reads are pipelined: `zookeeper-client` sends a request when the method is called, so issuing
+//! every `get_data` first and awaiting them after costs one round trip, not one per pod.
+
+use std::collections::BTreeMap;
+
+use zookeeper_client as zkc;
+
+use super::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
+use super::{Client, ZkError};
+use crate::model::Pod;
+
+/// A pod as registered: its JSON and the zxid that created its znode (a new registration of the
+/// same uuid has a new one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub pod: Pod,
+    pub czxid: i64,
+}
+
+/// Every registered pod of a cluster, by uuid. A cluster never seen has none. A znode that is not
+/// a pod's JSON is skipped with a warning (another tool's mistake should not stop the cluster).
+pub async fn registered(
+    client: &Client,
+    paths: &ClusterPaths,
+) -> Result<BTreeMap<String, Registered>, ZkError> {
+    let dir = paths.pods();
+    let names = match client.list_children(&dir).await {
+        Ok(n) => n,
+        Err(zkc::Error::NoNode) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(ZkError::op("listing", &dir)(e)),
+    };
+    let paths: Vec<(String, String)> = names.into_iter().map(|n| (paths.pod(&n), n)).collect();
+    let reads: Vec<_> = paths.iter().map(|(p, _)| client.get_data(p)).collect();
+    let mut out = BTreeMap::new();
+    for ((path, uuid), read) in paths.iter().zip(reads) {
+        match read.await {
+            Ok((data, stat)) => match serde_json::from_slice::<Pod>(&data) {
+                Ok(pod) if &pod.uuid == uuid => {
+                    out.insert(
+                        uuid.clone(),
+                        Registered {
+                            pod,
+                            czxid: stat.czxid,
+                        },
+                    );
+                }
+                Ok(_) => tracing::warn!(path, "pod znode names another uuid, skipped"),
+                Err(error) => {
+                    tracing::warn!(path, %error, "pod znode is not a pod's JSON, skipped")
+                }
+            },
+            // Gone between the listing and the read: a departure, the watch tells us again.
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(ZkError::op("reading", path)(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// A held seq: `seqs/<n>`, its owner and the version read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSeq {
+    pub seq: u32,
+    pub uuid: String,
+    pub version: i32,
+}
+
+pub async fn held_seqs(client: &Client, paths: &ClusterPaths) -> Result<Vec<HeldSeq>, ZkError> {
+    let dir = paths.seqs();
+    let names = match client.list_children(&dir).await {
+        Ok(n) => n,
+        Err(zkc::Error::NoNode) => return Ok(Vec::new()),
+        Err(e) => return Err(ZkError::op("listing", &dir)(e)),
+    };
+    let seqs: Vec<(u32, String)> = names
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .map(|n| (n, paths.seq(n)))
+        .collect();
+    let reads: Vec<_> = seqs.iter().map(|(_, p)| client.get_data(p)).collect();
+    let mut out = Vec::new();
+    for ((seq, path), read) in seqs.iter().zip(reads) {
+        match read.await {
+            Ok((data, stat)) => out.push(HeldSeq {
+                seq: *seq,
+                uuid: String::from_utf8_lossy(&data).into_owned(),
+                version: stat.version,
+            }),
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(ZkError::op("reading", path)(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Every cluster key under `/ochopod/clusters`.
+pub async fn list_clusters(client: &Client) -> Result<Vec<String>, ZkError> {
+    match client.list_children(CLUSTERS).await {
+        Ok(mut names) => {
+            names.retain(|n| is_cluster_key(n));
+            names.sort();
+            Ok(names)
+        }
+        Err(zkc::Error::NoNode) => Ok(Vec::new()),
+        Err(e) => Err(ZkError::op("listing", CLUSTERS)(e)),
+    }
+}
+
+/// A dependency's pods as its dependents see them (SPEC §6): the pods of its snapshot still
+/// registered and running, with their registered JSON.
+pub async fn dependency_pods(client: &Client, key: &str) -> Result<BTreeMap<String, Pod>, ZkError> {
+    let paths = ClusterPaths::new(key);
+    let Some((snapshot, _)) = super::snapshot::read(client, &paths.snapshot()).await? else {
+        return Ok(BTreeMap::new());
+    };
+    let registered = registered(client, &paths).await?;
+    Ok(snapshot
+        .pods
+        .keys()
+        .filter_map(|uuid| registered.get(uuid))
+        .filter(|r| r.pod.state.is_live())
+        .map(|r| (r.pod.uuid.clone(), r.pod.clone()))
+        .collect())
+}

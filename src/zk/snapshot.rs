@@ -1,0 +1,78 @@
+//! The snapshot: `{generation, hash, pods}` of a cluster's last configuration (SPEC §6).
+//!
+//! Written only by the leader, in ONE transaction that first checks the leader's election node
+//! (so a deposed leader can change nothing), and that frees the seqs of pods the configuration
+//! dropped (each delete checks the version read when planning, so a pod re-claiming its seq
+//! meanwhile makes the whole transaction fail and the leader plan again).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use zookeeper_client as zkc;
+
+use super::{Acls, Client, ZkError};
+use crate::model::Pod;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub hash: String,
+    pub pods: BTreeMap<String, Pod>,
+}
+
+/// Reads a snapshot and its version; None when the cluster was never configured.
+pub async fn read(client: &Client, path: &str) -> Result<Option<(Snapshot, i32)>, ZkError> {
+    match client.get_data(path).await {
+        Ok((data, stat)) => Ok(Some((decode(path, &data)?, stat.version))),
+        Err(zkc::Error::NoNode) => Ok(None),
+        Err(e) => Err(ZkError::op("reading", path)(e)),
+    }
+}
+
+pub fn decode(path: &str, data: &[u8]) -> Result<Snapshot, ZkError> {
+    serde_json::from_slice(data).map_err(|e| ZkError::Data {
+        path: path.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// What one snapshot transaction does.
+#[derive(Debug, Clone)]
+pub struct Commit<'a> {
+    /// The leader's election node, which must still exist at `leader_version`.
+    pub leader_node: &'a str,
+    pub leader_version: i32,
+    pub path: &'a str,
+    pub snapshot: &'a Snapshot,
+    /// The version read when planning; None: the snapshot does not exist yet.
+    pub snapshot_version: Option<i32>,
+    /// `seqs/<n>` paths to free, with the versions read when planning.
+    pub free_seqs: Vec<(String, i32)>,
+}
+
+pub async fn commit(client: &Client, acls: Acls, c: &Commit<'_>) -> Result<(), ZkError> {
+    let data = serde_json::to_vec(c.snapshot).map_err(|e| ZkError::Data {
+        path: c.path.to_string(),
+        message: e.to_string(),
+    })?;
+    let bad = |e| ZkError::op("preparing the transaction for", c.path)(e);
+    let mut w = client
+        .new_check_writer(c.leader_node, Some(c.leader_version))
+        .map_err(bad)?;
+    match c.snapshot_version {
+        Some(v) => w.add_set_data(c.path, &data, Some(v)).map_err(bad)?,
+        None => w.add_create(c.path, &data, &acls.persistent()).map_err(bad)?,
+    }
+    for (seq, version) in &c.free_seqs {
+        w.add_delete(seq, Some(*version)).map_err(bad)?;
+    }
+    match w.commit().await {
+        Ok(_) => Ok(()),
+        Err(zkc::CheckWriteError::CheckFailed {
+            source: zkc::Error::NoNode | zkc::Error::BadVersion,
+        }) => Err(ZkError::Deposed {
+            path: c.leader_node.to_string(),
+        }),
+        Err(e) => Err(ZkError::op("writing", c.path)(e.into())),
+    }
+}
