@@ -292,7 +292,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
         ]);
         summaries.push(json!({
             "cluster": cluster.key,
-            "pods": mine.len(),
+            "total": mine.len(),
             "running": running,
             "leader": leader.as_ref().map(|(t, _)| json!({"seq": t.pod.seq, "uuid": t.pod.uuid, "address": t.address()})),
             "generation": generation,

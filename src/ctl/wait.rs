@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::discover::{Cluster, Target};
 use super::http::{Failure, Request};
 use super::table::Progress;
-use super::verbs::{finish, infos, is_running, out, out_json, targets, Ctx, PodReport};
+use super::verbs::{finish, infos, out, out_json, targets, Ctx, PodReport};
 use super::{CtlError, Select, WaitState, EXIT_OK, EXIT_TIMEOUT};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -191,8 +191,8 @@ fn report(ctx: &Ctx, clusters: &[ClusterWait], elapsed: Duration, ok: bool, stat
     }
 }
 
-/// One pod at a time in seq order: off, on (answers once ready), then `/info` until it shows the
-/// pod running and ready. Stops at the first failure so a bad release takes down one pod only.
+/// One pod at a time in seq order: off, on (answers once ready), then until its cluster is whole
+/// again. Stops at the first failure so a bad release takes down one pod only.
 pub async fn rolling(ctx: &Ctx, select: &Select, timeout: Duration) -> Result<i32, CtlError> {
     let (_, targets) = targets(ctx, select).await?;
     let mut progress = Progress::new();
@@ -215,7 +215,7 @@ pub async fn rolling(ctx: &Ctx, select: &Select, timeout: Duration) -> Result<i3
             ctx.caller
                 .call(t, &Request::post("/control/on", None, timeout))
                 .await?;
-            ready_again(ctx, t, timeout).await
+            whole_again(ctx, t, timeout, &mut progress, &step).await
         }
         .await;
         if result.is_err() {
@@ -241,26 +241,44 @@ pub async fn rolling(ctx: &Ctx, select: &Select, timeout: Duration) -> Result<i3
     )
 }
 
-/// Polls `/info` until the pod is running and ready; its last `/info`.
-async fn ready_again(ctx: &Ctx, target: &Target, timeout: Duration) -> Result<Value, Failure> {
+/// Polls until the restarted pod's cluster is whole again: every registered pod running, ready
+/// and, with a leader, in its last configuration at its generation. Waiting for the whole
+/// cluster, not only the restarted pod, is what keeps N-1 pods serving: a leader reconfigures
+/// the others when the held pod drops out, and again when it comes back. The restarted pod's
+/// last `/info` is its answer.
+async fn whole_again(
+    ctx: &Ctx,
+    target: &Target,
+    timeout: Duration,
+    progress: &mut Progress,
+    step: &dyn Fn(&str) -> String,
+) -> Result<Value, Failure> {
     let deadline = Instant::now() + timeout;
-    let req = Request::get("/info", ctx.request_timeout);
     loop {
-        let last = match ctx.caller.call(target, &req).await {
-            Ok(info) if is_running(&info) && info["ready"] == true => return Ok(info),
-            Ok(info) => format!(
-                "process {}, pod {}, ready {}",
-                info["process"].as_str().unwrap_or("?"),
-                info["pod_state"].as_str().unwrap_or("?"),
-                info["ready"]
-            ),
-            Err(f) => f.to_string(),
+        let last = match ctx.zk.cluster(&target.cluster).await {
+            Err(e) => e.to_string(),
+            Ok(cluster) => {
+                let answers = infos(ctx, &cluster.pods).await;
+                let waiting: Vec<String> = answers
+                    .iter()
+                    .filter_map(|(t, r)| {
+                        pending(&cluster, t, r, WaitState::Running).map(|why| format!("{}: {why}", t.name()))
+                    })
+                    .collect();
+                let mine = answers.iter().find(|(t, _)| t.pod.uuid == target.pod.uuid);
+                match (waiting.is_empty(), mine) {
+                    (true, Some((_, Ok(info)))) => return Ok(info.clone()),
+                    (true, _) => format!("{} is not registered", target.name()),
+                    (false, _) => waiting.join("; "),
+                }
+            }
         };
         if Instant::now() >= deadline {
             return Err(Failure::Other(format!(
-                "not running and ready within {timeout:?} after `on` ({last})"
+                "the cluster was not whole again within {timeout:?} after `on` ({last})"
             )));
         }
+        progress.update(&step(&format!("waiting for the cluster ({last})")));
         tokio::time::sleep(POLL).await;
     }
 }

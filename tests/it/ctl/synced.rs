@@ -19,7 +19,7 @@ async fn reads_what_the_sync_loop_registers_and_resets_a_session() {
     let ls = fx.ctl(&["ls", "--json", "synced"]).await.json();
     let cluster = &ls["clusters"][0];
     assert_eq!(
-        (cluster["pods"].as_u64(), cluster["running"].as_u64()),
+        (cluster["total"].as_u64(), cluster["running"].as_u64()),
         (Some(3), Some(3)),
         "{ls}"
     );
@@ -53,6 +53,25 @@ async fn reads_what_the_sync_loop_registers_and_resets_a_session() {
     let out = fx.ctl(&["reconnect", "synced", "-i", &seq, "--json"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(pods_of(&out.json())[0]["ok"], true);
+    let out = fx
+        .ctl(&["wait", "synced", "--count", "3", "--timeout", "60s"])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // A rolling restart under a leader: each pod back in the configuration before the next.
+    let before = fx.ctl(&["info", "--json", "synced"]).await.json();
+    let out = fx
+        .ctl(&["restart", "--rolling", "synced", "--timeout", "60s"])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let after = fx.ctl(&["info", "--json", "synced"]).await.json();
+    for (b, a) in pods_of(&before).iter().zip(pods_of(&after).iter()) {
+        assert_ne!(
+            b["answer"]["pid"], a["answer"]["pid"],
+            "{} has a new process",
+            a["pod"]
+        );
+    }
     let out = fx
         .ctl(&["wait", "synced", "--count", "3", "--timeout", "60s"])
         .await;
