@@ -108,25 +108,31 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Opens a session, giving up after `timeout`. Fails eagerly when every host refuses, so a
-    /// wrong address is reported at once rather than after the timeout.
+    /// Opens a session, giving up after `timeout`. Fails eagerly once every host has been tried
+    /// (each gets its share of the timeout), so a wrong address is reported at once rather than
+    /// after retrying the same refusals until the timeout.
     pub async fn connect(connect: &str, timeout: Duration) -> Result<Discovery, CtlError> {
         let started = Instant::now();
+        let hosts = connect.split('/').next().unwrap_or("").split(',').count().max(1) as u32;
         let connector = zkc::Client::connector()
             .with_session_timeout(timeout.max(Duration::from_secs(2)))
+            .with_connection_timeout(timeout / hosts)
             .with_fail_eagerly();
         let unreachable = |reason: String| CtlError::ZkUnreachable {
             connect: connect.to_string(),
             after: started.elapsed(),
             reason,
         };
-        match tokio::time::timeout(timeout, WithSpawner(Box::pin(connector.connect(connect)))).await {
+        let attempt = WithSpawner(Box::pin(connector.connect(connect)));
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(client)) => Ok(Discovery {
                 connect: connect.to_string(),
                 client,
             }),
             Ok(Err(zkc::Error::NoHosts)) => Err(unreachable(
-                "no server accepted a connection (is ZooKeeper running there?)".into(),
+                "no server gave a session (connection refused, unreachable, or no ZooKeeper answer \
+                 in time; see --zk-timeout)"
+                    .into(),
             )),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable("no session established in time".into())),
