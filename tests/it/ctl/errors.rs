@@ -137,3 +137,41 @@ async fn wait_gates_a_deploy_and_times_out_with_exit_3() {
     })
     .await;
 }
+
+#[test]
+fn completions_cover_every_verb_and_parse_in_bash() {
+    let out = std::process::Command::new(crate::harness::pod::binary())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for verb in [
+        "ls",
+        "info",
+        "log",
+        "on",
+        "off",
+        "restart",
+        "reconnect",
+        "kill",
+        "signal",
+        "port",
+        "wait",
+    ] {
+        assert!(
+            script.contains(&format!("ochopod__subcmd__ctl__subcmd__{verb}")),
+            "{verb} completes"
+        );
+    }
+    assert!(script.contains("--rolling") && script.contains("--json"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ochopod.bash");
+    std::fs::write(&path, &script).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n accepts the script");
+}
