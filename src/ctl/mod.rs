@@ -53,7 +53,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 /// `ochopod ctl [OPTIONS] <VERB> [CLUSTERS...]`.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// ZooKeeper connect string, host:port[,host:port][/chroot].
+    /// ZooKeeper connect string: host:port, comma-separated, then an optional /chroot.
     #[arg(long, env = "OCHOPOD_ZK", default_value = "127.0.0.1:2181", global = true)]
     pub zk: String,
     /// The namespace cluster names are relative to (`prod.kafka` or `/prod.kafka` is absolute).

@@ -25,6 +25,12 @@ async fn errors_say_what_to_fix() {
     let env = [("OCHOPOD_TOKEN", "s3cret,older")];
     let out = ctl_with(&fx.zk.connect_string(), &["ls", "secure"], &env).await;
     assert_eq!(out.code, 0, "the first token of OCHOPOD_TOKEN is sent: {out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let env = [("OCHOPOD_TOKEN_FILE", file.to_str().unwrap())];
+    let out = ctl_with(&fx.zk.connect_string(), &["info", "secure"], &env).await;
+    assert_eq!(out.code, 0, "OCHOPOD_TOKEN_FILE: {out:?}");
 
     // No cluster matches: the names that exist.
     let out = fx.ctl(&["info", "nosuch", "--token", "s3cret"]).await;
