@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::discover::{Cluster, Target};
@@ -18,7 +17,7 @@ use super::{CtlError, Select, WaitState, EXIT_OK, EXIT_TIMEOUT};
 const POLL: Duration = Duration::from_millis(500);
 
 /// How far one cluster is from what `wait` wants.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 struct ClusterWait {
     cluster: String,
     wanted: usize,
@@ -280,5 +279,91 @@ async fn whole_again(
         }
         progress.update(&step(&format!("waiting for the cluster ({last})")));
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::ctl::discover::Registered;
+
+    fn target(uuid: &str) -> Target {
+        Target {
+            cluster: "default.zk".into(),
+            pod: Registered {
+                uuid: uuid.into(),
+                seq: 1,
+                ip: "127.0.0.2".into(),
+                control_port: 8080,
+                ports: BTreeMap::new(),
+                state: "running".into(),
+            },
+        }
+    }
+
+    fn cluster(snapshot: Option<(u64, &[&str])>) -> Cluster {
+        Cluster {
+            key: "default.zk".into(),
+            pods: vec![target("a")],
+            leader: None,
+            snapshot: snapshot.map(|(g, u)| (g, u.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>())),
+        }
+    }
+
+    fn info(process: &str, pod_state: &str, generation: u64, ready: bool) -> Result<Value, Failure> {
+        Ok(json!({"process": process, "pod_state": pod_state, "generation": generation, "ready": ready}))
+    }
+
+    #[test]
+    fn running_means_configured_at_the_leaders_generation_and_ready() {
+        let standalone = cluster(None);
+        let t = target("a");
+        let run = WaitState::Running;
+        assert_eq!(
+            pending(&standalone, &t, &info("running", "running", 1, true), run),
+            None
+        );
+        assert_eq!(
+            pending(&standalone, &t, &info("stopped", "held", 1, false), run).unwrap(),
+            "process stopped"
+        );
+        assert_eq!(
+            pending(&standalone, &t, &info("running", "running", 0, true), run).unwrap(),
+            "not configured yet"
+        );
+        assert_eq!(
+            pending(&standalone, &t, &info("running", "running", 1, false), run).unwrap(),
+            "not ready"
+        );
+        let led = cluster(Some((4, &["a"])));
+        assert_eq!(pending(&led, &t, &info("running", "running", 4, true), run), None);
+        assert!(pending(&led, &t, &info("running", "running", 3, true), run)
+            .unwrap()
+            .contains("at generation 3, the cluster at 4"));
+        let without = cluster(Some((4, &["b"])));
+        assert!(pending(&without, &t, &info("running", "running", 4, true), run)
+            .unwrap()
+            .contains("not in the last configuration"));
+        let down = Err(Failure::Other("no answer".into()));
+        assert_eq!(pending(&led, &t, &down, run).unwrap(), "no answer");
+    }
+
+    #[test]
+    fn held_means_held_whatever_the_configuration() {
+        let led = cluster(Some((4, &["b"])));
+        let t = target("a");
+        assert_eq!(
+            pending(&led, &t, &info("stopped", "held", 1, false), WaitState::Held),
+            None
+        );
+        assert_eq!(
+            pending(&led, &t, &info("running", "running", 4, true), WaitState::Held).unwrap(),
+            "pod running"
+        );
     }
 }
