@@ -237,10 +237,15 @@ pub fn run(args: CtlArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
+    let json = args.json;
     match runtime.block_on(verbs::execute(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ochopod ctl: {e}");
+            // A machine reading stdout gets a document even when no pod was reached.
+            if json {
+                verbs::out_json(&serde_json::json!({"ok": false, "error": e.to_string()}));
+            }
             e.exit_code()
         }
     }

@@ -62,6 +62,9 @@ async fn errors_say_what_to_fix() {
         "{out:?}"
     );
     assert!(out.stderr.contains("gave up after"), "{out:?}");
+    let out = ctl_with(&closed, &["ls", "--json"], &[]).await;
+    assert_eq!((out.code, out.json()["ok"].clone()), (1, false.into()), "{out:?}");
+    assert!(out.json()["error"].as_str().unwrap().contains(&closed));
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Bad usage: 2, before any network.
