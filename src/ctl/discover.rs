@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -101,41 +102,66 @@ impl<F: Future> Future for WithSpawner<F> {
     }
 }
 
-/// A read-only session.
+/// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
+/// tried (each gets its share of the timeout), so a wrong address is reported at once rather than
+/// after retrying the same refusals until the timeout.
+async fn open(connect: &str, timeout: Duration) -> Result<zkc::Client, CtlError> {
+    let started = Instant::now();
+    let hosts = connect.split('/').next().unwrap_or("").split(',').count().max(1) as u32;
+    let connector = zkc::Client::connector()
+        .with_session_timeout(timeout.max(Duration::from_secs(2)))
+        .with_connection_timeout(timeout / hosts)
+        .with_fail_eagerly();
+    let unreachable = |reason: String| CtlError::ZkUnreachable {
+        connect: connect.to_string(),
+        after: started.elapsed(),
+        reason,
+    };
+    let attempt = WithSpawner(Box::pin(connector.connect(connect)));
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(zkc::Error::NoHosts)) => Err(unreachable(
+            "no server gave a session (connection refused, unreachable, or no ZooKeeper answer \
+             in time; see --zk-timeout)"
+                .into(),
+        )),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable("no session established in time".into())),
+    }
+}
+
+/// A read-only session, renewed by [`Discovery::renew`] when it expires during a long `wait`.
 pub struct Discovery {
     connect: String,
-    client: zkc::Client,
+    timeout: Duration,
+    /// Cloned for each read (a clone shares the session); replaced by `renew`.
+    client: Mutex<zkc::Client>,
 }
 
 impl Discovery {
-    /// Opens a session, giving up after `timeout`. Fails eagerly once every host has been tried
-    /// (each gets its share of the timeout), so a wrong address is reported at once rather than
-    /// after retrying the same refusals until the timeout.
+    /// Opens a session, giving up after `timeout`.
     pub async fn connect(connect: &str, timeout: Duration) -> Result<Discovery, CtlError> {
-        let started = Instant::now();
-        let hosts = connect.split('/').next().unwrap_or("").split(',').count().max(1) as u32;
-        let connector = zkc::Client::connector()
-            .with_session_timeout(timeout.max(Duration::from_secs(2)))
-            .with_connection_timeout(timeout / hosts)
-            .with_fail_eagerly();
-        let unreachable = |reason: String| CtlError::ZkUnreachable {
+        Ok(Discovery {
             connect: connect.to_string(),
-            after: started.elapsed(),
-            reason,
-        };
-        let attempt = WithSpawner(Box::pin(connector.connect(connect)));
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(client)) => Ok(Discovery {
-                connect: connect.to_string(),
-                client,
-            }),
-            Ok(Err(zkc::Error::NoHosts)) => Err(unreachable(
-                "no server gave a session (connection refused, unreachable, or no ZooKeeper answer \
-                 in time; see --zk-timeout)"
-                    .into(),
-            )),
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
-            Err(_) => Err(unreachable("no session established in time".into())),
+            timeout,
+            client: Mutex::new(open(connect, timeout).await?),
+        })
+    }
+
+    /// Replaces the session with a new one (after an expiry: the old one cannot come back).
+    pub async fn renew(&self) -> Result<(), CtlError> {
+        let fresh = open(&self.connect, self.timeout).await?;
+        match self.client.lock() {
+            Ok(mut c) => *c = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> zkc::Client {
+        match self.client.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -156,7 +182,7 @@ impl Discovery {
 
     /// Every cluster key registered, sorted.
     pub async fn cluster_keys(&self) -> Result<Vec<String>, CtlError> {
-        let mut keys = match self.client.list_children(CLUSTERS).await {
+        let mut keys = match self.client().list_children(CLUSTERS).await {
             Ok(k) => k,
             Err(zkc::Error::NoNode) => Vec::new(),
             Err(e) => return Err(self.op("listing", CLUSTERS)(e)),
@@ -169,19 +195,20 @@ impl Discovery {
     /// Reads one cluster: pods (pipelined: every read is sent before the first is awaited, so a
     /// cluster of 100 costs about one round trip), leader and snapshot.
     pub async fn cluster(&self, key: &str) -> Result<Cluster, CtlError> {
+        let client = self.client();
         let root = format!("{CLUSTERS}/{key}");
         let dir = format!("{root}/pods");
-        let names = match self.client.list_children(&dir).await {
+        let names = match client.list_children(&dir).await {
             Ok(n) => n,
             Err(zkc::Error::NoNode) => Vec::new(),
             Err(e) => return Err(self.op("listing", &dir)(e)),
         };
         let paths: Vec<String> = names.iter().map(|n| format!("{dir}/{n}")).collect();
-        let reads: Vec<_> = paths.iter().map(|p| self.client.get_data(p)).collect();
+        let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
         let leader_dir = format!("{root}/leader");
         let snapshot_path = format!("{root}/snapshot");
-        let leader_names = self.client.list_children(&leader_dir);
-        let snapshot = self.client.get_data(&snapshot_path);
+        let leader_names = client.list_children(&leader_dir);
+        let snapshot = client.get_data(&snapshot_path);
         let mut pods = Vec::new();
         for (path, read) in paths.iter().zip(reads) {
             match read.await {
@@ -203,7 +230,7 @@ impl Discovery {
             Ok(names) => match lowest_election_node(&names) {
                 Some(name) => {
                     let path = format!("{leader_dir}/{name}");
-                    match self.client.get_data(&path).await {
+                    match client.get_data(&path).await {
                         Ok((data, _)) => String::from_utf8(data).ok().filter(|u| !u.is_empty()),
                         Err(zkc::Error::NoNode) => None,
                         Err(e) => return Err(self.op("reading", &path)(e)),

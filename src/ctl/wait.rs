@@ -125,7 +125,16 @@ pub async fn wait(
     let what = state_name(state);
     loop {
         // Clusters that do not exist yet are what a deploy gate waits for, not an error.
-        let (status, clusters) = match round(ctx, select, state, count).await {
+        // Bounded: a frozen ZooKeeper or pod must not hold the gate past its timeout.
+        let budget = timeout.saturating_sub(started.elapsed()).max(POLL);
+        let answer = tokio::time::timeout(budget, round(ctx, select, state, count))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CtlError::NoPods(
+                    "no answer from ZooKeeper or the pods in time".into(),
+                ))
+            });
+        let (status, clusters) = match answer {
             Ok(c) if c.is_empty() => (format!("no cluster matches yet in `{}`", ctx.namespace), c),
             Ok(c) => {
                 let parts: Vec<String> = c
@@ -134,7 +143,16 @@ pub async fn wait(
                     .collect();
                 (parts.join(", "), c)
             }
-            Err(e @ CtlError::NoMatch { .. }) => (e.to_string(), Vec::new()),
+            Err(e @ (CtlError::NoMatch { .. } | CtlError::NoPods(_))) => (e.to_string(), Vec::new()),
+            // A deploy gate outlives a ZooKeeper hiccup: say so and keep waiting, with a new
+            // session if the old one expired meanwhile.
+            Err(e @ CtlError::Zk { .. }) => {
+                let status = match ctx.zk.renew().await {
+                    Ok(()) => format!("{e} (session renewed)"),
+                    Err(again) => again.to_string(),
+                };
+                (status, Vec::new())
+            }
             Err(e) => {
                 progress.finish();
                 return Err(e);

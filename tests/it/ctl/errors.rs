@@ -147,6 +147,51 @@ async fn wait_gates_a_deploy_and_times_out_with_exit_3() {
     .await;
 }
 
+/// The client connections ZooKeeper has (its `cons` command), to know ctl is connected.
+fn zk_connections(zk: &crate::harness::zk::ZkServer) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", zk.port)) else {
+        return 0;
+    };
+    let _ = s.write_all(b"cons");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().filter(|l| l.contains("sid=")).count()
+}
+
+#[tokio::test]
+async fn wait_outlives_a_zookeeper_freeze_longer_than_its_session() {
+    let fx = Fixture::new().await;
+    let pods = fx.start("frozen", 2, "");
+    fx.register(&pods[..1]).await;
+    let zk = fx.zk.connect_string();
+    let args = [
+        "wait",
+        "frozen",
+        "--count",
+        "2",
+        "--timeout",
+        "60s",
+        "--zk-timeout",
+        "2s",
+    ];
+    let waiter = tokio::spawn(async move { ctl_with(&zk, &args, &[]).await });
+    // ctl has its session once ZooKeeper serves two clients (the test's and ctl's).
+    eventually(T, "ctl connected", || async {
+        (zk_connections(&fx.zk) >= 2).then_some(())
+    })
+    .await;
+    // The fault itself: frozen for twice ctl's session timeout (the test's own session is 10s).
+    fx.zk.pause();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    fx.zk.resume();
+    assert!(!waiter.is_finished(), "wait gave up during the freeze");
+    fx.register_from(&pods[1..], 2).await;
+    let out = waiter.await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("default.frozen 2/2 running"), "{out:?}");
+}
+
 #[test]
 fn completions_cover_every_verb_and_parse_in_bash() {
     let out = std::process::Command::new(crate::harness::pod::binary())

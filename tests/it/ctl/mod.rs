@@ -101,11 +101,16 @@ impl Fixture {
 
     /// Registers the pods with seqs 1, 2, ...: their `/info` as pod JSON under `pods/<uuid>`.
     pub async fn register(&self, pods: &[(PodDir, Pod)]) -> Vec<String> {
+        self.register_from(pods, 1).await
+    }
+
+    /// Registers the pods with seqs `first`, `first + 1`, ...
+    pub async fn register_from(&self, pods: &[(PodDir, Pod)], first: u32) -> Vec<String> {
         let mut uuids = Vec::new();
         for (i, (_, pod)) in pods.iter().enumerate() {
             let info = pod.wait_info("running", T, |i| i["process"] == "running").await;
             let mut json = pod_json(&info);
-            json["seq"] = (i as u32 + 1).into();
+            json["seq"] = (first + i as u32).into();
             json["state"] = info["pod_state"].clone();
             let key = info["key"].as_str().unwrap();
             let uuid = info["uuid"].as_str().unwrap().to_string();
