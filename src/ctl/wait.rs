@@ -273,7 +273,10 @@ async fn whole_again(
     let deadline = Instant::now() + timeout;
     loop {
         let last = match ctx.zk.cluster(&target.cluster).await {
-            Err(e) => e.to_string(),
+            Err(e) => match ctx.zk.renew().await {
+                Ok(()) => format!("{e} (session renewed)"),
+                Err(again) => again.to_string(),
+            },
             Ok(cluster) => {
                 let answers = infos(ctx, &cluster.pods).await;
                 let waiting: Vec<String> = answers
