@@ -168,24 +168,17 @@ fn exit(code: i32) -> ExitCode {
 }
 
 fn run(opts: RunOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ochopod: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(runtime::run(opts)) {
-        Ok(code) => code,
-        Err(StartError::Spec(d)) => {
+    match block_on(async { Ok(runtime::run(opts).await) }) {
+        Ok(Ok(code)) => code,
+        Ok(Err(StartError::Spec(d))) => {
             eprintln!("{d}");
             2
         }
-        Err(StartError::Other(e)) => {
+        Ok(Err(StartError::Template(e))) => {
+            eprintln!("{e}");
+            2
+        }
+        Ok(Err(StartError::Other(e))) | Err(e) => {
             eprintln!("ochopod: {e:#}");
             1
         }

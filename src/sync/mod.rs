@@ -2,8 +2,8 @@
 //!
 //! Owns the ZooKeeper session. It connects (retrying with backoff while ZooKeeper is down),
 //! registers the pod (seq claim, ephemeral znode), joins the election, and when it leads runs the
-//! leader loop ([`leader`]) that configures every pod of the cluster. It receives the pod's own
-//! state (`pod_state`, from supervise) and writes it into the pod's znode, and [`Command`]s from
+//! leader loop (`leader`) that configures every pod of the cluster. It receives the pod's own
+//! state (`pod_state`, from supervise) and writes it into the pod's znode, and commands from
 //! [`Handle`] (`/reset`, leaving, deregistering). It emits [`SyncStatus`] on a watch channel for
 //! `/info`.
 //!

@@ -32,7 +32,10 @@ checks:
     std::fs::remove_file(pod.home_file("sick")).expect("rm");
     assert_eq!(pod.post("/control/on", "").await.0, 200);
     let info = pod.info().await;
-    assert_eq!((info["pod_state"].as_str(), info["process"].as_str()), (Some("running"), Some("running")));
+    assert_eq!(
+        (info["pod_state"].as_str(), info["process"].as_str()),
+        (Some("running"), Some("running"))
+    );
 }
 
 #[tokio::test]
@@ -52,14 +55,20 @@ templates:
     let pod = Pod::start(&dir, PodOptions::default());
     let info = pod.wait_info("configured", T, |i| i["generation"] == 1).await;
     assert_eq!(info["process"], "stopped");
-    assert_eq!(read(&pod.home_file("f")), "seq=1\n", "rendered although not started");
+    assert_eq!(
+        read(&pod.home_file("f")),
+        "seq=1\n",
+        "rendered although not started"
+    );
     assert_eq!(pod.post("/control/on", "").await.0, 200);
     assert_eq!(pod.info().await["process"], "running");
 }
 
 #[tokio::test]
 async fn linger_keeps_the_pod_up_after_the_process_ends_and_answers_410() {
-    let dir = PodDir::new("cluster: linger\nprocess:\n  command: \"exit 4\"\n  restart: { policy: never }\n  linger: true\n");
+    let dir = PodDir::new(
+        "cluster: linger\nprocess:\n  command: \"exit 4\"\n  restart: { policy: never }\n  linger: true\n",
+    );
     let pod = Pod::start(&dir, PodOptions::default());
     let info = pod.wait_info("dead", T, |i| i["process"] == "dead").await;
     assert_eq!(info["last_exit"]["code"], 4);
@@ -87,16 +96,23 @@ templates:
     let info = pod.wait_info("running", T, |i| i["process"] == "running").await;
     let uuid = info["uuid"].as_str().expect("uuid");
     let map = |g: u64| {
-        serde_json::json!({"generation": g, "key": uuid, "pods": {uuid: crate::runner::pod_json(&info)}}).to_string()
+        serde_json::json!({"generation": g, "key": uuid, "pods": {uuid: crate::runner::pod_json(&info)}})
+            .to_string()
     };
     std::fs::write(pod.home_file("reload-ok"), "").expect("touch");
     assert_eq!(pod.post("/control/on", &map(2)).await.0, 200);
     let kept = pod.info().await;
-    assert_eq!(kept["pid"], info["pid"], "the reload command succeeded: same process");
+    assert_eq!(
+        kept["pid"], info["pid"],
+        "the reload command succeeded: same process"
+    );
     std::fs::remove_file(pod.home_file("reload-ok")).expect("rm");
     assert_eq!(pod.post("/control/on", &map(3)).await.0, 200);
     let restarted = pod.info().await;
-    assert_ne!(restarted["pid"], info["pid"], "the reload command failed: restarted");
+    assert_ne!(
+        restarted["pid"], info["pid"],
+        "the reload command failed: restarted"
+    );
     assert_eq!(read(&pod.home_file("f")), "generation 3\n");
 }
 
@@ -115,10 +131,20 @@ process:
 "#,
     );
     let pod = Pod::start(&dir, PodOptions::default());
-    eventually(T, "traps set", || async { pod.home_file("trapped").exists().then_some(()) }).await;
-    for (sig, name) in [(Signal::SIGHUP, "HUP"), (Signal::SIGUSR1, "USR1"), (Signal::SIGUSR2, "USR2")] {
+    eventually(T, "traps set", || async {
+        pod.home_file("trapped").exists().then_some(())
+    })
+    .await;
+    for (sig, name) in [
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+    ] {
         pod.signal(sig);
-        eventually(T, name, || async { read(&pod.home_file("got")).contains(name).then_some(()) }).await;
+        eventually(T, name, || async {
+            read(&pod.home_file("got")).contains(name).then_some(())
+        })
+        .await;
     }
     assert_eq!(pod.info().await["restarts"], 0, "ochopod itself kept running");
 }
@@ -145,8 +171,22 @@ hooks:
     assert_eq!(pod.post("/control/kill", "").await.0, 200);
     assert_eq!(pod.wait_exit(T).await, 0);
     let trail = read(&dir.home().join("trail"));
-    let steps: Vec<&str> = trail.lines().map(|l| l.split_whitespace().next().unwrap_or("")).collect();
-    assert_eq!(steps, ["initialize", "pre_start", "tear_down", "pre_start", "tear_down", "finalize"], "{trail}");
+    let steps: Vec<&str> = trail
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "initialize",
+            "pre_start",
+            "tear_down",
+            "pre_start",
+            "tear_down",
+            "finalize"
+        ],
+        "{trail}"
+    );
     assert!(trail.contains(".json"), "hooks get OCHOPOD_CLUSTER_FILE: {trail}");
 }
 
@@ -166,4 +206,25 @@ async fn json_logs_on_request() {
         let v: serde_json::Value = serde_json::from_str(l).expect("a JSON log line");
         assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
     }
+}
+
+#[tokio::test]
+async fn an_on_whose_start_fails_is_not_a_success() {
+    // The leader must not count a pod as configured when pre_start (or the spawn) failed.
+    let dir = PodDir::new(
+        "cluster: nostart\nprocess:\n  command: [\"sleep\", \"60\"]\nhooks:\n  pre_start: \"test -f {{env.OCHOPOD_HOME}}/go\"\n",
+    );
+    let pod = Pod::start(&dir, PodOptions::default());
+    pod.wait_info("a failed start", T, |i| i["restarts"].as_u64() >= Some(1))
+        .await;
+    assert_eq!(pod.post("/control/off", "").await.0, 200);
+    let (status, body) = pod.post("/control/on", "").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("pre_start"),
+        "{body}"
+    );
+    std::fs::write(pod.home_file("go"), "").expect("touch");
+    assert_eq!(pod.post("/control/on", "").await.0, 200);
+    assert_eq!(pod.info().await["process"], "running");
 }

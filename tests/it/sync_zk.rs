@@ -56,6 +56,7 @@ fn pod(spec: &PodSpec, uuid: &str, seq: u32) -> Pod {
         binding: "explicit".into(),
         version: "test".into(),
         state: PodState::Running,
+        started: 0,
     }
 }
 
