@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod ctl;
 mod examples;
 mod lifecycle;
 mod pid1;
