@@ -73,6 +73,13 @@ enum Command {
         #[arg(long)]
         cluster: PathBuf,
     },
+    /// Drive the pods of running clusters: find them in ZooKeeper, call their control API.
+    Ctl(ochopod::ctl::CtlArgs),
+    /// Print a shell completion script (`ochopod completions bash > /etc/bash_completion.d/ochopod`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_logging(format: LogFormat, ring: &LogRing) {
@@ -91,14 +98,33 @@ fn init_logging(format: LogFormat, ring: &LogRing) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ring = LogRing::default();
-    init_logging(cli.log_format, &ring);
+    let logging = |ring: &LogRing| init_logging(cli.log_format, ring);
     let code = match cli.command {
-        Command::Run { pod_yaml, standalone } => run(RunOptions {
-            pod_yaml,
-            standalone,
-            ring,
-        }),
+        // ctl and completions are clients: their output is theirs, no log ring or tracing.
+        Command::Ctl(args) => ochopod::ctl::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "ochopod", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("ochopod: cannot write the completion script: {e}");
+                    1
+                }
+            }
+        }
+        Command::Run { pod_yaml, standalone } => {
+            let ring = LogRing::default();
+            logging(&ring);
+            run(RunOptions {
+                pod_yaml,
+                standalone,
+                ring,
+            })
+        }
         Command::Up {
             pod_yaml,
             replicas,
@@ -109,6 +135,7 @@ fn main() -> ExitCode {
             first_ip,
         } => {
             use std::io::IsTerminal;
+            logging(&LogRing::default());
             let plain = plain || !std::io::stdout().is_terminal();
             let opts = ochopod::up::UpOptions {
                 pod_yaml,
@@ -124,9 +151,19 @@ fn main() -> ExitCode {
                 1
             })
         }
-        Command::Check { pod_yaml } => ochopod::check::check(&pod_yaml),
-        Command::Render { pod_yaml, cluster } => ochopod::check::render(&pod_yaml, &cluster),
+        Command::Check { pod_yaml } => {
+            logging(&LogRing::default());
+            ochopod::check::check(&pod_yaml)
+        }
+        Command::Render { pod_yaml, cluster } => {
+            logging(&LogRing::default());
+            ochopod::check::render(&pod_yaml, &cluster)
+        }
     };
+    exit(code)
+}
+
+fn exit(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 

@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod cluster;
+mod ctl;
 mod examples;
 mod lifecycle;
 mod pid1;
