@@ -12,3 +12,4 @@ mod pid1;
 mod runner;
 mod sync_zk;
 mod up;
+mod zk_layer;
