@@ -11,7 +11,7 @@
 //! it then waits for `damper` of quiet (at most `damper_max` after the first change). The loop
 //! ends when its token is cancelled (session over or shutdown) or when it is deposed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,15 +21,17 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
-use super::configure::{last_line, run_local, Answer, Caller};
+use super::calls::{last_line, run_local};
+use super::configure::{configure, Evictions, Stop};
 use super::plan::{self, Damper, Pods, ResolvedDep};
 use super::SyncStatus;
-use crate::model::{ClusterMap, Pod};
-use crate::spec::PodSpec;
+use crate::model::ClusterMap;
+use crate::render::{fields, Context, Renderer};
+use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{self, HeldSeq, Registered};
 use crate::zk::election::Candidate;
 use crate::zk::paths::{ClusterPaths, CLUSTERS};
-use crate::zk::snapshot::{self, Commit, Snapshot};
+use crate::zk::snapshot::{self, Snapshot};
 use crate::zk::{Acls, Client, ZkError};
 
 /// What the leader needs from the sync loop.
@@ -42,9 +44,53 @@ pub(super) struct Ctx {
     pub state_dir: PathBuf,
     /// Read by `/info` (through the runtime); the leader writes role, status and generation.
     pub status: watch::Sender<SyncStatus>,
+    /// For `settings.apply` and `settings.probe`, which are templates (SPEC §3); None when the
+    /// pod.yaml's templates do not compile (the runtime refuses those before we get here).
+    pub renderer: Option<Renderer>,
+    /// The environment templates see as `env`.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Ctx {
+    /// Runs a command field (`settings.apply` / `settings.probe`) on the leader's own pod, as
+    /// hooks run (SPEC §4): rendered for this pod against `map` (as written when there is no
+    /// renderer), with the map in `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`.
+    /// Returns its stdout, or why it failed.
+    pub(super) async fn run(
+        &self,
+        field: &str,
+        written: &CommandLine,
+        map: &ClusterMap,
+    ) -> Result<String, String> {
+        let mine = ClusterMap {
+            key: self.uuid.clone(),
+            ..map.clone()
+        };
+        let command = match &self.renderer {
+            Some(r) => {
+                let ctx = Context::new(&self.spec, &mine, None, &self.env).map_err(|e| e.to_string())?;
+                r.render_command(field, &ctx).map_err(|e| e.to_string())?
+            }
+            None => written.clone(),
+        };
+        let file = self
+            .state_dir
+            .join(format!("{}.cluster.json", field.replace('.', "-")));
+        let json = serde_json::to_vec_pretty(&mine).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.state_dir)
+            .and_then(|()| std::fs::write(&file, json))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        let pod = mine
+            .me()
+            .map(|p| serde_json::to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        let env = [
+            ("OCHOPOD_CLUSTER_FILE", file.display().to_string()),
+            ("OCHOPOD_POD_JSON", pod),
+        ];
+        run_local(&command, &env, self.spec.settings.timeout).await
+    }
+
     fn say(&self, status: String) {
         self.status.send_if_modified(|s| {
             let changed = s.status != status;
@@ -55,40 +101,14 @@ impl Ctx {
 }
 
 /// Everything the decision depends on, read afresh after every wake-up.
-struct World {
-    registered: BTreeMap<String, Registered>,
-    live: Pods,
-    deps: BTreeMap<String, Pods>,
-    resolved: Vec<ResolvedDep>,
-    snapshot: Option<(Snapshot, i32)>,
-    held: Vec<HeldSeq>,
-    hash: String,
-}
-
-/// Pods left out: gone (410) or failing `on` `evict_after` times, for as long as they keep the
-/// same registration (a new znode, i.e. a new czxid, gives them another chance).
-#[derive(Default)]
-struct Evictions {
-    failures: HashMap<String, (i64, u32)>,
-}
-
-impl Evictions {
-    fn count(&self, r: &Registered) -> u32 {
-        match self.failures.get(&r.pod.uuid) {
-            Some((czxid, n)) if *czxid == r.czxid => *n,
-            _ => 0,
-        }
-    }
-
-    fn fail(&mut self, r: &Registered, by: u32) -> u32 {
-        let n = self.count(r).saturating_add(by);
-        self.failures.insert(r.pod.uuid.clone(), (r.czxid, n));
-        n
-    }
-
-    fn succeed(&mut self, uuid: &str) {
-        self.failures.remove(uuid);
-    }
+pub(super) struct World {
+    pub registered: BTreeMap<String, Registered>,
+    pub live: Pods,
+    pub deps: BTreeMap<String, Pods>,
+    pub resolved: Vec<ResolvedDep>,
+    pub snapshot: Option<(Snapshot, i32)>,
+    pub held: Vec<HeldSeq>,
+    pub hash: String,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -96,6 +116,8 @@ struct Watches {
     wake: mpsc::Sender<()>,
     tasks: JoinSet<()>,
     paths: BTreeSet<(String, bool)>,
+    /// The last attempt to add the dependencies' watches failed: retry.
+    failed: bool,
 }
 
 impl Watches {
@@ -129,22 +151,21 @@ impl Watches {
     }
 }
 
-/// Why a configuration attempt stopped short.
-#[derive(Debug, thiserror::Error)]
-enum Stop {
-    #[error("vetoed by {0}")]
-    Veto(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error(transparent)]
-    Zk(#[from] ZkError),
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// How a leadership ended without an error.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// The session or the loop is over.
+    Stopped,
+    /// This pod is not live (held, failed, leaving, evicted) while another is: that one should
+    /// lead, so that `apply` and `probe` run on a pod that takes part in the configuration.
+    Resigned(String),
 }
 
 /// Leads until `stop` is cancelled; errors when deposed or when the session is lost.
@@ -153,13 +174,14 @@ pub(super) async fn lead(
     client: &Client,
     me: &Candidate,
     stop: &CancellationToken,
-) -> Result<(), ZkError> {
+) -> Result<Ended, ZkError> {
     let settings = &ctx.spec.settings;
     let (wake_tx, mut wake) = mpsc::channel(1);
     let mut watches = Watches {
         wake: wake_tx,
         tasks: JoinSet::new(),
         paths: BTreeSet::new(),
+        failed: false,
     };
     watches.add(client, &ctx.paths.pods(), true).await?;
     if ctx.spec.depends_on.iter().any(|d| plan::is_pattern(&d.cluster)) {
@@ -182,23 +204,28 @@ pub(super) async fn lead(
             }
         };
         if let Some(world) = &world {
-            for dep in &world.resolved {
-                let p = ClusterPaths::new(&dep.key);
-                watches.add(client, &p.pods(), true).await?;
-                watches.add(client, &p.snapshot(), false).await?;
+            if let Some(why) = resignation(&ctx.uuid, world) {
+                return Ok(Ended::Resigned(why));
             }
-            ctx.say(pending.decide(&ctx.spec, world, Instant::now()));
+            match watch_dependencies(&mut watches, client, world).await {
+                Ok(()) => ctx.say(pending.decide(&ctx.spec, world, Instant::now())),
+                Err(e) if e.is_session_lost() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch a dependency, retrying");
+                    ctx.say(format!("leader: cannot watch a dependency: {e}"));
+                }
+            }
         }
         // After a failed read, the watches wake us on reconnection; this timer only covers an
         // error they will not report.
-        let retry_read = world.is_none().then(|| Instant::now() + Duration::from_secs(1));
+        let retry_read = (world.is_none() || watches.failed).then(|| Instant::now() + Duration::from_secs(1));
         let deadline = if world.is_some() {
             pending.damper.deadline()
         } else {
             None
         };
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(Ended::Stopped),
             _ = wake.recv() => {}
             _ = sleep_until(retry_read) => {}
             _ = sleep_until(deadline) => {
@@ -213,21 +240,43 @@ pub(super) async fn lead(
                     Err(Stop::Zk(e)) if e.is_session_lost() || matches!(e, ZkError::Deposed { .. }) => return Err(e),
                     Err(why) => {
                         tracing::warn!(reason = %why, "configuration did not complete, retrying after the damper");
-                        pending.failed(why.to_string(), Instant::now());
+                        pending.failed(why.to_string(), why.is_partial(), Instant::now());
                     }
                 }
             }
             _ = sleep_until(next_probe) => {
                 if let Some(probe) = &settings.probe {
-                    pending.probe = match run_local(&probe.command, None, settings.timeout).await {
-                        Ok(out) => last_line(&out),
-                        Err(e) => Some(format!("probe failed: {e}")),
-                    };
+                    pending.probe = Some(run_probe(ctx, client, &probe.command).await);
                     next_probe = Some(Instant::now() + probe.every);
                 }
             }
         }
     }
+}
+
+/// Why this pod should hand the leadership over, if it should: it is registered but not in the
+/// live set (held, failed, leaving, evicted) while another pod is.
+fn resignation(uuid: &str, w: &World) -> Option<String> {
+    let mine = w.registered.get(uuid)?;
+    if w.live.contains_key(uuid) || w.live.is_empty() {
+        return None;
+    }
+    Some(match mine.pod.state.is_live() {
+        true => "this pod was evicted".to_string(),
+        false => format!("this pod is {:?}", mine.pod.state).to_lowercase(),
+    })
+}
+
+/// Watches the pods and snapshot of every dependency (once each).
+async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &World) -> Result<(), ZkError> {
+    watches.failed = true;
+    for dep in &world.resolved {
+        let p = ClusterPaths::new(&dep.key);
+        watches.add(client, &p.pods(), true).await?;
+        watches.add(client, &p.snapshot(), false).await?;
+    }
+    watches.failed = false;
+    Ok(())
 }
 
 /// The leader's pending change and the words for it.
@@ -240,6 +289,9 @@ struct Pending {
     failure: Option<String>,
     /// The probe's last line, shown while nothing else is going on.
     probe: Option<String>,
+    /// An attempt failed after pods got its map: reconfigure even if the pods are back to the
+    /// snapshot's (they are not configured as it says any more).
+    dirty: bool,
 }
 
 impl Pending {
@@ -248,7 +300,7 @@ impl Pending {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
         let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
-        if let Some(s) = snapshot.filter(|s| s.hash == w.hash) {
+        if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
             self.failure = None;
             return match &self.probe {
@@ -285,12 +337,14 @@ impl Pending {
     fn done(&mut self) {
         self.damper.clear();
         self.failure = None;
+        self.dirty = false;
     }
 
     /// A veto or a failure waits `damper` again.
-    fn failed(&mut self, why: String, now: Instant) {
+    fn failed(&mut self, why: String, partial: bool, now: Instant) {
         self.damper.retry(now);
         self.failure = Some(why);
+        self.dirty |= partial;
     }
 }
 
@@ -328,184 +382,163 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
     })
 }
 
-/// One configuration: check, (off), on, ok, apply, then the snapshot transaction.
-async fn configure(
-    ctx: &Ctx,
-    client: &Client,
-    me: &Candidate,
-    w: &World,
-    evictions: &mut Evictions,
-) -> Result<u64, Stop> {
-    let settings = &ctx.spec.settings;
-    let (prev, prev_generation, version) = match &w.snapshot {
-        Some((s, v)) => (s.pods.clone(), s.generation, Some(*v)),
-        None => (Pods::new(), 0, None),
+/// Runs `settings.probe` against the last configuration; its stdout's last line is the status.
+async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String {
+    let last = match snapshot::read(client, &ctx.paths.snapshot()).await {
+        Ok(Some((s, _))) if s.pods.contains_key(&ctx.uuid) => s,
+        Ok(_) => return "probe: waiting for a configuration with this pod".into(),
+        Err(e) => return format!("probe: {e}"),
     };
-    let generation = prev_generation + 1;
-    let caller = Caller::new(
-        ctx.token.clone(),
-        settings.timeout,
-        settings.parallelism,
-        &ctx.uuid,
-    );
-    let mut pods = w.live.clone();
-
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
-    let mut vetoes = Vec::new();
-    let mut failures = Vec::new();
-    for (uuid, answer) in answers {
-        match answer {
-            Answer::Ok => {}
-            Answer::Veto => vetoes.push(name(&pods, &uuid)),
-            Answer::Gone => {
-                tracing::info!(uuid, "pod is gone (410), dropped");
-                if let Some(r) = w.registered.get(&uuid) {
-                    evictions.fail(r, u32::MAX);
-                }
-                pods.remove(&uuid);
-            }
-            Answer::Failed(e) => failures.push((uuid, e)),
-        }
-    }
-    if !vetoes.is_empty() {
-        return Err(Stop::Veto(vetoes.join(", ")));
-    }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "check",
-            failures,
-        )));
-    }
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-
-    if settings.full_shutdown {
-        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", None).await {
-            if let Answer::Failed(e) = answer {
-                tracing::warn!(uuid, error = %e, "off failed, going on");
-            }
-        }
-    }
-
-    let mut failures = Vec::new();
-    if settings.sequential {
-        for uuid in plan::call_order(&pods, &map.added, settings.order) {
-            let Some(pod) = pods.get(&uuid) else { continue };
-            let body = ClusterMap {
-                key: uuid.clone(),
-                ..map.clone()
-            };
-            match caller.post(pod, "/control/on", Some(&body)).await {
-                Answer::Ok => evictions.succeed(&uuid),
-                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
-            }
-            // One by one means each waits for the previous to be ready: stop at the first failure.
-            if !failures.is_empty() {
-                break;
-            }
-        }
-    } else {
-        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/on", Some(&map)).await {
-            match answer {
-                Answer::Ok => evictions.succeed(&uuid),
-                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
-            }
-        }
-    }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "on",
-            failures,
-        )));
-    }
-
-    for (uuid, answer) in caller.fan_out(&list(&pods), "/control/ok", Some(&map)).await {
-        if let Answer::Failed(e) = answer {
-            tracing::warn!(uuid, error = %e, "ok failed, going on");
-        }
-    }
-
-    if let Some(apply) = &settings.apply {
-        // TODO: render `apply.command` as a template once the renderer lands (SPEC §3).
-        let file = ctx.state_dir.join("apply-cluster.json");
-        let body = ClusterMap {
-            key: ctx.uuid.clone(),
-            ..map.clone()
-        };
-        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
-        std::fs::create_dir_all(&ctx.state_dir)
-            .and_then(|()| std::fs::write(&file, json))
-            .map_err(|e| Stop::Failed(format!("apply: cannot write {}: {e}", file.display())))?;
-        run_local(apply, Some(&file), settings.timeout)
-            .await
-            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
-    }
-
-    let registered: BTreeSet<String> = w.registered.keys().cloned().collect();
-    let free: Vec<(String, i32)> = plan::seqs_to_free(&w.held, &pods, &registered)
-        .into_iter()
-        .map(|h| (ctx.paths.seq(h.seq), h.version))
-        .collect();
-    let snap = Snapshot {
-        generation,
-        hash: plan::config_hash(&pods, &w.deps),
-        pods,
+    let map = ClusterMap {
+        generation: last.generation,
+        pods: last.pods,
+        ..ClusterMap::default()
     };
-    let path = ctx.paths.snapshot();
-    let commit = Commit {
-        leader_node: &me.path,
-        leader_version: 0,
-        path: &path,
-        snapshot: &snap,
-        snapshot_version: version,
-        free_seqs: free,
-    };
-    snapshot::commit(client, ctx.acls, &commit).await?;
-    Ok(generation)
+    match ctx.run(fields::PROBE, written, &map).await {
+        Ok(out) => last_line(&out).unwrap_or_default(),
+        Err(e) => format!("probe failed: {e}"),
+    }
 }
 
-fn list(pods: &Pods) -> Vec<Pod> {
-    pods.values().cloned().collect()
-}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
 
-fn name(pods: &Pods, uuid: &str) -> String {
-    pods.get(uuid)
-        .map_or_else(|| uuid.to_string(), |p| format!("seq {} ({uuid})", p.seq))
-}
+    use super::*;
+    use crate::model::{Pod, PodState};
 
-/// Counts one failure for each pod and says which ones are now evicted.
-fn count_failures(
-    w: &World,
-    evictions: &mut Evictions,
-    evict_after: u32,
-    phase: &str,
-    failures: Vec<(String, String)>,
-) -> String {
-    let mut words = Vec::new();
-    for (uuid, e) in failures {
-        let n = w.registered.get(&uuid).map_or(0, |r| evictions.fail(r, 1));
-        if n >= evict_after.max(1) {
-            tracing::warn!(uuid, failures = n, "pod evicted: left out of the configuration");
-            words.push(format!(
-                "{} failed {phase} {n} times, evicted ({e})",
-                name(&w.live, &uuid)
-            ));
-        } else {
-            words.push(format!(
-                "{} failed {phase} ({n}/{evict_after}): {e}",
-                name(&w.live, &uuid)
-            ));
+    fn spec(yaml: &str) -> PodSpec {
+        crate::spec::load_with_env(Path::new("pod.yaml"), yaml, &|_| None).unwrap()
+    }
+
+    /// Pod `a` has seq 1, `b` seq 2...
+    fn pod(uuid: &str, state: PodState) -> Pod {
+        let seq = u32::from(uuid.as_bytes()[0] - b'a') + 1;
+        Pod {
+            uuid: uuid.to_string(),
+            seq,
+            state,
+            ..Pod::default()
         }
     }
-    words.join("; ")
+
+    fn world(pods: &[(&str, PodState)], snapshot: Option<&[&str]>) -> World {
+        let registered: BTreeMap<String, Registered> = pods
+            .iter()
+            .map(|(u, state)| {
+                (
+                    u.to_string(),
+                    Registered {
+                        pod: pod(u, *state),
+                        czxid: 1,
+                    },
+                )
+            })
+            .collect();
+        let live: Pods = registered
+            .values()
+            .filter(|r| r.pod.state.is_live())
+            .map(|r| (r.pod.uuid.clone(), r.pod.clone()))
+            .collect();
+        let deps = BTreeMap::new();
+        let hash = plan::config_hash(&live, &deps);
+        let snapshot = snapshot.map(|uuids| {
+            let pods: Pods = uuids
+                .iter()
+                .map(|u| (u.to_string(), pod(u, PodState::Running)))
+                .collect();
+            let hash = plan::config_hash(&pods, &deps);
+            (
+                Snapshot {
+                    generation: 4,
+                    hash,
+                    pods,
+                },
+                0,
+            )
+        });
+        World {
+            registered,
+            live,
+            deps,
+            resolved: Vec::new(),
+            snapshot,
+            held: Vec::new(),
+            hash,
+        }
+    }
+
+    fn pending(spec: &PodSpec) -> Pending {
+        Pending {
+            damper: Damper::new(spec.settings.damper, spec.settings.damper_max),
+            ..Pending::default()
+        }
+    }
+
+    const R: PodState = PodState::Running;
+
+    #[test]
+    fn min_size_gates_only_the_first_configuration() {
+        let s = spec("cluster: c\nsettings: { min_size: 3, damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let w = world(&[("a", R), ("b", R)], None);
+        assert_eq!(p.decide(&s, &w, now), "waiting for min_size: 2/3 pods");
+        assert_eq!(p.damper.deadline(), None);
+        // Configured once with 3: dropping to 2 is a change like any other.
+        let w = world(&[("a", R), ("b", R)], Some(&["a", "b", "c"]));
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("change pending: configuring 2 pods in 1s"));
+        assert_eq!(p.damper.deadline(), Some(now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn back_to_the_snapshot_cancels_the_pending_change() {
+        // A leader's reset: its pod vanishes, then registers again before the damper is over.
+        let s = spec("cluster: c\nsettings: { damper: 5s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let snap = Some(&["a", "b"][..]);
+        assert_eq!(
+            p.decide(&s, &world(&[("a", R), ("b", R)], snap), now),
+            "configured: 2 pods, generation 4"
+        );
+        p.decide(&s, &world(&[("b", R)], snap), now);
+        assert!(p.damper.deadline().is_some());
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            p.decide(&s, &world(&[("a", R), ("b", R)], snap), later),
+            "configured: 2 pods, generation 4"
+        );
+        assert_eq!(p.damper.deadline(), None, "no reconfiguration");
+    }
+
+    #[test]
+    fn a_partial_failure_forces_the_next_attempt_even_back_at_the_snapshot() {
+        let s = spec("cluster: c\nsettings: { damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let w = world(&[("a", R), ("b", R)], Some(&["a", "b"]));
+        p.failed("c failed on".into(), true, now);
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("configuration failed: c failed on; retrying in 1s"));
+        assert!(p.damper.deadline().is_some());
+        p.done();
+        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+        // A veto (nothing applied) does not.
+        p.failed("vetoed".into(), false, now);
+        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+    }
+
+    #[test]
+    fn a_leader_that_is_not_live_hands_over_to_a_live_pod() {
+        let w = world(&[("a", PodState::Held), ("b", R)], None);
+        assert_eq!(resignation("a", &w).as_deref(), Some("this pod is held"));
+        assert_eq!(resignation("b", &w), None);
+        let alone = world(&[("a", PodState::Leaving)], None);
+        assert_eq!(resignation("a", &alone), None, "nobody else could lead");
+    }
 }

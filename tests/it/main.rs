@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod cluster;
 mod ctl;
 mod examples;
 mod lifecycle;
