@@ -554,9 +554,12 @@ async fn a_veto_postpones_the_configuration_and_full_shutdown_does_not_hold_pods
     let c = start(&zk, yaml(), None);
     let three = converged(&[&a, &b, &c], 3, "3 pods configured through a full shutdown").await;
     assert!(three.starts_with("gen 2\n"), "{three}");
+    // The files are written before each pod's `on` finishes: wait for the pods to report it.
     for m in [&a, &b, &c] {
-        let i = info(m).await.unwrap();
-        assert_eq!(i["pod_state"], "running", "{i}");
-        assert_eq!(i["process"], "running", "{i}");
+        eventually(T, "every pod running, none held", || async {
+            let i = info(m).await?;
+            (i["pod_state"] == "running" && i["process"] == "running" && i["generation"] == 2).then_some(())
+        })
+        .await;
     }
 }
