@@ -17,13 +17,13 @@ use crate::harness::eventually;
 use crate::harness::pod::{read, Pod, PodDir, PodOptions};
 use crate::harness::zk::ZkServer;
 
-const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
-const PEERS: &str =
+pub(crate) const PEERS: &str =
     "gen {{cluster.generation}}\n{{#each cluster.pods}}{{seq}} {{ip}} {{port this 9000}}\n{{/each}}";
 
 /// A pod.yaml of `cluster` in `namespace`; `extra` is appended (settings, depends_on...).
-fn pod_yaml(namespace: &str, cluster: &str, extra: &str, template: &str) -> PodDir {
+pub(crate) fn pod_yaml(namespace: &str, cluster: &str, extra: &str, template: &str) -> PodDir {
     PodDir::new(&format!(
         r#"cluster: {cluster}
 namespace: {namespace}
@@ -43,9 +43,9 @@ hooks:
 }
 
 /// A pod of the cluster, with its dir (which must outlive it).
-struct Member {
-    pod: Pod,
-    _dir: PodDir,
+pub(crate) struct Member {
+    pub(crate) pod: Pod,
+    pub(crate) _dir: PodDir,
 }
 
 impl std::ops::Deref for Member {
@@ -55,7 +55,7 @@ impl std::ops::Deref for Member {
     }
 }
 
-fn start(zk: &ZkServer, dir: PodDir, token: Option<&str>) -> Member {
+pub(crate) fn start(zk: &ZkServer, dir: PodDir, token: Option<&str>) -> Member {
     let mut opts = PodOptions {
         args: Vec::new(),
         ..PodOptions::default()
@@ -69,16 +69,16 @@ fn start(zk: &ZkServer, dir: PodDir, token: Option<&str>) -> Member {
     }
 }
 
-fn peers(m: &Member) -> String {
+pub(crate) fn peers(m: &Member) -> String {
     read(&m.home_file("peers.txt"))
 }
 
-fn configured(m: &Member) -> String {
+pub(crate) fn configured(m: &Member) -> String {
     read(&m.home_file("configured.log"))
 }
 
 /// Waits until every member rendered the same `peers.txt` listing `n` pods; returns it.
-async fn converged(members: &[&Member], n: usize, what: &str) -> String {
+pub(crate) async fn converged(members: &[&Member], n: usize, what: &str) -> String {
     eventually(T, what, || async {
         let first = peers(members[0]);
         let same = members.iter().all(|m| peers(m) == first);
@@ -88,7 +88,7 @@ async fn converged(members: &[&Member], n: usize, what: &str) -> String {
 }
 
 /// The (seq, ip, port) lines of a rendered `peers.txt`.
-fn entries(text: &str) -> Vec<(u32, String, u16)> {
+pub(crate) fn entries(text: &str) -> Vec<(u32, String, u16)> {
     text.lines()
         .skip(1)
         .map(|l| {
@@ -99,7 +99,7 @@ fn entries(text: &str) -> Vec<(u32, String, u16)> {
 }
 
 /// `/info`, or None while the pod is not answering yet.
-async fn info(m: &Member) -> Option<Value> {
+pub(crate) async fn info(m: &Member) -> Option<Value> {
     let mut req = m.client.get(m.url("/info"));
     if let Some(t) = &m.token {
         req = req.bearer_auth(t);
@@ -107,7 +107,7 @@ async fn info(m: &Member) -> Option<Value> {
     req.send().await.ok()?.json().await.ok()
 }
 
-async fn leader<'a>(members: &[&'a Member]) -> &'a Member {
+pub(crate) async fn leader<'a>(members: &[&'a Member]) -> &'a Member {
     eventually(T, "a leader", || async {
         for m in members {
             if info(m).await.is_some_and(|i| i["state"] == "leader") {
@@ -119,7 +119,7 @@ async fn leader<'a>(members: &[&'a Member]) -> &'a Member {
     .await
 }
 
-async fn cluster_status(m: &Member) -> String {
+pub(crate) async fn cluster_status(m: &Member) -> String {
     info(m)
         .await
         .and_then(|i| i["cluster_status"].as_str().map(String::from))
