@@ -152,6 +152,10 @@ struct Actor {
     shutdown: CancellationToken,
     /// Set by `leave`: overrides `pod_state` in the znode from then on.
     leaving: bool,
+    /// The last session, to re-establish rather than replace after the client gave it up
+    /// (ZooKeeper gone longer than the client waits, see [`zk::try_resume`]); None after a
+    /// `/reset` or an end the server decided.
+    resume: Option<zk::SessionInfo>,
 }
 
 /// How one session ended.
@@ -198,6 +202,7 @@ impl Actor {
             commands,
             shutdown,
             leaving: false,
+            resume: None,
         }
     }
 
@@ -227,9 +232,13 @@ impl Actor {
 
     /// Connects, backing off while ZooKeeper is unreachable. None: stop (shutdown or deregister).
     async fn connect(&mut self) -> Option<Client> {
+        // At least 4 attempts per session timeout: a restarted ZooKeeper gives the sessions it
+        // restores one timeout to come back, and a pod back in time keeps its registration.
+        let max_delay =
+            (self.cfg.zk.session_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(10))
+            .with_max_delay(max_delay)
             .with_jitter()
             .without_max_times()
             .build();
@@ -239,13 +248,26 @@ impl Actor {
                 s.role = Role::Connecting;
                 s.connected = false;
             });
+            let resume = self.resume.clone();
+            let resuming = resume.is_some();
+            let attempt_once = async {
+                match resume {
+                    Some(session) => zk::try_resume(&self.cfg.zk, session).await,
+                    None => zk::try_connect(&self.cfg.zk).await,
+                }
+            };
             let err = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                r = zk::try_connect(&self.cfg.zk) => match r {
+                r = attempt_once => match r {
                     Ok(c) => return Some(c),
                     Err(e) => e,
                 },
             };
+            if resuming && matches!(err.source_error(), Some(zkc::Error::SessionExpired)) {
+                tracing::info!("the previous session expired on the server, opening a new one");
+                self.resume = None;
+                continue;
+            }
             attempt += 1;
             let wait = backoff.next().unwrap_or(Duration::from_secs(10));
             tracing::warn!(error = %err, attempt, retry_in = ?wait, "ZooKeeper unreachable");
@@ -271,7 +293,7 @@ impl Actor {
                 cmd = self.commands.recv() => match cmd {
                     None => return false,
                     Some(Command::Deregister(reply)) => { let _ = reply.send(()); return false }
-                    Some(Command::Reset(reply)) => { let _ = reply.send(()); return true }
+                    Some(Command::Reset(reply)) => { self.resume = None; let _ = reply.send(()); return true }
                     Some(Command::Leave(_, reply)) => { self.leaving = true; let _ = reply.send(()); }
                 },
             }
@@ -281,6 +303,7 @@ impl Actor {
     /// Registers, then serves one session until it ends.
     async fn session(&mut self, client: Client) -> SessionEnd {
         tracing::info!(session = %client.session_id(), "ZooKeeper session established");
+        self.resume = Some(client.session().clone());
         let mut states = client.state_watcher();
         let mut written = loop {
             match self.register(&client).await {
@@ -329,6 +352,11 @@ impl Actor {
                     self.status(|s| s.connected = connected);
                     if state.is_terminated() {
                         tracing::warn!(?state, "ZooKeeper session ended, registering again");
+                        // Expired may be the client's own verdict (no server for 1.4 x the
+                        // timeout): worth one attempt to resume. Anything else is final.
+                        if state != zkc::SessionState::Expired {
+                            self.resume = None;
+                        }
                         break SessionEnd::Again;
                     }
                     if !connected {
@@ -347,6 +375,7 @@ impl Actor {
                     None => break SessionEnd::Stop,
                     Some(Command::Reset(reply)) => {
                         tracing::info!("reset: dropping the session");
+                        self.resume = None;
                         let _ = reply.send(());
                         break SessionEnd::Again;
                     }

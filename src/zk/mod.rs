@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use zookeeper_client as zkc;
 
-pub use zkc::{Client, SessionState};
+pub use zkc::{Client, SessionInfo, SessionState};
 
 /// Where the cluster coordinator is, and how to talk to it (SPEC §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,17 +215,28 @@ impl<F: Future> Future for WithSpawner<F> {
 
 /// Opens a session, trying the hosts until about the session timeout has passed.
 pub async fn connect(cfg: &ZkConfig) -> Result<Client, ZkError> {
-    connect_with(cfg, false).await
+    connect_with(cfg, false, None).await
 }
 
 /// One quick attempt: fails as soon as every host refused, rather than cycling until the session
 /// timeout. The sync loop uses it and backs off between attempts, saying so in its status.
 pub async fn try_connect(cfg: &ZkConfig) -> Result<Client, ZkError> {
-    connect_with(cfg, true).await
+    connect_with(cfg, true, None).await
 }
 
-async fn connect_with(cfg: &ZkConfig, eager: bool) -> Result<Client, ZkError> {
+/// As [`try_connect`], but re-establishing `session`: the client gives a session up after 1.4 x
+/// its timeout without a server, while a ZooKeeper that restarts restores its sessions with a
+/// fresh timeout; resuming keeps the pod's ephemeral nodes, so its peers see no departure. Fails
+/// with `SessionExpired` when the server no longer knows it.
+pub async fn try_resume(cfg: &ZkConfig, session: SessionInfo) -> Result<Client, ZkError> {
+    connect_with(cfg, true, Some(session)).await
+}
+
+async fn connect_with(cfg: &ZkConfig, eager: bool, session: Option<SessionInfo>) -> Result<Client, ZkError> {
     let mut connector = Client::connector().with_session_timeout(cfg.session_timeout);
+    if let Some(session) = session {
+        connector = connector.with_session(session);
+    }
     if eager {
         connector = connector.with_fail_eagerly();
     }

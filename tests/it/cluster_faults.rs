@@ -6,7 +6,7 @@
 //! (how many maps the pod applied).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -16,6 +16,7 @@ use crate::cluster::{
     cluster_status, configured, converged, entries, leader, pod_yaml, start, Member, PEERS, T,
 };
 use crate::harness::eventually;
+use crate::harness::pod::{Pod, PodDir, PodOptions};
 use crate::harness::zk::ZkServer;
 
 fn refs(pods: &[Member]) -> Vec<&Member> {
@@ -34,6 +35,20 @@ async fn at_rest(m: &Member, n: usize, generation: u64) {
 /// Nothing to poll for: the point is that nothing more happens in a few damper periods.
 async fn quiet() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
+}
+
+fn start_with_timeout(zk: &ZkServer, dir: PodDir, session_timeout: &str) -> Member {
+    let mut opts = PodOptions {
+        args: Vec::new(),
+        ..PodOptions::default()
+    };
+    opts.env.insert("OCHOPOD_ZK".into(), zk.connect_string());
+    opts.env
+        .insert("OCHOPOD_ZK_SESSION_TIMEOUT".into(), session_timeout.into());
+    Member {
+        pod: Pod::start(&dir, opts),
+        _dir: dir,
+    }
 }
 
 /// What must not change across a fault: identity, process, configurations.
@@ -104,4 +119,118 @@ async fn killing_the_leader_makes_its_successor_reconfigure_exactly_once() {
         assert_eq!((&now.uuid, &now.seq), (&b.uuid, &b.seq));
         assert_eq!(configured(m), "1\n2\n");
     }
+}
+
+/// The pods registered under the cluster's `pods/`, uuid -> the zxid that created the znode (a
+/// new registration has a new one), read by an observer session.
+async fn registered(zk: &ZkServer, key: &str) -> BTreeMap<String, i64> {
+    let obs = ochopod::zk::connect(&ochopod::zk::ZkConfig {
+        connect: zk.connect_string(),
+        session_timeout: Duration::from_secs(4),
+        auth: None,
+    })
+    .await
+    .unwrap();
+    let dir = format!("/ochopod/clusters/{key}/pods");
+    let mut out = BTreeMap::new();
+    for uuid in obs.list_children(&dir).await.unwrap() {
+        if let Some(stat) = obs.check_stat(&format!("{dir}/{uuid}")).await.unwrap() {
+            out.insert(uuid, stat.czxid);
+        }
+    }
+    out
+}
+
+/// How ZooKeeper goes away.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// Killed, then started again on the same port and data: it restores the sessions with a
+    /// fresh timeout, so a pod may resume its own even after its client gave it up.
+    Restart,
+    /// Frozen longer than the session timeout: the sessions expire as it resumes, every pod
+    /// registers again with a new session.
+    Pause,
+}
+
+/// ZooKeeper away for 10 s then back: every pod keeps its process and identity, registers again,
+/// and the cluster is not reconfigured. `same_registration`: the pods' znodes survive (their
+/// sessions were resumed).
+async fn outage(namespace: &str, session_timeout: &str, fault: Fault, same_registration: bool) {
+    let mut zk = ZkServer::start();
+    // The damper absorbs the pods coming back one after the other with new sessions.
+    let yaml = || pod_yaml(namespace, "web", "settings: { min_size: 2, damper: 2s }", PEERS);
+    let pods = vec![
+        start_with_timeout(&zk, yaml(), session_timeout),
+        start_with_timeout(&zk, yaml(), session_timeout),
+    ];
+    converged(&refs(&pods), 2, "2 pods configured").await;
+    at_rest(leader(&refs(&pods)).await, 2, 1).await;
+    let mut before = Vec::new();
+    for m in &pods {
+        before.push(seen(m).await);
+    }
+    let key = format!("{namespace}.web");
+    let znodes = registered(&zk, &key).await;
+    assert_eq!(znodes.len(), 2);
+
+    match fault {
+        Fault::Restart => zk.stop(),
+        Fault::Pause => zk.pause(),
+    }
+    for m in &pods {
+        m.wait_info("the pod to see ZooKeeper gone", T, |i| i["connected"] == false)
+            .await;
+    }
+    // The outage itself (a duration, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    match fault {
+        Fault::Restart => zk.restart(),
+        Fault::Pause => zk.resume(),
+    }
+
+    for m in &pods {
+        m.wait_info("the pod registered again", Duration::from_secs(60), |i| {
+            i["connected"] == true && i["state"] != "connecting"
+        })
+        .await;
+    }
+    let lead = leader(&refs(&pods)).await;
+    at_rest(lead, 2, 1).await;
+    let uuids: BTreeSet<String> = znodes.keys().cloned().collect();
+    let now = eventually(T, "both pods' znodes present", || async {
+        let now = registered(&zk, &key).await;
+        (now.keys().cloned().collect::<BTreeSet<_>>() == uuids).then_some(now)
+    })
+    .await;
+    if same_registration {
+        assert_eq!(now, znodes, "the sessions were resumed: the same znodes");
+    } else {
+        assert!(
+            now.iter().all(|(u, czxid)| znodes[u] != *czxid),
+            "new sessions, new znodes: {znodes:?} -> {now:?}"
+        );
+    }
+    quiet().await;
+    at_rest(lead, 2, 1).await;
+    for (m, b) in pods.iter().zip(before) {
+        assert_eq!(seen(m).await, b, "same identity, process and configurations");
+        assert_eq!(configured(m), "1\n", "no reconfiguration");
+    }
+}
+
+#[tokio::test]
+async fn a_zookeeper_restart_within_the_session_timeout_restarts_and_reconfigures_nothing() {
+    outage("f2", "20s", Fault::Restart, true).await;
+}
+
+#[tokio::test]
+async fn a_zookeeper_restart_longer_than_the_client_waits_resumes_the_sessions() {
+    // 4 s: the client gives the session up after 1.4 x that without a server, during the outage;
+    // the restarted server still knows it, and each pod resumes it.
+    outage("f3", "4s", Fault::Restart, true).await;
+}
+
+#[tokio::test]
+async fn expired_sessions_register_again_as_themselves_and_reconfigure_nothing() {
+    outage("f4", "4s", Fault::Pause, false).await;
 }
