@@ -204,6 +204,7 @@ pub(super) async fn configure(
         generation,
         hash: plan::config_hash(&pods, &w.deps),
         pods,
+        depends_on: w.depends_on.clone(),
     };
     let path = ctx.paths.snapshot();
     let commit = Commit {

@@ -50,6 +50,11 @@ impl Pending {
     pub(super) fn decide(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
+        if let Some(path) = &w.cycle {
+            // Configuring would wait forever for `min`, or follow a loop of reconfigurations.
+            self.damper.clear();
+            return format!("dependency cycle: {}", path.join(" -> "));
+        }
         let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
         if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
@@ -59,7 +64,8 @@ impl Pending {
                 None => format!("configured: {} pods, generation {}", s.pods.len(), s.generation),
             };
         }
-        if snapshot.is_none() {
+        // Generation 0 only publishes `depends_on`: the first configuration is still to come.
+        if !snapshot.is_some_and(|s| s.is_configured()) {
             let min = spec.settings.min_size;
             if w.live.len() < min {
                 self.damper.clear();
@@ -158,6 +164,7 @@ mod tests {
                     generation: 4,
                     hash,
                     pods,
+                    depends_on: Vec::new(),
                 },
                 0,
             )
@@ -170,6 +177,9 @@ mod tests {
             snapshot,
             held: Vec::new(),
             hash,
+            depends_on: Vec::new(),
+            cycle: None,
+            graph: BTreeMap::new(),
         }
     }
 
@@ -235,6 +245,36 @@ mod tests {
         // A veto (nothing applied) does not.
         p.failed("vetoed".into(), false, now);
         assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_reported_and_configures_nothing() {
+        let s = spec("cluster: a\nsettings: { damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let mut w = world(&[("a", R)], None);
+        assert!(p.decide(&s, &w, now).starts_with("change pending"));
+        w.cycle = Some(vec!["default.a".into(), "default.b".into(), "default.a".into()]);
+        assert_eq!(
+            p.decide(&s, &w, now),
+            "dependency cycle: default.a -> default.b -> default.a"
+        );
+        assert_eq!(p.damper.deadline(), None, "nothing configured");
+    }
+
+    #[test]
+    fn a_snapshot_of_generation_0_still_gates_on_min_size() {
+        let s = spec("cluster: c\nsettings: { min_size: 3, damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let mut w = world(&[("a", R)], None);
+        w.snapshot = Some((
+            Snapshot {
+                depends_on: vec!["default.zk".into()],
+                ..Snapshot::default()
+            },
+            0,
+        ));
+        assert_eq!(p.decide(&s, &w, Instant::now()), "waiting for min_size: 1/3 pods");
     }
 
     #[test]

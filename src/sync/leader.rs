@@ -10,6 +10,11 @@
 //! A configuration is due when the hash of (live pods, dependencies) differs from the snapshot's;
 //! it then waits for `damper` of quiet (at most `damper_max` after the first change). The loop
 //! ends when its token is cancelled (session over or shutdown) or when it is deposed.
+//!
+//! Dependency cycles (SPEC §3: an error): the leader publishes its cluster's `depends_on`
+//! (resolved keys) in the snapshot, before the first configuration too (generation 0), follows
+//! its dependencies' snapshots transitively (bounded, each watched), and while a path leads back
+//! to its own cluster it says so in its status and configures nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -31,7 +36,7 @@ use crate::render::{fields, Context, Renderer};
 use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{self, HeldSeq, Registered};
 use crate::zk::election::Candidate;
-use crate::zk::paths::{ClusterPaths, CLUSTERS};
+use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
 use crate::zk::snapshot::{self, Snapshot};
 use crate::zk::{Acls, Client, ZkError};
 
@@ -110,6 +115,12 @@ pub(super) struct World {
     pub snapshot: Option<(Snapshot, i32)>,
     pub held: Vec<HeldSeq>,
     pub hash: String,
+    /// This cluster's dependencies as resolved keys (published in its snapshot).
+    pub depends_on: Vec<String>,
+    /// A dependency cycle through this cluster, `[own, ..., own]`.
+    pub cycle: Option<Vec<String>>,
+    /// What each cluster reached from the dependencies depends on, per its snapshot.
+    pub graph: BTreeMap<String, Vec<String>>,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -201,9 +212,25 @@ pub(super) async fn lead(
                 None
             }
         };
+        let mut publish_failed = false;
         if let Some(world) = &world {
             if let Some(why) = resignation(&ctx.uuid, world) {
                 return Ok(Ended::Resigned(why));
+            }
+            let published = world
+                .snapshot
+                .as_ref()
+                .map_or(&[][..], |(s, _)| s.depends_on.as_slice());
+            if published != world.depends_on.as_slice() {
+                match publish_dependencies(ctx, client, me, world).await {
+                    // Read again: the snapshot's version changed.
+                    Ok(()) => continue,
+                    Err(e) if e.is_session_lost() || matches!(e, ZkError::Deposed { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot publish the dependencies, retrying");
+                        publish_failed = true;
+                    }
+                }
             }
             match watch_dependencies(&mut watches, client, world).await {
                 Ok(()) => ctx.say(pending.decide(&ctx.spec, world, Instant::now())),
@@ -216,7 +243,8 @@ pub(super) async fn lead(
         }
         // After a failed read, the watches wake us on reconnection; this timer only covers an
         // error they will not report.
-        let retry_read = (world.is_none() || watches.failed).then(|| Instant::now() + Duration::from_secs(1));
+        let retry_read = (world.is_none() || watches.failed || publish_failed)
+            .then(|| Instant::now() + Duration::from_secs(1));
         let deadline = if world.is_some() {
             pending.damper.deadline()
         } else {
@@ -252,13 +280,19 @@ pub(super) async fn lead(
     }
 }
 
-/// Watches the pods and snapshot of every dependency (once each).
+/// Watches the pods and snapshot of every dependency (once each), and the snapshots of the
+/// clusters they depend on in turn (a cycle can close anywhere along the way).
 async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &World) -> Result<(), ZkError> {
     watches.failed = true;
     for dep in &world.resolved {
         let p = ClusterPaths::new(&dep.key);
         watches.add(client, &p.pods(), true).await?;
         watches.add(client, &p.snapshot(), false).await?;
+    }
+    for key in world.graph.keys() {
+        watches
+            .add(client, &ClusterPaths::new(key).snapshot(), false)
+            .await?;
     }
     watches.failed = false;
     Ok(())
@@ -287,7 +321,13 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
     let snapshot = snapshot::read(client, &ctx.paths.snapshot()).await?;
     let held = cluster::held_seqs(client, &ctx.paths).await?;
     let hash = plan::config_hash(&live, &deps);
+    let depends_on = plan::dependency_keys(&resolved);
+    let graph = dependency_graph(client, &ctx.paths.key, &depends_on).await?;
+    let cycle = plan::find_cycle(&ctx.paths.key, &depends_on, &graph);
     Ok(World {
+        depends_on,
+        cycle,
+        graph,
         registered,
         live,
         deps,
@@ -296,6 +336,69 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
         held,
         hash,
     })
+}
+
+/// At most this many clusters are followed looking for a dependency cycle.
+const GRAPH_LIMIT: usize = 64;
+
+/// What the dependencies depend on, transitively, per their snapshots' `depends_on` (bounded by
+/// [`GRAPH_LIMIT`]; keys that are not cluster keys, another tool's mistake, are skipped).
+async fn dependency_graph(
+    client: &Client,
+    own: &str,
+    deps: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, ZkError> {
+    let mut graph = BTreeMap::new();
+    let mut queue: std::collections::VecDeque<String> = deps.iter().cloned().collect();
+    while let Some(key) = queue.pop_front() {
+        if key == own || graph.contains_key(&key) || !is_cluster_key(&key) {
+            continue;
+        }
+        if graph.len() >= GRAPH_LIMIT {
+            tracing::debug!(limit = GRAPH_LIMIT, "dependency graph truncated");
+            break;
+        }
+        let next = snapshot::read(client, &ClusterPaths::new(&key).snapshot())
+            .await?
+            .map(|(s, _)| s.depends_on)
+            .unwrap_or_default();
+        queue.extend(next.iter().cloned());
+        graph.insert(key, next);
+    }
+    Ok(graph)
+}
+
+/// Writes this cluster's `depends_on` into its snapshot (a new one of generation 0 before the
+/// first configuration), so that other leaders can see a cycle through it.
+async fn publish_dependencies(ctx: &Ctx, client: &Client, me: &Candidate, w: &World) -> Result<(), ZkError> {
+    let (snap, version) = match &w.snapshot {
+        Some((s, v)) => (
+            Snapshot {
+                depends_on: w.depends_on.clone(),
+                ..s.clone()
+            },
+            Some(*v),
+        ),
+        None => (
+            Snapshot {
+                depends_on: w.depends_on.clone(),
+                ..Snapshot::default()
+            },
+            None,
+        ),
+    };
+    let path = ctx.paths.snapshot();
+    let commit = snapshot::Commit {
+        leader_node: &me.path,
+        leader_version: 0,
+        path: &path,
+        snapshot: &snap,
+        snapshot_version: version,
+        free_seqs: Vec::new(),
+    };
+    snapshot::commit(client, ctx.acls, &commit).await?;
+    tracing::info!(depends_on = ?w.depends_on, "dependencies published in the snapshot");
+    Ok(())
 }
 
 /// Runs `settings.probe` against the last configuration; its stdout's last line is the status.

@@ -169,6 +169,51 @@ pub fn resolve(namespace: &str, own_key: &str, deps: &[Dependency], clusters: &[
     out
 }
 
+/// The keys a cluster depends on, as its snapshot publishes them: sorted, once each.
+pub fn dependency_keys(resolved: &[ResolvedDep]) -> Vec<String> {
+    let keys: BTreeSet<String> = resolved.iter().map(|r| r.key.clone()).collect();
+    keys.into_iter().collect()
+}
+
+/// A dependency cycle through `own` (SPEC §3: an error), shortest first: `own` depends on `deps`,
+/// every other cluster on what its snapshot says (`edges`; a cluster missing there depends on
+/// nothing known). Returns the path `[own, ..., own]`. A cycle that does not pass through `own`
+/// is its members' to report.
+pub fn find_cycle(own: &str, deps: &[String], edges: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    // Breadth first from `own`, remembering how each cluster was reached.
+    let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue: std::collections::VecDeque<&str> = std::collections::VecDeque::new();
+    let next = |key: &str| -> &[String] {
+        if key == own {
+            deps
+        } else {
+            edges.get(key).map_or(&[], |v| v.as_slice())
+        }
+    };
+    queue.push_back(own);
+    while let Some(at) = queue.pop_front() {
+        for to in next(at) {
+            if to == own {
+                // `at` back to `own` through the parents, then reversed and closed.
+                let mut path = vec![own.to_string()];
+                let mut cur = at;
+                path.push(cur.to_string());
+                while let Some(&p) = parent.get(cur) {
+                    path.push(p.to_string());
+                    cur = p;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            if !parent.contains_key(to.as_str()) {
+                parent.insert(to, at);
+                queue.push_back(to);
+            }
+        }
+    }
+    None
+}
+
 /// The first `depends_on` entry whose `min` is not met (its matches together have fewer live
 /// pods), with the count found; None when all are met.
 pub fn unmet_min<'a>(
@@ -395,6 +440,42 @@ mod tests {
         assert_eq!(unmet_min(&deps, &resolved, &found).map(|(_, n)| n), Some(2));
         found.insert("zookeeper".into(), pods(&[("a", 1), ("b", 2), ("c", 3)]));
         assert!(unmet_min(&deps, &resolved, &found).is_none());
+    }
+
+    #[test]
+    fn cycles_through_the_own_cluster_are_found_shortest_first() {
+        let edges = |list: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let keys = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+        let none = edges(&[]);
+        assert_eq!(find_cycle("d.a", &keys(&["d.b"]), &none), None);
+        assert_eq!(find_cycle("d.a", &[], &none), None);
+        let two = edges(&[("d.b", &["d.a"])]);
+        assert_eq!(
+            find_cycle("d.a", &keys(&["d.b"]), &two),
+            Some(keys(&["d.a", "d.b", "d.a"]))
+        );
+        let three = edges(&[("d.b", &["d.z", "d.c"]), ("d.c", &["d.a"]), ("d.z", &[])]);
+        assert_eq!(
+            find_cycle("d.a", &keys(&["d.b"]), &three),
+            Some(keys(&["d.a", "d.b", "d.c", "d.a"]))
+        );
+        // Shortest: a -> c -> a rather than a -> b -> c -> a.
+        assert_eq!(
+            find_cycle("d.a", &keys(&["d.b", "d.c"]), &three),
+            Some(keys(&["d.a", "d.c", "d.a"]))
+        );
+        assert_eq!(
+            find_cycle("d.a", &keys(&["d.a"]), &none),
+            Some(keys(&["d.a", "d.a"])),
+            "a cluster depending on itself"
+        );
+        // b and c depend on each other, not on a: theirs to report.
+        let beside = edges(&[("d.b", &["d.c"]), ("d.c", &["d.b"])]);
+        assert_eq!(find_cycle("d.a", &keys(&["d.b"]), &beside), None);
     }
 
     #[test]

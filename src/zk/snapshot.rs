@@ -1,4 +1,7 @@
-//! The snapshot: `{generation, hash, pods}` of a cluster's last configuration (SPEC §6).
+//! The snapshot: `{generation, hash, pods}` of a cluster's last configuration (SPEC §6), plus
+//! `depends_on`, the cluster's dependencies as resolved keys, which other leaders follow to find
+//! a dependency cycle (SPEC §3). A leader publishes `depends_on` before its first configuration
+//! too, as a snapshot of generation 0 without pods (which configures nothing).
 //!
 //! Written only by the leader, in ONE transaction that first checks the leader's election node
 //! (so a deposed leader can change nothing), and that frees the seqs of pods the configuration
@@ -18,6 +21,17 @@ pub struct Snapshot {
     pub generation: u64,
     pub hash: String,
     pub pods: BTreeMap<String, Pod>,
+    /// `<namespace>.<cluster>` of each dependency, sorted; absent when none (and in snapshots
+    /// written by older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+impl Snapshot {
+    /// Whether this records a configuration (generation 0 only publishes `depends_on`).
+    pub fn is_configured(&self) -> bool {
+        self.generation > 0
+    }
 }
 
 /// Reads a snapshot and its version; None when the cluster was never configured.

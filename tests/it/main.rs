@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod cluster;
+mod cluster_deps;
 mod cluster_faults;
 mod ctl;
 mod examples;

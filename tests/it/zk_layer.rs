@@ -67,6 +67,7 @@ async fn seqs_are_claimed_smallest_first_and_freed_only_by_a_configuration() {
         generation: 1,
         hash: plan::config_hash(&pods, &BTreeMap::new()),
         pods,
+        ..Snapshot::default()
     };
     let path = paths.snapshot();
     let commit = Commit {
@@ -150,6 +151,7 @@ async fn a_deposed_leader_cannot_write_the_snapshot() {
         generation: 1,
         hash: "h1".into(),
         pods: BTreeMap::new(),
+        ..Snapshot::default()
     };
     snapshot::commit(&a, acls, &write(&path, &ca.path, &first, None))
         .await
@@ -161,6 +163,7 @@ async fn a_deposed_leader_cannot_write_the_snapshot() {
         generation: 2,
         hash: "from-a".into(),
         pods: BTreeMap::new(),
+        ..Snapshot::default()
     };
     let err = snapshot::commit(&a, acls, &write(&path, &ca.path, &stale, Some(0)))
         .await
@@ -172,6 +175,7 @@ async fn a_deposed_leader_cannot_write_the_snapshot() {
         generation: 2,
         hash: "from-b".into(),
         pods: BTreeMap::new(),
+        ..Snapshot::default()
     };
     snapshot::commit(&b, acls, &write(&path, &cb.path, &next, Some(version)))
         .await
@@ -219,6 +223,7 @@ async fn dependencies_resolve_relative_absolute_and_wildcards_to_live_configured
             generation: 3,
             hash: "x".into(),
             pods: configured,
+            ..Snapshot::default()
         })
         .unwrap(),
         &acls.persistent(),
