@@ -6,7 +6,7 @@
 //! A veto (406) or a failure stops the attempt; the leader retries after the damper. A pod
 //! answering 410 is dropped at once; one failing `evict_after` times is left out ([`Evictions`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::calls::{Answer, Caller};
 use super::leader::{Ctx, World};
@@ -19,13 +19,28 @@ use crate::zk::snapshot::{self, Commit, Snapshot};
 use crate::zk::{Client, ZkError};
 
 /// Pods left out: gone (410) or failing `on` `evict_after` times, for as long as they keep the
-/// same registration (a new znode, i.e. a new czxid, gives them another chance).
+/// same registration (a new znode, i.e. a new czxid, gives them another chance). A new leader
+/// starts from the snapshot's `failed` ([`Evictions::seed`]).
 #[derive(Default)]
 pub(super) struct Evictions {
     failures: HashMap<String, (i64, u32)>,
+    seeded: bool,
 }
 
 impl Evictions {
+    /// Once per leadership: the pods the last configuration recorded as evicted stay evicted in
+    /// their current registration (the uuid is all the snapshot keeps).
+    pub(super) fn seed(&mut self, failed: &[String], registered: &BTreeMap<String, Registered>, limit: u32) {
+        if std::mem::replace(&mut self.seeded, true) {
+            return;
+        }
+        for uuid in failed {
+            if let Some(r) = registered.get(uuid) {
+                self.fail(r, limit);
+            }
+        }
+    }
+
     pub(super) fn count(&self, r: &Registered) -> u32 {
         match self.failures.get(&r.pod.uuid) {
             Some((czxid, n)) if *czxid == r.czxid => *n,
@@ -203,8 +218,9 @@ pub(super) async fn configure(
     let snap = Snapshot {
         generation,
         hash: plan::config_hash(&pods, &w.deps),
-        pods,
         depends_on: w.depends_on.clone(),
+        failed: evicted(w, &pods, evictions, settings.evict_after),
+        pods,
     };
     let path = ctx.paths.snapshot();
     let commit = Commit {
@@ -217,6 +233,18 @@ pub(super) async fn configure(
     };
     snapshot::commit(client, ctx.acls, &commit).await?;
     Ok(generation)
+}
+
+/// The registered, running pods left out of `pods` as evicted, by seq.
+pub(super) fn evicted(w: &World, pods: &Pods, evictions: &Evictions, evict_after: u32) -> Vec<String> {
+    let mut out: Vec<&Registered> = w
+        .registered
+        .values()
+        .filter(|r| r.pod.state.is_live() && !pods.contains_key(&r.pod.uuid))
+        .filter(|r| evictions.count(r) >= evict_after.max(1))
+        .collect();
+    out.sort_by_key(|r| (r.pod.seq, r.pod.uuid.clone()));
+    out.into_iter().map(|r| r.pod.uuid.clone()).collect()
 }
 
 fn list(pods: &Pods) -> Vec<Pod> {
@@ -253,4 +281,33 @@ fn count_failures(
         }
     }
     words.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(uuid: &str, czxid: i64) -> Registered {
+        Registered {
+            pod: Pod {
+                uuid: uuid.into(),
+                ..Pod::default()
+            },
+            czxid,
+        }
+    }
+
+    #[test]
+    fn a_new_leader_keeps_the_snapshots_evictions_for_the_current_registration() {
+        let registered = BTreeMap::from([("c".to_string(), reg("c", 5)), ("d".to_string(), reg("d", 6))]);
+        let mut e = Evictions::default();
+        e.seed(&["c".into(), "gone".into()], &registered, 3);
+        assert_eq!(e.count(&reg("c", 5)), 3);
+        assert_eq!(e.count(&reg("d", 6)), 0);
+        // Once per leadership: the leader's own snapshots do not add up.
+        e.seed(&["c".into()], &registered, 3);
+        assert_eq!(e.count(&reg("c", 5)), 3);
+        // Registered again (a new znode): another chance.
+        assert_eq!(e.count(&reg("c", 7)), 0);
+    }
 }

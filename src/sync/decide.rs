@@ -23,6 +23,15 @@ pub(super) fn resignation(uuid: &str, w: &World) -> Option<String> {
     })
 }
 
+/// `seq 3 (<uuid>), ...` for the evicted pods.
+fn evicted_names(w: &World) -> String {
+    let name = |uuid: &String| match w.registered.get(uuid) {
+        Some(r) => format!("seq {} ({uuid})", r.pod.seq),
+        None => uuid.clone(),
+    };
+    w.evicted.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
 /// The leader's pending change and the words for it.
 #[derive(Default)]
 pub(super) struct Pending {
@@ -59,9 +68,13 @@ impl Pending {
         if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
             self.failure = None;
-            return match &self.probe {
+            let line = match &self.probe {
                 Some(line) => line.clone(),
                 None => format!("configured: {} pods, generation {}", s.pods.len(), s.generation),
+            };
+            return match w.evicted.is_empty() {
+                true => line,
+                false => format!("{line}; evicted: {}", evicted_names(w)),
             };
         }
         // Generation 0 only publishes `depends_on`: the first configuration is still to come.
@@ -164,7 +177,7 @@ mod tests {
                     generation: 4,
                     hash,
                     pods,
-                    depends_on: Vec::new(),
+                    ..Snapshot::default()
                 },
                 0,
             )
@@ -180,6 +193,7 @@ mod tests {
             depends_on: Vec::new(),
             cycle: None,
             graph: BTreeMap::new(),
+            evicted: Vec::new(),
         }
     }
 
@@ -275,6 +289,21 @@ mod tests {
             0,
         ));
         assert_eq!(p.decide(&s, &w, Instant::now()), "waiting for min_size: 1/3 pods");
+    }
+
+    #[test]
+    fn the_status_at_rest_names_the_evicted_pods() {
+        let s = spec("cluster: c\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let mut w = world(&[("a", R), ("b", R), ("c", R)], Some(&["a", "b"]));
+        // `c` evicted: not live, so the configuration is the snapshot's.
+        w.live.remove("c");
+        w.hash = plan::config_hash(&w.live, &w.deps);
+        w.evicted = vec!["c".into()];
+        assert_eq!(
+            p.decide(&s, &w, Instant::now()),
+            "configured: 2 pods, generation 4; evicted: seq 3 (c)"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
 use super::calls::{last_line, run_local};
-use super::configure::{configure, Evictions, Stop};
+use super::configure::{configure, evicted, Evictions, Stop};
 use super::decide::{resignation, Pending};
 use super::plan::{self, Pods, ResolvedDep};
 use super::SyncStatus;
@@ -121,6 +121,8 @@ pub(super) struct World {
     pub cycle: Option<Vec<String>>,
     /// What each cluster reached from the dependencies depends on, per its snapshot.
     pub graph: BTreeMap<String, Vec<String>>,
+    /// Registered, running pods left out as evicted, by seq.
+    pub evicted: Vec<String>,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -203,7 +205,7 @@ pub(super) async fn lead(
     let mut evictions = Evictions::default();
     let mut next_probe = settings.probe.as_ref().map(|_| Instant::now());
     loop {
-        let world = match observe(ctx, client, &evictions).await {
+        let world = match observe(ctx, client, &mut evictions).await {
             Ok(w) => Some(w),
             Err(e) if e.is_session_lost() => return Err(e),
             Err(e) => {
@@ -299,10 +301,13 @@ async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &Worl
 }
 
 /// Reads the cluster, its snapshot and its dependencies.
-async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<World, ZkError> {
+async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Result<World, ZkError> {
     let spec = &ctx.spec;
     let registered = cluster::registered(client, &ctx.paths).await?;
+    let snapshot = snapshot::read(client, &ctx.paths.snapshot()).await?;
     let limit = spec.settings.evict_after.max(1);
+    let failed = snapshot.as_ref().map_or(&[][..], |(s, _)| s.failed.as_slice());
+    evictions.seed(failed, &registered, limit);
     let live: Pods = registered
         .values()
         .filter(|r| r.pod.state.is_live() && evictions.count(r) < limit)
@@ -318,13 +323,12 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
     for r in &resolved {
         deps.insert(r.name.clone(), cluster::dependency_pods(client, &r.key).await?);
     }
-    let snapshot = snapshot::read(client, &ctx.paths.snapshot()).await?;
     let held = cluster::held_seqs(client, &ctx.paths).await?;
     let hash = plan::config_hash(&live, &deps);
     let depends_on = plan::dependency_keys(&resolved);
     let graph = dependency_graph(client, &ctx.paths.key, &depends_on).await?;
     let cycle = plan::find_cycle(&ctx.paths.key, &depends_on, &graph);
-    Ok(World {
+    let mut world = World {
         depends_on,
         cycle,
         graph,
@@ -335,7 +339,10 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
         snapshot,
         held,
         hash,
-    })
+        evicted: Vec::new(),
+    };
+    world.evicted = evicted(&world, &world.live, evictions, limit);
+    Ok(world)
 }
 
 /// At most this many clusters are followed looking for a dependency cycle.

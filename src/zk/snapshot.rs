@@ -1,7 +1,8 @@
 //! The snapshot: `{generation, hash, pods}` of a cluster's last configuration (SPEC §6), plus
 //! `depends_on`, the cluster's dependencies as resolved keys, which other leaders follow to find
 //! a dependency cycle (SPEC §3). A leader publishes `depends_on` before its first configuration
-//! too, as a snapshot of generation 0 without pods (which configures nothing).
+//! too, as a snapshot of generation 0 without pods (which configures nothing). And `failed`, the
+//! pods evicted, which a new leader keeps out.
 //!
 //! Written only by the leader, in ONE transaction that first checks the leader's election node
 //! (so a deposed leader can change nothing), and that frees the seqs of pods the configuration
@@ -25,6 +26,10 @@ pub struct Snapshot {
     /// written by older versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Uuids of the registered pods this configuration left out as evicted (failing `on`
+    /// `evict_after` times, or gone), so that the next leader leaves them out too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 impl Snapshot {

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::cluster::{
-    cluster_status, configured, converged, entries, leader, pod_yaml, start, Member, PEERS, T,
+    cluster_status, configured, converged, entries, info, leader, pod_yaml, start, Member, PEERS, T,
 };
 use crate::harness::eventually;
 use crate::harness::pod::{Pod, PodDir, PodOptions};
@@ -240,4 +240,48 @@ async fn a_zookeeper_restart_longer_than_the_client_waits_resumes_the_sessions()
 #[tokio::test]
 async fn an_expired_session_registers_again_as_itself_and_reconfigures_nothing() {
     outage("f4", "4s", Fault::FreezePod).await;
+}
+
+#[tokio::test]
+async fn evictions_survive_a_change_of_leader() {
+    let zk = ZkServer::start();
+    let settings = "settings: { min_size: 2, damper: 200ms, evict_after: 2, timeout: 10s }";
+    let good = || pod_yaml("f5", "web", settings, PEERS);
+    let mut pods = vec![start(&zk, good(), None), start(&zk, good(), None)];
+    converged(&refs(&pods), 2, "2 good pods configured").await;
+    // Never ready: its `on` answers 504 after the ready timeout.
+    let bad = pod_yaml(
+        "f5",
+        "web",
+        &format!("{settings}\nchecks: {{ ready: {{ command: 'false', every: 100ms, timeout: 500ms }} }}"),
+        PEERS,
+    );
+    let c = start(&zk, bad, None);
+    let c_uuid = c.info().await["uuid"].as_str().unwrap().to_string();
+    let lead = leader(&refs(&pods)).await.ip.clone();
+    let mut old = pods.remove(pods.iter().position(|m| m.ip == lead).unwrap());
+    let next = &pods[0];
+    let evicted = format!("configured: 2 pods, generation 2; evicted: seq 3 ({c_uuid})");
+    eventually(T, "the leader to evict the failing pod", || async {
+        (cluster_status(&old).await == evicted).then_some(())
+    })
+    .await;
+    let tried = seen(&c).await.configurations;
+
+    // The leader goes: its successor finds the eviction in the snapshot and does not try the
+    // failing pod again.
+    old.pod.signal(Signal::SIGKILL);
+    old.pod.wait_exit(T).await;
+    let evicted = format!("configured: 1 pods, generation 3; evicted: seq 3 ({c_uuid})");
+    eventually(T, "the successor at rest, the eviction kept", || async {
+        (cluster_status(next).await == evicted).then_some(())
+    })
+    .await;
+    quiet().await;
+    assert_eq!(
+        c.info().await["configurations"],
+        tried,
+        "the evicted pod was not tried again"
+    );
+    assert_eq!(info(next).await.unwrap()["state"], "leader");
 }
