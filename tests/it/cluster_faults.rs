@@ -32,6 +32,22 @@ async fn at_rest(m: &Member, n: usize, generation: u64) {
     .await;
 }
 
+/// Waits until whichever pod leads (it may change meanwhile) is at rest with `n` pods at
+/// `generation`.
+async fn cluster_at_rest(pods: &[Member], n: usize, generation: u64) {
+    let want = format!("configured: {n} pods, generation {generation}");
+    eventually(T, &format!("a leader at rest ({want})"), || async {
+        for m in pods {
+            let i = info(m).await?;
+            if i["state"] == "leader" && i["cluster_status"].as_str()?.starts_with(&want) {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+}
+
 /// Nothing to poll for: the point is that nothing more happens in a few damper periods.
 async fn quiet() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -165,7 +181,7 @@ async fn outage(namespace: &str, session_timeout: &str, fault: Fault) {
         start_with_timeout(&zk, yaml(), session_timeout),
     ];
     converged(&refs(&pods), 2, "2 pods configured").await;
-    at_rest(leader(&refs(&pods)).await, 2, 1).await;
+    cluster_at_rest(&pods, 2, 1).await;
     let mut before = Vec::new();
     for m in &pods {
         before.push(seen(m).await);
@@ -198,8 +214,7 @@ async fn outage(namespace: &str, session_timeout: &str, fault: Fault) {
         })
         .await;
     }
-    let lead = leader(&refs(&pods)).await;
-    at_rest(lead, 2, 1).await;
+    cluster_at_rest(&pods, 2, 1).await;
     let uuids: BTreeSet<String> = znodes.keys().cloned().collect();
     let now = eventually(T, "both pods' znodes present", || async {
         let now = registered(&zk, &key).await;
@@ -218,7 +233,7 @@ async fn outage(namespace: &str, session_timeout: &str, fault: Fault) {
         }
     }
     quiet().await;
-    at_rest(lead, 2, 1).await;
+    cluster_at_rest(&pods, 2, 1).await;
     for (m, b) in pods.iter().zip(before) {
         assert_eq!(seen(m).await, b, "same identity, process and configurations");
         assert_eq!(configured(m), "1\n", "no reconfiguration");
