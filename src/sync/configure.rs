@@ -1,219 +1,236 @@
-//! The leader's side of the control API (SPEC §7): `check`, `off`, `on`, `ok` sent to every pod,
-//! and the commands it runs on its own pod (`settings.apply`, `settings.probe`).
+//! One configuration of the cluster by its leader (SPEC §3 settings, §7): `check` every pod,
+//! `off` them all when `full_shutdown`, `on` each with the map (in parallel, or one by one in
+//! `order` when `sequential`), `ok`, run `settings.apply` on the leader's own pod, then write the
+//! snapshot in one transaction that checks the leader still holds its election node.
 //!
-//! Every request carries `settings.timeout` and, when a token is set, `Authorization: Bearer`.
-//! Fan-outs run at most `settings.parallelism` requests at a time.
+//! A veto (406) or a failure stops the attempt; the leader retries after the damper. A pod
+//! answering 410 is dropped at once; one failing `evict_after` times is left out ([`Evictions`]).
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
+use super::calls::{run_local, Answer, Caller};
+use super::leader::{Ctx, World};
+use super::plan::{self, Pods};
 use crate::model::{ClusterMap, Pod};
-use crate::spec::CommandLine;
+use crate::render::fields;
+use crate::zk::cluster::Registered;
+use crate::zk::election::Candidate;
+use crate::zk::snapshot::{self, Commit, Snapshot};
+use crate::zk::{Client, ZkError};
 
-/// What a pod answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Ok,
-    /// 406: the pod vetoes this configuration (`can_configure`): retry later.
-    Veto,
-    /// 410: the pod was killed for good: drop it.
-    Gone,
-    /// Anything else: timeout, refused, 409 (stale generation), 5xx...
+/// Pods left out: gone (410) or failing `on` `evict_after` times, for as long as they keep the
+/// same registration (a new znode, i.e. a new czxid, gives them another chance).
+#[derive(Default)]
+pub(super) struct Evictions {
+    failures: HashMap<String, (i64, u32)>,
+}
+
+impl Evictions {
+    pub(super) fn count(&self, r: &Registered) -> u32 {
+        match self.failures.get(&r.pod.uuid) {
+            Some((czxid, n)) if *czxid == r.czxid => *n,
+            _ => 0,
+        }
+    }
+
+    fn fail(&mut self, r: &Registered, by: u32) -> u32 {
+        let n = self.count(r).saturating_add(by);
+        self.failures.insert(r.pod.uuid.clone(), (r.czxid, n));
+        n
+    }
+
+    fn succeed(&mut self, uuid: &str) {
+        self.failures.remove(uuid);
+    }
+}
+
+/// Why a configuration attempt stopped short.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Stop {
+    #[error("vetoed by {0}")]
+    Veto(String),
+    #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Zk(#[from] ZkError),
 }
 
-/// Sends control requests to pods.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    http: reqwest::Client,
-    token: Option<String>,
-    timeout: Duration,
-    parallelism: usize,
-    /// The leader's uuid, sent as `X-Ochopod-Leader` so a pod can tell the leader's `off` from an
-    /// operator's (which marks it held).
-    leader: String,
-}
+/// One configuration: check, (off), on, ok, apply, then the snapshot transaction.
+pub(super) async fn configure(
+    ctx: &Ctx,
+    client: &Client,
+    me: &Candidate,
+    w: &World,
+    evictions: &mut Evictions,
+) -> Result<u64, Stop> {
+    let settings = &ctx.spec.settings;
+    let (prev, prev_generation, version) = match &w.snapshot {
+        Some((s, v)) => (s.pods.clone(), s.generation, Some(*v)),
+        None => (Pods::new(), 0, None),
+    };
+    let generation = prev_generation + 1;
+    let caller = Caller::new(ctx.token.clone(), settings.timeout, settings.parallelism);
+    let mut pods = w.live.clone();
 
-impl Caller {
-    pub fn new(token: Option<String>, timeout: Duration, parallelism: usize, leader: &str) -> Caller {
-        // Peers are addressed directly; an HTTP proxy from the environment must not get in the way.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Caller {
-            http,
-            token,
-            timeout,
-            parallelism: parallelism.max(1),
-            leader: leader.to_string(),
-        }
-    }
-
-    /// `POST <path>` to one pod, with `body` as JSON when given.
-    pub async fn post(&self, pod: &Pod, path: &str, body: Option<&ClusterMap>) -> Answer {
-        let host = if pod.ip.contains(':') {
-            format!("[{}]", pod.ip)
-        } else {
-            pod.ip.clone()
-        };
-        let url = format!("http://{host}:{}{path}", pod.control_port);
-        let mut req = self
-            .http
-            .post(&url)
-            .timeout(self.timeout)
-            .header("X-Ochopod-Leader", &self.leader);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        match req.send().await {
-            Ok(r) if r.status().is_success() => Answer::Ok,
-            Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
-            Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                Answer::Failed(format!("{url}: {status} {}", text.trim()))
+    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
+    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
+    let mut vetoes = Vec::new();
+    let mut failures = Vec::new();
+    for (uuid, answer) in answers {
+        match answer {
+            Answer::Ok => {}
+            Answer::Veto => vetoes.push(name(&pods, &uuid)),
+            Answer::Gone => {
+                tracing::info!(uuid, "pod is gone (410), dropped");
+                if let Some(r) = w.registered.get(&uuid) {
+                    evictions.fail(r, u32::MAX);
+                }
+                pods.remove(&uuid);
             }
-            Err(e) => Answer::Failed(format!("{url}: {e}")),
+            Answer::Failed(e) => failures.push((uuid, e)),
         }
     }
+    if !vetoes.is_empty() {
+        return Err(Stop::Veto(vetoes.join(", ")));
+    }
+    if !failures.is_empty() {
+        return Err(Stop::Failed(count_failures(
+            w,
+            evictions,
+            settings.evict_after,
+            "check",
+            failures,
+        )));
+    }
+    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
 
-    /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with the map
-    /// keyed for it when `map` is given.
-    pub async fn fan_out(
-        &self,
-        pods: &[Pod],
-        path: &'static str,
-        map: Option<&ClusterMap>,
-    ) -> BTreeMap<String, Answer> {
-        let gate = Arc::new(Semaphore::new(self.parallelism));
-        let mut set = JoinSet::new();
-        for pod in pods {
-            let (me, pod, gate) = (self.clone(), pod.clone(), gate.clone());
-            let body = map.map(|m| ClusterMap {
-                key: pod.uuid.clone(),
-                ..m.clone()
-            });
-            set.spawn(async move {
-                // The semaphore is never closed, so acquire cannot fail; a failure would only
-                // mean running without the limit.
-                let _permit = gate.acquire_owned().await.ok();
-                let answer = me.post(&pod, path, body.as_ref()).await;
-                (pod.uuid, answer)
-            });
-        }
-        let mut out = BTreeMap::new();
-        while let Some(r) = set.join_next().await {
-            if let Ok((uuid, answer)) = r {
-                out.insert(uuid, answer);
+    if settings.full_shutdown {
+        // With a body, `off` is the leader's (an empty one is an operator's, which holds the pod).
+        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", Some(&map)).await {
+            if let Answer::Failed(e) = answer {
+                tracing::warn!(uuid, error = %e, "off failed, going on");
             }
         }
-        out
     }
-}
 
-/// Runs a command on the leader's own pod; returns its stdout, or why it failed.
-/// `cluster_file` (when given) is passed as `OCHOPOD_CLUSTER_FILE`.
-pub async fn run_local(
-    command: &CommandLine,
-    cluster_file: Option<&Path>,
-    timeout: Duration,
-) -> Result<String, String> {
-    let mut cmd = match command {
-        CommandLine::Shell(s) => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(s);
-            c
-        }
-        CommandLine::Exec(argv) => {
-            let Some((prog, args)) = argv.split_first() else {
-                return Err("empty command".into());
+    let mut failures = Vec::new();
+    if settings.sequential {
+        for uuid in plan::call_order(&pods, &map.added, settings.order) {
+            let Some(pod) = pods.get(&uuid) else { continue };
+            let body = ClusterMap {
+                key: uuid.clone(),
+                ..map.clone()
             };
-            let mut c = tokio::process::Command::new(prog);
-            c.args(args);
-            c
+            match caller.post(pod, "/control/on", Some(&body)).await {
+                Answer::Ok => evictions.succeed(&uuid),
+                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
+                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
+                Answer::Failed(e) => failures.push((uuid, e)),
+            }
+            // One by one means each waits for the previous to be ready: stop at the first failure.
+            if !failures.is_empty() {
+                break;
+            }
         }
-    };
-    if let Some(f) = cluster_file {
-        cmd.env("OCHOPOD_CLUSTER_FILE", f);
-    }
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return Err(format!("cannot run: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "timed out after {}",
-                crate::spec::format_duration(timeout)
-            ))
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
     } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(format!(
-            "{}: {}",
-            out.status,
-            last_line(&stderr).unwrap_or_default()
-        ))
+        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/on", Some(&map)).await {
+            match answer {
+                Answer::Ok => evictions.succeed(&uuid),
+                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
+                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
+                Answer::Failed(e) => failures.push((uuid, e)),
+            }
+        }
     }
+    if !failures.is_empty() {
+        return Err(Stop::Failed(count_failures(
+            w,
+            evictions,
+            settings.evict_after,
+            "on",
+            failures,
+        )));
+    }
+
+    for (uuid, answer) in caller.fan_out(&list(&pods), "/control/ok", Some(&map)).await {
+        if let Answer::Failed(e) = answer {
+            tracing::warn!(uuid, error = %e, "ok failed, going on");
+        }
+    }
+
+    if let Some(apply) = &settings.apply {
+        let apply = ctx
+            .command(fields::APPLY, apply, &map)
+            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+        let file = ctx.state_dir.join("apply-cluster.json");
+        let body = ClusterMap {
+            key: ctx.uuid.clone(),
+            ..map.clone()
+        };
+        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+        std::fs::create_dir_all(&ctx.state_dir)
+            .and_then(|()| std::fs::write(&file, json))
+            .map_err(|e| Stop::Failed(format!("apply: cannot write {}: {e}", file.display())))?;
+        run_local(&apply, Some(&file), settings.timeout)
+            .await
+            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+    }
+
+    let registered: BTreeSet<String> = w.registered.keys().cloned().collect();
+    let free: Vec<(String, i32)> = plan::seqs_to_free(&w.held, &pods, &registered)
+        .into_iter()
+        .map(|h| (ctx.paths.seq(h.seq), h.version))
+        .collect();
+    let snap = Snapshot {
+        generation,
+        hash: plan::config_hash(&pods, &w.deps),
+        pods,
+    };
+    let path = ctx.paths.snapshot();
+    let commit = Commit {
+        leader_node: &me.path,
+        leader_version: 0,
+        path: &path,
+        snapshot: &snap,
+        snapshot_version: version,
+        free_seqs: free,
+    };
+    snapshot::commit(client, ctx.acls, &commit).await?;
+    Ok(generation)
 }
 
-/// The last non-empty line of a command's output (the probe's status).
-pub fn last_line(text: &str) -> Option<String> {
-    text.lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
+fn list(pods: &Pods) -> Vec<Pod> {
+    pods.values().cloned().collect()
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
+fn name(pods: &Pods, uuid: &str) -> String {
+    pods.get(uuid)
+        .map_or_else(|| uuid.to_string(), |p| format!("seq {} ({uuid})", p.seq))
+}
 
-    #[test]
-    fn the_last_non_empty_line_is_the_status() {
-        assert_eq!(last_line("a\nb\n\n  \n").as_deref(), Some("b"));
-        assert_eq!(last_line(""), None);
+/// Counts one failure for each pod and says which ones are now evicted.
+fn count_failures(
+    w: &World,
+    evictions: &mut Evictions,
+    evict_after: u32,
+    phase: &str,
+    failures: Vec<(String, String)>,
+) -> String {
+    let mut words = Vec::new();
+    for (uuid, e) in failures {
+        let n = w.registered.get(&uuid).map_or(0, |r| evictions.fail(r, 1));
+        if n >= evict_after.max(1) {
+            tracing::warn!(uuid, failures = n, "pod evicted: left out of the configuration");
+            words.push(format!(
+                "{} failed {phase} {n} times, evicted ({e})",
+                name(&w.live, &uuid)
+            ));
+        } else {
+            words.push(format!(
+                "{} failed {phase} ({n}/{evict_after}): {e}",
+                name(&w.live, &uuid)
+            ));
+        }
     }
-
-    #[tokio::test]
-    async fn local_commands_get_the_cluster_file_and_report_failures() {
-        let dir = std::env::temp_dir().join(format!("ochopod-run-local-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("map.json");
-        std::fs::write(&f, "{}").unwrap();
-        let ok = run_local(
-            &CommandLine::Shell("cat \"$OCHOPOD_CLUSTER_FILE\"; echo; echo fine".into()),
-            Some(&f),
-            Duration::from_secs(5),
-        )
-        .await;
-        assert_eq!(ok.map(|o| last_line(&o)), Ok(Some("fine".into())));
-        let bad = run_local(
-            &CommandLine::Exec(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo nope >&2; exit 3".into(),
-            ]),
-            None,
-            Duration::from_secs(5),
-        )
-        .await;
-        assert!(bad.as_ref().is_err_and(|e| e.contains("nope")), "{bad:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    words.join("; ")
 }

@@ -11,7 +11,7 @@
 //! it then waits for `damper` of quiet (at most `damper_max` after the first change). The loop
 //! ends when its token is cancelled (session over or shutdown) or when it is deposed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,15 +21,17 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
-use super::configure::{last_line, run_local, Answer, Caller};
+use super::calls::{last_line, run_local};
+use super::configure::{configure, Evictions, Stop};
 use super::plan::{self, Damper, Pods, ResolvedDep};
 use super::SyncStatus;
-use crate::model::{ClusterMap, Pod};
-use crate::spec::PodSpec;
+use crate::model::ClusterMap;
+use crate::render::{fields, Context, Renderer};
+use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{self, HeldSeq, Registered};
 use crate::zk::election::Candidate;
 use crate::zk::paths::{ClusterPaths, CLUSTERS};
-use crate::zk::snapshot::{self, Commit, Snapshot};
+use crate::zk::snapshot::{self, Snapshot};
 use crate::zk::{Acls, Client, ZkError};
 
 /// What the leader needs from the sync loop.
@@ -42,9 +44,33 @@ pub(super) struct Ctx {
     pub state_dir: PathBuf,
     /// Read by `/info` (through the runtime); the leader writes role, status and generation.
     pub status: watch::Sender<SyncStatus>,
+    /// For `settings.apply` and `settings.probe`, which are templates (SPEC §3); None when the
+    /// pod.yaml's templates do not compile (the runtime refuses those before we get here).
+    pub renderer: Option<Renderer>,
+    /// The environment templates see as `env`.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Ctx {
+    /// Renders a command field (`settings.apply` / `settings.probe`) for the leader's own pod
+    /// against `map`; the command as written when there is no renderer.
+    pub(super) fn command(
+        &self,
+        field: &str,
+        written: &CommandLine,
+        map: &ClusterMap,
+    ) -> Result<CommandLine, String> {
+        let Some(r) = &self.renderer else {
+            return Ok(written.clone());
+        };
+        let mine = ClusterMap {
+            key: self.uuid.clone(),
+            ..map.clone()
+        };
+        let ctx = Context::new(&self.spec, &mine, None, &self.env).map_err(|e| e.to_string())?;
+        r.render_command(field, &ctx).map_err(|e| e.to_string())
+    }
+
     fn say(&self, status: String) {
         self.status.send_if_modified(|s| {
             let changed = s.status != status;
@@ -55,40 +81,14 @@ impl Ctx {
 }
 
 /// Everything the decision depends on, read afresh after every wake-up.
-struct World {
-    registered: BTreeMap<String, Registered>,
-    live: Pods,
-    deps: BTreeMap<String, Pods>,
-    resolved: Vec<ResolvedDep>,
-    snapshot: Option<(Snapshot, i32)>,
-    held: Vec<HeldSeq>,
-    hash: String,
-}
-
-/// Pods left out: gone (410) or failing `on` `evict_after` times, for as long as they keep the
-/// same registration (a new znode, i.e. a new czxid, gives them another chance).
-#[derive(Default)]
-struct Evictions {
-    failures: HashMap<String, (i64, u32)>,
-}
-
-impl Evictions {
-    fn count(&self, r: &Registered) -> u32 {
-        match self.failures.get(&r.pod.uuid) {
-            Some((czxid, n)) if *czxid == r.czxid => *n,
-            _ => 0,
-        }
-    }
-
-    fn fail(&mut self, r: &Registered, by: u32) -> u32 {
-        let n = self.count(r).saturating_add(by);
-        self.failures.insert(r.pod.uuid.clone(), (r.czxid, n));
-        n
-    }
-
-    fn succeed(&mut self, uuid: &str) {
-        self.failures.remove(uuid);
-    }
+pub(super) struct World {
+    pub registered: BTreeMap<String, Registered>,
+    pub live: Pods,
+    pub deps: BTreeMap<String, Pods>,
+    pub resolved: Vec<ResolvedDep>,
+    pub snapshot: Option<(Snapshot, i32)>,
+    pub held: Vec<HeldSeq>,
+    pub hash: String,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -127,17 +127,6 @@ impl Watches {
         });
         Ok(())
     }
-}
-
-/// Why a configuration attempt stopped short.
-#[derive(Debug, thiserror::Error)]
-enum Stop {
-    #[error("vetoed by {0}")]
-    Veto(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error(transparent)]
-    Zk(#[from] ZkError),
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -219,10 +208,7 @@ pub(super) async fn lead(
             }
             _ = sleep_until(next_probe) => {
                 if let Some(probe) = &settings.probe {
-                    pending.probe = match run_local(&probe.command, None, settings.timeout).await {
-                        Ok(out) => last_line(&out),
-                        Err(e) => Some(format!("probe failed: {e}")),
-                    };
+                    pending.probe = Some(run_probe(ctx, client, &probe.command).await);
                     next_probe = Some(Instant::now() + probe.every);
                 }
             }
@@ -328,184 +314,24 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &Evictions) -> Result<Wo
     })
 }
 
-/// One configuration: check, (off), on, ok, apply, then the snapshot transaction.
-async fn configure(
-    ctx: &Ctx,
-    client: &Client,
-    me: &Candidate,
-    w: &World,
-    evictions: &mut Evictions,
-) -> Result<u64, Stop> {
-    let settings = &ctx.spec.settings;
-    let (prev, prev_generation, version) = match &w.snapshot {
-        Some((s, v)) => (s.pods.clone(), s.generation, Some(*v)),
-        None => (Pods::new(), 0, None),
+/// Runs `settings.probe` against the last configuration; its stdout's last line is the status.
+async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String {
+    let last = match snapshot::read(client, &ctx.paths.snapshot()).await {
+        Ok(Some((s, _))) if s.pods.contains_key(&ctx.uuid) => s,
+        Ok(_) => return "probe: waiting for a configuration with this pod".into(),
+        Err(e) => return format!("probe: {e}"),
     };
-    let generation = prev_generation + 1;
-    let caller = Caller::new(
-        ctx.token.clone(),
-        settings.timeout,
-        settings.parallelism,
-        &ctx.uuid,
-    );
-    let mut pods = w.live.clone();
-
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
-    let mut vetoes = Vec::new();
-    let mut failures = Vec::new();
-    for (uuid, answer) in answers {
-        match answer {
-            Answer::Ok => {}
-            Answer::Veto => vetoes.push(name(&pods, &uuid)),
-            Answer::Gone => {
-                tracing::info!(uuid, "pod is gone (410), dropped");
-                if let Some(r) = w.registered.get(&uuid) {
-                    evictions.fail(r, u32::MAX);
-                }
-                pods.remove(&uuid);
-            }
-            Answer::Failed(e) => failures.push((uuid, e)),
-        }
-    }
-    if !vetoes.is_empty() {
-        return Err(Stop::Veto(vetoes.join(", ")));
-    }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "check",
-            failures,
-        )));
-    }
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-
-    if settings.full_shutdown {
-        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", None).await {
-            if let Answer::Failed(e) = answer {
-                tracing::warn!(uuid, error = %e, "off failed, going on");
-            }
-        }
-    }
-
-    let mut failures = Vec::new();
-    if settings.sequential {
-        for uuid in plan::call_order(&pods, &map.added, settings.order) {
-            let Some(pod) = pods.get(&uuid) else { continue };
-            let body = ClusterMap {
-                key: uuid.clone(),
-                ..map.clone()
-            };
-            match caller.post(pod, "/control/on", Some(&body)).await {
-                Answer::Ok => evictions.succeed(&uuid),
-                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
-            }
-            // One by one means each waits for the previous to be ready: stop at the first failure.
-            if !failures.is_empty() {
-                break;
-            }
-        }
-    } else {
-        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/on", Some(&map)).await {
-            match answer {
-                Answer::Ok => evictions.succeed(&uuid),
-                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
-            }
-        }
-    }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "on",
-            failures,
-        )));
-    }
-
-    for (uuid, answer) in caller.fan_out(&list(&pods), "/control/ok", Some(&map)).await {
-        if let Answer::Failed(e) = answer {
-            tracing::warn!(uuid, error = %e, "ok failed, going on");
-        }
-    }
-
-    if let Some(apply) = &settings.apply {
-        // TODO: render `apply.command` as a template once the renderer lands (SPEC §3).
-        let file = ctx.state_dir.join("apply-cluster.json");
-        let body = ClusterMap {
-            key: ctx.uuid.clone(),
-            ..map.clone()
-        };
-        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
-        std::fs::create_dir_all(&ctx.state_dir)
-            .and_then(|()| std::fs::write(&file, json))
-            .map_err(|e| Stop::Failed(format!("apply: cannot write {}: {e}", file.display())))?;
-        run_local(apply, Some(&file), settings.timeout)
-            .await
-            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
-    }
-
-    let registered: BTreeSet<String> = w.registered.keys().cloned().collect();
-    let free: Vec<(String, i32)> = plan::seqs_to_free(&w.held, &pods, &registered)
-        .into_iter()
-        .map(|h| (ctx.paths.seq(h.seq), h.version))
-        .collect();
-    let snap = Snapshot {
-        generation,
-        hash: plan::config_hash(&pods, &w.deps),
-        pods,
+    let map = ClusterMap {
+        generation: last.generation,
+        pods: last.pods,
+        ..ClusterMap::default()
     };
-    let path = ctx.paths.snapshot();
-    let commit = Commit {
-        leader_node: &me.path,
-        leader_version: 0,
-        path: &path,
-        snapshot: &snap,
-        snapshot_version: version,
-        free_seqs: free,
+    let command = match ctx.command(fields::PROBE, written, &map) {
+        Ok(c) => c,
+        Err(e) => return format!("probe: {e}"),
     };
-    snapshot::commit(client, ctx.acls, &commit).await?;
-    Ok(generation)
-}
-
-fn list(pods: &Pods) -> Vec<Pod> {
-    pods.values().cloned().collect()
-}
-
-fn name(pods: &Pods, uuid: &str) -> String {
-    pods.get(uuid)
-        .map_or_else(|| uuid.to_string(), |p| format!("seq {} ({uuid})", p.seq))
-}
-
-/// Counts one failure for each pod and says which ones are now evicted.
-fn count_failures(
-    w: &World,
-    evictions: &mut Evictions,
-    evict_after: u32,
-    phase: &str,
-    failures: Vec<(String, String)>,
-) -> String {
-    let mut words = Vec::new();
-    for (uuid, e) in failures {
-        let n = w.registered.get(&uuid).map_or(0, |r| evictions.fail(r, 1));
-        if n >= evict_after.max(1) {
-            tracing::warn!(uuid, failures = n, "pod evicted: left out of the configuration");
-            words.push(format!(
-                "{} failed {phase} {n} times, evicted ({e})",
-                name(&w.live, &uuid)
-            ));
-        } else {
-            words.push(format!(
-                "{} failed {phase} ({n}/{evict_after}): {e}",
-                name(&w.live, &uuid)
-            ));
-        }
+    match run_local(&command, None, ctx.spec.settings.timeout).await {
+        Ok(out) => last_line(&out).unwrap_or_default(),
+        Err(e) => format!("probe failed: {e}"),
     }
-    words.join("; ")
 }

@@ -13,7 +13,8 @@
 //! from here. Shuts down when the shutdown token is cancelled (the session is closed, the pod's
 //! ephemeral nodes go with it) or after [`Handle::deregister`].
 
-pub mod configure;
+pub mod calls;
+mod configure;
 mod leader;
 pub mod plan;
 
@@ -173,6 +174,14 @@ impl Actor {
             token: cfg.token.clone(),
             state_dir: cfg.state_dir.clone(),
             status,
+            renderer: match crate::render::Renderer::new(&cfg.spec) {
+                Ok(r) => Some(r),
+                Err(error) => {
+                    tracing::error!(%error, "templates do not compile: apply and probe run as written");
+                    None
+                }
+            },
+            env: std::env::vars().collect(),
         });
         Actor {
             ctx,

@@ -1,0 +1,211 @@
+//! The leader's side of the control API (SPEC §7): `check`, `off`, `on`, `ok` sent to every pod,
+//! and the commands it runs on its own pod (`settings.apply`, `settings.probe`).
+//!
+//! Every request carries `settings.timeout` and, when a token is set, `Authorization: Bearer`.
+//! Fan-outs run at most `settings.parallelism` requests at a time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::model::{ClusterMap, Pod};
+use crate::spec::CommandLine;
+
+/// What a pod answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    /// 406: the pod vetoes this configuration (`can_configure`): retry later.
+    Veto,
+    /// 410: the pod was killed for good: drop it.
+    Gone,
+    /// Anything else: timeout, refused, 409 (stale generation), 5xx...
+    Failed(String),
+}
+
+/// Sends control requests to pods.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    http: reqwest::Client,
+    token: Option<String>,
+    timeout: Duration,
+    parallelism: usize,
+}
+
+impl Caller {
+    pub fn new(token: Option<String>, timeout: Duration, parallelism: usize) -> Caller {
+        // Peers are addressed directly; an HTTP proxy from the environment must not get in the way.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Caller {
+            http,
+            token,
+            timeout,
+            parallelism: parallelism.max(1),
+        }
+    }
+
+    /// `POST <path>` to one pod, with `body` as JSON when given.
+    pub async fn post(&self, pod: &Pod, path: &str, body: Option<&ClusterMap>) -> Answer {
+        let host = if pod.ip.contains(':') {
+            format!("[{}]", pod.ip)
+        } else {
+            pod.ip.clone()
+        };
+        let url = format!("http://{host}:{}{path}", pod.control_port);
+        let mut req = self.http.post(&url).timeout(self.timeout);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Answer::Ok,
+            Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
+            Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                Answer::Failed(format!("{url}: {status} {}", text.trim()))
+            }
+            Err(e) => Answer::Failed(format!("{url}: {e}")),
+        }
+    }
+
+    /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with the map
+    /// keyed for it when `map` is given.
+    pub async fn fan_out(
+        &self,
+        pods: &[Pod],
+        path: &'static str,
+        map: Option<&ClusterMap>,
+    ) -> BTreeMap<String, Answer> {
+        let gate = Arc::new(Semaphore::new(self.parallelism));
+        let mut set = JoinSet::new();
+        for pod in pods {
+            let (me, pod, gate) = (self.clone(), pod.clone(), gate.clone());
+            let body = map.map(|m| ClusterMap {
+                key: pod.uuid.clone(),
+                ..m.clone()
+            });
+            set.spawn(async move {
+                // The semaphore is never closed, so acquire cannot fail; a failure would only
+                // mean running without the limit.
+                let _permit = gate.acquire_owned().await.ok();
+                let answer = me.post(&pod, path, body.as_ref()).await;
+                (pod.uuid, answer)
+            });
+        }
+        let mut out = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((uuid, answer)) = r {
+                out.insert(uuid, answer);
+            }
+        }
+        out
+    }
+}
+
+/// Runs a command on the leader's own pod; returns its stdout, or why it failed.
+/// `cluster_file` (when given) is passed as `OCHOPOD_CLUSTER_FILE`.
+pub async fn run_local(
+    command: &CommandLine,
+    cluster_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut cmd = match command {
+        CommandLine::Shell(s) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(s);
+            c
+        }
+        CommandLine::Exec(argv) => {
+            let Some((prog, args)) = argv.split_first() else {
+                return Err("empty command".into());
+            };
+            let mut c = tokio::process::Command::new(prog);
+            c.args(args);
+            c
+        }
+    };
+    if let Some(f) = cluster_file {
+        cmd.env("OCHOPOD_CLUSTER_FILE", f);
+    }
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(format!("cannot run: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "timed out after {}",
+                crate::spec::format_duration(timeout)
+            ))
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "{}: {}",
+            out.status,
+            last_line(&stderr).unwrap_or_default()
+        ))
+    }
+}
+
+/// The last non-empty line of a command's output (the probe's status).
+pub fn last_line(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_non_empty_line_is_the_status() {
+        assert_eq!(last_line("a\nb\n\n  \n").as_deref(), Some("b"));
+        assert_eq!(last_line(""), None);
+    }
+
+    #[tokio::test]
+    async fn local_commands_get_the_cluster_file_and_report_failures() {
+        let dir = std::env::temp_dir().join(format!("ochopod-run-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("map.json");
+        std::fs::write(&f, "{}").unwrap();
+        let ok = run_local(
+            &CommandLine::Shell("cat \"$OCHOPOD_CLUSTER_FILE\"; echo; echo fine".into()),
+            Some(&f),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(ok.map(|o| last_line(&o)), Ok(Some("fine".into())));
+        let bad = run_local(
+            &CommandLine::Exec(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo nope >&2; exit 3".into(),
+            ]),
+            None,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(bad.as_ref().is_err_and(|e| e.contains("nope")), "{bad:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
