@@ -8,3 +8,4 @@ mod examples;
 mod pid1;
 mod runner;
 mod sync_zk;
+mod zk_reconnect;
