@@ -7,5 +7,6 @@ mod api;
 mod examples;
 mod pid1;
 mod runner;
+mod showcase;
 mod sync_zk;
 mod zk_reconnect;
