@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod deploy;
 mod examples;
 mod pid1;
 mod runner;
