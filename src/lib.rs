@@ -19,11 +19,13 @@
 //! * `sync` owns the ZooKeeper session: registration, election and, on the leader,
 //!   configuration of every pod of the cluster.
 //! * [`control`] serves the HTTP API; it owns nothing and asks the other two.
+//! * [`ctl`] is the CI/CD client: finds pods through ZooKeeper, drives them over HTTP.
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.
 
 pub mod binding;
 pub mod check;
 pub mod control;
+pub mod ctl;
 pub mod logs;
 pub mod model;
 pub mod render;
@@ -31,6 +33,7 @@ pub mod runtime;
 pub mod spec;
 pub mod supervise;
 pub mod sync;
+pub mod up;
 pub mod zk;
 
 /// ochopod's version, as pods report it.

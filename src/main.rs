@@ -44,12 +44,41 @@ enum Command {
     },
     /// Validate a pod.yaml and render every template against a sample cluster of 3 pods.
     Check { pod_yaml: PathBuf },
+    /// Local development: a throwaway ZooKeeper and N pods on 127.0.0.2, 127.0.0.3, ...
+    Up {
+        pod_yaml: PathBuf,
+        /// How many pods.
+        #[arg(long, short = 'n', default_value_t = 3)]
+        replicas: u32,
+        /// Use this ZooKeeper instead of starting one.
+        #[arg(long, env = "OCHOPOD_ZK")]
+        zk: Option<String>,
+        /// The control port of every pod (each listens on its own IP).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Keep the pods' homes and logs here (default: a temp folder removed at exit).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Print the view on each change instead of redrawing the screen.
+        #[arg(long)]
+        plain: bool,
+        /// The first pod's loopback address; the others follow.
+        #[arg(long, default_value = "127.0.0.2")]
+        first_ip: std::net::Ipv4Addr,
+    },
     /// Print what a given cluster map renders.
     Render {
         pod_yaml: PathBuf,
         /// A cluster map as JSON (the body of /control/on).
         #[arg(long)]
         cluster: PathBuf,
+    },
+    /// Drive the pods of running clusters: find them in ZooKeeper, call their control API.
+    Ctl(ochopod::ctl::CtlArgs),
+    /// Print a shell completion script (`ochopod completions bash > /etc/bash_completion.d/ochopod`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -69,41 +98,99 @@ fn init_logging(format: LogFormat, ring: &LogRing) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ring = LogRing::default();
-    init_logging(cli.log_format, &ring);
+    let logging = |ring: &LogRing| init_logging(cli.log_format, ring);
     let code = match cli.command {
-        Command::Run { pod_yaml, standalone } => run(RunOptions {
+        // ctl and completions are clients: their output is theirs, no log ring or tracing.
+        Command::Ctl(args) => ochopod::ctl::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "ochopod", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("ochopod: cannot write the completion script: {e}");
+                    1
+                }
+            }
+        }
+        Command::Run { pod_yaml, standalone } => {
+            let ring = LogRing::default();
+            logging(&ring);
+            run(RunOptions {
+                pod_yaml,
+                standalone,
+                ring,
+            })
+        }
+        Command::Up {
             pod_yaml,
-            standalone,
-            ring,
-        }),
-        Command::Check { pod_yaml } => ochopod::check::check(&pod_yaml),
-        Command::Render { pod_yaml, cluster } => ochopod::check::render(&pod_yaml, &cluster),
+            replicas,
+            zk,
+            port,
+            home,
+            plain,
+            first_ip,
+        } => {
+            use std::io::IsTerminal;
+            logging(&LogRing::default());
+            let plain = plain || !std::io::stdout().is_terminal();
+            let opts = ochopod::up::UpOptions {
+                pod_yaml,
+                replicas,
+                zk,
+                port,
+                home,
+                plain,
+                first_ip,
+            };
+            block_on(ochopod::up::up(opts)).unwrap_or_else(|e| {
+                eprintln!("ochopod up: {e:#}");
+                1
+            })
+        }
+        Command::Check { pod_yaml } => {
+            logging(&LogRing::default());
+            ochopod::check::check(&pod_yaml)
+        }
+        Command::Render { pod_yaml, cluster } => {
+            logging(&LogRing::default());
+            ochopod::check::render(&pod_yaml, &cluster)
+        }
     };
+    exit(code)
+}
+
+fn exit(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn run(opts: RunOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ochopod: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(runtime::run(opts)) {
-        Ok(code) => code,
-        Err(StartError::Spec(d)) => {
+    match block_on(async { Ok(runtime::run(opts).await) }) {
+        Ok(Ok(code)) => code,
+        Ok(Err(StartError::Spec(d))) => {
             eprintln!("{d}");
             2
         }
-        Err(StartError::Other(e)) => {
+        Ok(Err(StartError::Template(e))) => {
+            eprintln!("{e}");
+            2
+        }
+        Ok(Err(StartError::Other(e))) | Err(e) => {
             eprintln!("ochopod: {e:#}");
             1
         }
     }
+}
+
+/// Runs a future on a small multi-threaded runtime (2 workers: ochopod's loops are I/O bound).
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(future)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// What a pod is, as registered in ZooKeeper and sent in cluster maps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
     pub uuid: String,
     pub seq: u32,
@@ -38,6 +38,11 @@ pub struct Pod {
     pub version: String,
     #[serde(default)]
     pub state: PodState,
+    /// When this run of ochopod started (unix ms). A pod that comes back under the same uuid
+    /// (a restarted container on a persistent volume) is a membership change, because its
+    /// process needs a configuration again; a new session of the same run (expiry, reset) is not.
+    #[serde(default)]
+    pub started: u64,
 }
 
 /// The pod's standing in its cluster, as the leader and dependents read it.

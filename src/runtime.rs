@@ -48,6 +48,9 @@ pub struct RunOptions {
 pub enum StartError {
     #[error("{0}")]
     Spec(spec::Diagnostics),
+    /// A template that does not compile (the same exit code as a pod.yaml problem: 2).
+    #[error("{0}")]
+    Template(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -119,7 +122,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     if tokens.is_empty() {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
     }
-    let renderer = Renderer::new(&spec).map_err(|e| anyhow!("{e}"))?;
+    let renderer = Renderer::new(&spec).map_err(|e| StartError::Template(e.to_string()))?;
     let me = Pod {
         uuid: uuid.clone(),
         seq: if opts.standalone {
@@ -139,6 +142,10 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         binding: identity.binding.to_string(),
         version: crate::VERSION.to_string(),
         state: PodState::Running,
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     };
     tracing::info!(cluster = %spec.key(), %uuid, ip = %me.ip, binding = %me.binding, "starting the pod");
 

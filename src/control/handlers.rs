@@ -183,10 +183,16 @@ pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
     }
 }
 
-/// An empty body is an operator's `off` (the pod is held); a body is the leader's (a map).
-pub async fn off(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
+/// The leader's `off` (`full_shutdown`) says so with an `X-Ochopod-Leader` header or a body (its
+/// map); an operator's is bare and holds the pod.
+pub async fn off(
+    State(api): State<Api>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let origin = match body {
         Err(r) => return error(r.status(), r.body_text()),
+        Ok(_) if headers.contains_key("x-ochopod-leader") => Origin::Leader,
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Origin::Operator,
         Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b) {
             Ok(_) => Origin::Leader,

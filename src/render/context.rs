@@ -238,6 +238,7 @@ fn sample_pod(
         binding: "sample".to_owned(),
         version: crate::VERSION.to_owned(),
         state: PodState::Running,
+        started: 0,
     }
 }
 

@@ -277,6 +277,14 @@ impl Actor {
             self.backoff.reset();
             self.restart_at = None;
             self.start().await;
+            if self.running.is_none() {
+                // pre_start, initialize or the spawn failed: the leader must not count this pod
+                // as configured (the restart policy still retries in the background).
+                let status = self.current().status;
+                return Err(ControlError::Failed(format!(
+                    "the process did not start: {status}"
+                )));
+            }
         }
         Ok(self.running.is_some().then(|| self.current().incarnation))
     }
@@ -516,6 +524,7 @@ impl Actor {
                     s.ready = true;
                     s.status = "running".into();
                 });
+                self.spawn_sanity();
             }
             Event::Sanity(n, ok) if n == incarnation && self.running.is_some() => {
                 let budget = self
@@ -556,7 +565,7 @@ impl Actor {
         };
         let incarnation = self.current().incarnation;
         let checks = self.ctx.spec.checks.clone();
-        if let Some(check) = checks.ready {
+        if let Some(check) = checks.ready.clone() {
             let (ctx, token, tx) = (self.ctx.clone(), self.checks.clone(), self.events_tx.clone());
             let map = map.clone();
             tokio::spawn(async move {
@@ -573,7 +582,19 @@ impl Actor {
                     .await
             });
         }
-        if let Some(check) = checks.sanity {
+        if checks.ready.is_none() {
+            self.spawn_sanity();
+        }
+    }
+
+    /// Starts the sanity checks of the current run once it is ready: a slow starter is not
+    /// failing while it boots.
+    fn spawn_sanity(&mut self) {
+        let Some(map) = self.last_map.borrow().clone() else {
+            return;
+        };
+        let incarnation = self.current().incarnation;
+        if let Some(check) = self.ctx.spec.checks.sanity.clone() {
             let (ctx, token, tx) = (self.ctx.clone(), self.checks.clone(), self.events_tx.clone());
             tokio::spawn(async move {
                 token
@@ -690,16 +711,8 @@ async fn run_check(ctx: &PodContext, what: &str, check: &Check, map: &ClusterMap
     };
     // A single run may not outlast the check's period (nor be shorter than a second).
     let timeout = check.every.max(Duration::from_secs(1));
-    match shell::run(
-        what,
-        &CommandLine::Shell(script),
-        &BTreeMap::new(),
-        None,
-        timeout,
-        &ctx.ring,
-    )
-    .await
-    {
+    let env = hook_env(ctx, map, &ctx.state_dir.join("cluster.json"));
+    match shell::run(what, &CommandLine::Shell(script), &env, None, timeout, &ctx.ring).await {
         Ok(out) => out.success(),
         Err(e) => {
             tracing::debug!(error = %e, "{what} failed");

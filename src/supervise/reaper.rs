@@ -10,8 +10,8 @@
 //!
 //! * every child ochopod spawns goes through [`spawn`], which records its pid in [`OWNED`] while
 //!   holding the lock, so a child that exits at once cannot be mistaken for an orphan;
-//! * on each `SIGCHLD` the reaper lists our zombie children from `/proc` (this kernel may lack
-//!   `/proc/<pid>/task/<tid>/children`, so it scans `/proc/*/stat` for our ppid) and reaps those
+//! * on each `SIGCHLD` the reaper lists our zombie children from `/proc/self/task/*/children`
+//!   (or, on kernels without that file, a scan of `/proc/*/stat` for our ppid) and reaps those
 //!   not in [`OWNED`] with `waitpid(pid, WNOHANG)`.
 //!
 //! `SIGCHLD`s coalesce, so each wake-up scans until nothing is left. The task stops with the
@@ -88,11 +88,18 @@ pub async fn run(shutdown: CancellationToken) {
 }
 
 /// One pass: reap every zombie child that tokio does not own. Returns how many were reaped.
+///
+/// The listing happens without the lock, so a spawn is never held up by it; only the decision
+/// (is this pid tokio's?) and the `waitpid` of a specific orphan hold it. That is safe: a pid
+/// tokio owns was recorded under the lock before anyone could see it exit.
 pub fn reap_orphans() -> usize {
-    let me = std::process::id() as i32;
+    let zombies = zombie_children();
+    if zombies.is_empty() {
+        return 0;
+    }
     let guard = owned();
     let mut reaped = 0;
-    for pid in zombie_children(me) {
+    for pid in zombies {
         if guard.as_ref().is_some_and(|set| set.contains(&pid)) {
             continue;
         }
@@ -104,18 +111,35 @@ pub fn reap_orphans() -> usize {
     reaped
 }
 
-/// Our children in state `Z`, read from `/proc/<pid>/stat`.
-fn zombie_children(me: i32) -> Vec<i32> {
+/// Our children in state `Z`. Each thread's `/proc/self/task/<tid>/children` lists its children
+/// (orphans are adopted by one of our threads), which costs in proportion to our own children;
+/// kernels without that file (CONFIG_PROC_CHILDREN) get a scan of every `/proc/<pid>/stat`.
+fn zombie_children() -> Vec<i32> {
+    let is_zombie = |pid: i32, parent: Option<i32>| {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        matches!(parse_stat(&stat), Some((state, ppid)) if state == 'Z' && parent.is_none_or(|p| p == ppid))
+    };
+    let mut children = Vec::new();
+    let mut listed = false;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                listed = true;
+                children.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    if listed {
+        return children.into_iter().filter(|&pid| is_zombie(pid, None)).collect();
+    }
+    let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            matches!(parse_stat(&stat), Some((state, ppid)) if state == 'Z' && ppid == me)
-        })
+        .filter(|&pid| is_zombie(pid, Some(me)))
         .collect()
 }
 

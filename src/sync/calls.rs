@@ -5,7 +5,6 @@
 //! Fan-outs run at most `settings.parallelism` requests at a time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,9 @@ pub enum Answer {
     Veto,
     /// 410: the pod was killed for good: drop it.
     Gone,
-    /// Anything else: timeout, refused, 409 (stale generation), 5xx...
+    /// 409: the pod applied a later generation than the map's (or has no map to re-apply).
+    Stale(String),
+    /// Anything else: timeout, refused, 5xx...
     Failed(String),
 }
 
@@ -69,6 +70,10 @@ impl Caller {
         match req.send().await {
             Ok(r) if r.status().is_success() => Answer::Ok,
             Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
+            Ok(r) if r.status().as_u16() == 409 => {
+                let text = r.text().await.unwrap_or_default();
+                Answer::Stale(format!("{url}: 409 {}", text.trim()))
+            }
             Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
             Ok(r) => {
                 let status = r.status();
@@ -77,6 +82,24 @@ impl Caller {
             }
             Err(e) => Answer::Failed(format!("{url}: {e}")),
         }
+    }
+
+    /// The generation a pod has applied, from its `GET /info` (SPEC §7).
+    pub async fn applied_generation(&self, pod: &Pod) -> Option<u64> {
+        let host = if pod.ip.contains(':') {
+            format!("[{}]", pod.ip)
+        } else {
+            pod.ip.clone()
+        };
+        let mut req = self
+            .http
+            .get(format!("http://{host}:{}/info", pod.control_port))
+            .timeout(self.timeout);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let info: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+        info.get("generation")?.as_u64()
     }
 
     /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with the map
@@ -113,11 +136,11 @@ impl Caller {
     }
 }
 
-/// Runs a command on the leader's own pod; returns its stdout, or why it failed.
-/// `cluster_file` (when given) is passed as `OCHOPOD_CLUSTER_FILE`.
+/// Runs a command on the leader's own pod with `env` added (`OCHOPOD_CLUSTER_FILE`,
+/// `OCHOPOD_POD_JSON`); returns its stdout, or why it failed.
 pub async fn run_local(
     command: &CommandLine,
-    cluster_file: Option<&Path>,
+    env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<String, String> {
     let mut cmd = match command {
@@ -135,9 +158,7 @@ pub async fn run_local(
             c
         }
     };
-    if let Some(f) = cluster_file {
-        cmd.env("OCHOPOD_CLUSTER_FILE", f);
-    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
     let out = match tokio::time::timeout(timeout, cmd.output()).await {
         Ok(Ok(o)) => o,
@@ -190,7 +211,7 @@ mod tests {
         std::fs::write(&f, "{}").unwrap();
         let ok = run_local(
             &CommandLine::Shell("cat \"$OCHOPOD_CLUSTER_FILE\"; echo; echo fine".into()),
-            Some(&f),
+            &[("OCHOPOD_CLUSTER_FILE", f.display().to_string())],
             Duration::from_secs(5),
         )
         .await;
@@ -201,7 +222,7 @@ mod tests {
                 "-c".into(),
                 "echo nope >&2; exit 3".into(),
             ]),
-            None,
+            &[],
             Duration::from_secs(5),
         )
         .await;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::calls::{run_local, Answer, Caller};
+use super::calls::{Answer, Caller};
 use super::leader::{Ctx, World};
 use super::plan::{self, Pods};
 use crate::model::{ClusterMap, Pod};
@@ -49,10 +49,22 @@ impl Evictions {
 pub(super) enum Stop {
     #[error("vetoed by {0}")]
     Veto(String),
+    /// Before any pod was sent the new map.
     #[error("{0}")]
     Failed(String),
+    /// After some pods may have applied the new map: the cluster is no longer as its snapshot
+    /// says, so the next attempt must happen even if the pods are back to the snapshot's.
+    #[error("{0}")]
+    Partial(String),
     #[error(transparent)]
     Zk(#[from] ZkError),
+}
+
+impl Stop {
+    /// Whether pods may have applied the attempted map (see [`Stop::Partial`]).
+    pub(super) fn is_partial(&self) -> bool {
+        matches!(self, Stop::Partial(_) | Stop::Zk(_))
+    }
 }
 
 /// One configuration: check, (off), on, ok, apply, then the snapshot transaction.
@@ -72,42 +84,61 @@ pub(super) async fn configure(
     let caller = Caller::new(ctx.token.clone(), settings.timeout, settings.parallelism);
     let mut pods = w.live.clone();
 
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
-    let mut vetoes = Vec::new();
-    let mut failures = Vec::new();
-    for (uuid, answer) in answers {
-        match answer {
-            Answer::Ok => {}
-            Answer::Veto => vetoes.push(name(&pods, &uuid)),
-            Answer::Gone => {
-                tracing::info!(uuid, "pod is gone (410), dropped");
-                if let Some(r) = w.registered.get(&uuid) {
-                    evictions.fail(r, u32::MAX);
+    // A pod that applied a later generation than the snapshot's + 1 (a snapshot lost or written
+    // back, a leader gone between `ok` and its snapshot) answers 409: start above what the pods
+    // have, so that the generation keeps growing.
+    let mut generation = generation;
+    for round in 0..3 {
+        let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
+        let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
+        let mut vetoes = Vec::new();
+        let mut failures = Vec::new();
+        let mut stale = Vec::new();
+        for (uuid, answer) in answers {
+            match answer {
+                Answer::Ok => {}
+                Answer::Veto => vetoes.push(name(&pods, &uuid)),
+                Answer::Gone => {
+                    tracing::info!(uuid, "pod is gone (410), dropped");
+                    if let Some(r) = w.registered.get(&uuid) {
+                        evictions.fail(r, u32::MAX);
+                    }
+                    pods.remove(&uuid);
                 }
-                pods.remove(&uuid);
+                Answer::Stale(e) if round < 2 => stale.push((uuid, e)),
+                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
             }
-            Answer::Failed(e) => failures.push((uuid, e)),
         }
-    }
-    if !vetoes.is_empty() {
-        return Err(Stop::Veto(vetoes.join(", ")));
-    }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "check",
-            failures,
-        )));
+        if !vetoes.is_empty() {
+            return Err(Stop::Veto(vetoes.join(", ")));
+        }
+        if !failures.is_empty() {
+            return Err(Stop::Failed(count_failures(
+                w,
+                evictions,
+                settings.evict_after,
+                "check",
+                failures,
+            )));
+        }
+        if stale.is_empty() {
+            break;
+        }
+        for (uuid, e) in stale {
+            let applied = match pods.get(&uuid) {
+                Some(pod) => caller.applied_generation(pod).await,
+                None => None,
+            };
+            tracing::info!(uuid, applied, reason = %e, "a pod is ahead of the snapshot's generation");
+            generation = generation.max(applied.unwrap_or(0) + 1);
+        }
     }
     let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
 
     if settings.full_shutdown {
         // With a body, `off` is the leader's (an empty one is an operator's, which holds the pod).
         for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", Some(&map)).await {
-            if let Answer::Failed(e) = answer {
+            if let Answer::Failed(e) | Answer::Stale(e) = answer {
                 tracing::warn!(uuid, error = %e, "off failed, going on");
             }
         }
@@ -125,7 +156,7 @@ pub(super) async fn configure(
                 Answer::Ok => evictions.succeed(&uuid),
                 Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
                 Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
+                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
             }
             // One by one means each waits for the previous to be ready: stop at the first failure.
             if !failures.is_empty() {
@@ -138,12 +169,12 @@ pub(super) async fn configure(
                 Answer::Ok => evictions.succeed(&uuid),
                 Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
                 Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Failed(e) => failures.push((uuid, e)),
+                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
             }
         }
     }
     if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
+        return Err(Stop::Partial(count_failures(
             w,
             evictions,
             settings.evict_after,
@@ -159,21 +190,9 @@ pub(super) async fn configure(
     }
 
     if let Some(apply) = &settings.apply {
-        let apply = ctx
-            .command(fields::APPLY, apply, &map)
-            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
-        let file = ctx.state_dir.join("apply-cluster.json");
-        let body = ClusterMap {
-            key: ctx.uuid.clone(),
-            ..map.clone()
-        };
-        let json = serde_json::to_vec_pretty(&body).map_err(|e| Stop::Failed(format!("apply: {e}")))?;
-        std::fs::create_dir_all(&ctx.state_dir)
-            .and_then(|()| std::fs::write(&file, json))
-            .map_err(|e| Stop::Failed(format!("apply: cannot write {}: {e}", file.display())))?;
-        run_local(&apply, Some(&file), settings.timeout)
+        ctx.run(fields::APPLY, apply, &map)
             .await
-            .map_err(|e| Stop::Failed(format!("apply: {e}")))?;
+            .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
     }
 
     let registered: BTreeSet<String> = w.registered.keys().cloned().collect();

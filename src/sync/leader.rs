@@ -53,23 +53,43 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
-    /// Renders a command field (`settings.apply` / `settings.probe`) for the leader's own pod
-    /// against `map`; the command as written when there is no renderer.
-    pub(super) fn command(
+    /// Runs a command field (`settings.apply` / `settings.probe`) on the leader's own pod, as
+    /// hooks run (SPEC §4): rendered for this pod against `map` (as written when there is no
+    /// renderer), with the map in `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`.
+    /// Returns its stdout, or why it failed.
+    pub(super) async fn run(
         &self,
         field: &str,
         written: &CommandLine,
         map: &ClusterMap,
-    ) -> Result<CommandLine, String> {
-        let Some(r) = &self.renderer else {
-            return Ok(written.clone());
-        };
+    ) -> Result<String, String> {
         let mine = ClusterMap {
             key: self.uuid.clone(),
             ..map.clone()
         };
-        let ctx = Context::new(&self.spec, &mine, None, &self.env).map_err(|e| e.to_string())?;
-        r.render_command(field, &ctx).map_err(|e| e.to_string())
+        let command = match &self.renderer {
+            Some(r) => {
+                let ctx = Context::new(&self.spec, &mine, None, &self.env).map_err(|e| e.to_string())?;
+                r.render_command(field, &ctx).map_err(|e| e.to_string())?
+            }
+            None => written.clone(),
+        };
+        let file = self
+            .state_dir
+            .join(format!("{}.cluster.json", field.replace('.', "-")));
+        let json = serde_json::to_vec_pretty(&mine).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.state_dir)
+            .and_then(|()| std::fs::write(&file, json))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        let pod = mine
+            .me()
+            .map(|p| serde_json::to_string(p).unwrap_or_default())
+            .unwrap_or_default();
+        let env = [
+            ("OCHOPOD_CLUSTER_FILE", file.display().to_string()),
+            ("OCHOPOD_POD_JSON", pod),
+        ];
+        run_local(&command, &env, self.spec.settings.timeout).await
     }
 
     fn say(&self, status: String) {
@@ -101,6 +121,8 @@ struct Watches {
     /// restore persistent watches on the server after a reconnection within the same session
     /// (its `resend_watches` never sends SetWatches2), so they must be added again ([`Self::renew`]).
     reconnected: Arc<AtomicBool>,
+    /// The last attempt to add the dependencies' watches failed: retry.
+    failed: bool,
 }
 
 impl Watches {
@@ -166,13 +188,23 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// How a leadership ended without an error.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// The session or the loop is over.
+    Stopped,
+    /// This pod is not live (held, failed, leaving, evicted) while another is: that one should
+    /// lead, so that `apply` and `probe` run on a pod that takes part in the configuration.
+    Resigned(String),
+}
+
 /// Leads until `stop` is cancelled; errors when deposed or when the session is lost.
 pub(super) async fn lead(
     ctx: &Ctx,
     client: &Client,
     me: &Candidate,
     stop: &CancellationToken,
-) -> Result<(), ZkError> {
+) -> Result<Ended, ZkError> {
     let settings = &ctx.spec.settings;
     let (wake_tx, mut wake) = mpsc::channel(1);
     let mut watches = Watches {
@@ -180,6 +212,7 @@ pub(super) async fn lead(
         tasks: JoinSet::new(),
         paths: BTreeSet::new(),
         reconnected: Arc::new(AtomicBool::new(false)),
+        failed: false,
     };
     watches.add(client, &ctx.paths.pods(), true).await?;
     if ctx.spec.depends_on.iter().any(|d| plan::is_pattern(&d.cluster)) {
@@ -206,23 +239,28 @@ pub(super) async fn lead(
             }
         };
         if let Some(world) = &world {
-            for dep in &world.resolved {
-                let p = ClusterPaths::new(&dep.key);
-                watches.add(client, &p.pods(), true).await?;
-                watches.add(client, &p.snapshot(), false).await?;
+            if let Some(why) = resignation(&ctx.uuid, world) {
+                return Ok(Ended::Resigned(why));
             }
-            ctx.say(pending.decide(&ctx.spec, world, Instant::now()));
+            match watch_dependencies(&mut watches, client, world).await {
+                Ok(()) => ctx.say(pending.decide(&ctx.spec, world, Instant::now())),
+                Err(e) if e.is_session_lost() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch a dependency, retrying");
+                    ctx.say(format!("leader: cannot watch a dependency: {e}"));
+                }
+            }
         }
         // After a failed read, the watches wake us on reconnection; this timer only covers an
         // error they will not report.
-        let retry_read = world.is_none().then(|| Instant::now() + Duration::from_secs(1));
+        let retry_read = (world.is_none() || watches.failed).then(|| Instant::now() + Duration::from_secs(1));
         let deadline = if world.is_some() {
             pending.damper.deadline()
         } else {
             None
         };
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(Ended::Stopped),
             _ = wake.recv() => {}
             _ = sleep_until(retry_read) => {}
             _ = sleep_until(deadline) => {
@@ -237,7 +275,7 @@ pub(super) async fn lead(
                     Err(Stop::Zk(e)) if e.is_session_lost() || matches!(e, ZkError::Deposed { .. }) => return Err(e),
                     Err(why) => {
                         tracing::warn!(reason = %why, "configuration did not complete, retrying after the damper");
-                        pending.failed(why.to_string(), Instant::now());
+                        pending.failed(why.to_string(), why.is_partial(), Instant::now());
                     }
                 }
             }
@@ -251,6 +289,31 @@ pub(super) async fn lead(
     }
 }
 
+/// Why this pod should hand the leadership over, if it should: it is registered but not in the
+/// live set (held, failed, leaving, evicted) while another pod is.
+fn resignation(uuid: &str, w: &World) -> Option<String> {
+    let mine = w.registered.get(uuid)?;
+    if w.live.contains_key(uuid) || w.live.is_empty() {
+        return None;
+    }
+    Some(match mine.pod.state.is_live() {
+        true => "this pod was evicted".to_string(),
+        false => format!("this pod is {:?}", mine.pod.state).to_lowercase(),
+    })
+}
+
+/// Watches the pods and snapshot of every dependency (once each).
+async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &World) -> Result<(), ZkError> {
+    watches.failed = true;
+    for dep in &world.resolved {
+        let p = ClusterPaths::new(&dep.key);
+        watches.add(client, &p.pods(), true).await?;
+        watches.add(client, &p.snapshot(), false).await?;
+    }
+    watches.failed = false;
+    Ok(())
+}
+
 /// The leader's pending change and the words for it.
 #[derive(Default)]
 struct Pending {
@@ -261,6 +324,9 @@ struct Pending {
     failure: Option<String>,
     /// The probe's last line, shown while nothing else is going on.
     probe: Option<String>,
+    /// An attempt failed after pods got its map: reconfigure even if the pods are back to the
+    /// snapshot's (they are not configured as it says any more).
+    dirty: bool,
 }
 
 impl Pending {
@@ -269,7 +335,7 @@ impl Pending {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
         let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
-        if let Some(s) = snapshot.filter(|s| s.hash == w.hash) {
+        if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
             self.failure = None;
             return match &self.probe {
@@ -306,12 +372,14 @@ impl Pending {
     fn done(&mut self) {
         self.damper.clear();
         self.failure = None;
+        self.dirty = false;
     }
 
     /// A veto or a failure waits `damper` again.
-    fn failed(&mut self, why: String, now: Instant) {
+    fn failed(&mut self, why: String, partial: bool, now: Instant) {
         self.damper.retry(now);
         self.failure = Some(why);
+        self.dirty |= partial;
     }
 }
 
@@ -361,12 +429,151 @@ async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String 
         pods: last.pods,
         ..ClusterMap::default()
     };
-    let command = match ctx.command(fields::PROBE, written, &map) {
-        Ok(c) => c,
-        Err(e) => return format!("probe: {e}"),
-    };
-    match run_local(&command, None, ctx.spec.settings.timeout).await {
+    match ctx.run(fields::PROBE, written, &map).await {
         Ok(out) => last_line(&out).unwrap_or_default(),
         Err(e) => format!("probe failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::{Pod, PodState};
+
+    fn spec(yaml: &str) -> PodSpec {
+        crate::spec::load_with_env(Path::new("pod.yaml"), yaml, &|_| None).unwrap()
+    }
+
+    /// Pod `a` has seq 1, `b` seq 2...
+    fn pod(uuid: &str, state: PodState) -> Pod {
+        let seq = u32::from(uuid.as_bytes()[0] - b'a') + 1;
+        Pod {
+            uuid: uuid.to_string(),
+            seq,
+            state,
+            ..Pod::default()
+        }
+    }
+
+    fn world(pods: &[(&str, PodState)], snapshot: Option<&[&str]>) -> World {
+        let registered: BTreeMap<String, Registered> = pods
+            .iter()
+            .map(|(u, state)| {
+                (
+                    u.to_string(),
+                    Registered {
+                        pod: pod(u, *state),
+                        czxid: 1,
+                    },
+                )
+            })
+            .collect();
+        let live: Pods = registered
+            .values()
+            .filter(|r| r.pod.state.is_live())
+            .map(|r| (r.pod.uuid.clone(), r.pod.clone()))
+            .collect();
+        let deps = BTreeMap::new();
+        let hash = plan::config_hash(&live, &deps);
+        let snapshot = snapshot.map(|uuids| {
+            let pods: Pods = uuids
+                .iter()
+                .map(|u| (u.to_string(), pod(u, PodState::Running)))
+                .collect();
+            let hash = plan::config_hash(&pods, &deps);
+            (
+                Snapshot {
+                    generation: 4,
+                    hash,
+                    pods,
+                },
+                0,
+            )
+        });
+        World {
+            registered,
+            live,
+            deps,
+            resolved: Vec::new(),
+            snapshot,
+            held: Vec::new(),
+            hash,
+        }
+    }
+
+    fn pending(spec: &PodSpec) -> Pending {
+        Pending {
+            damper: Damper::new(spec.settings.damper, spec.settings.damper_max),
+            ..Pending::default()
+        }
+    }
+
+    const R: PodState = PodState::Running;
+
+    #[test]
+    fn min_size_gates_only_the_first_configuration() {
+        let s = spec("cluster: c\nsettings: { min_size: 3, damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let w = world(&[("a", R), ("b", R)], None);
+        assert_eq!(p.decide(&s, &w, now), "waiting for min_size: 2/3 pods");
+        assert_eq!(p.damper.deadline(), None);
+        // Configured once with 3: dropping to 2 is a change like any other.
+        let w = world(&[("a", R), ("b", R)], Some(&["a", "b", "c"]));
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("change pending: configuring 2 pods in 1s"));
+        assert_eq!(p.damper.deadline(), Some(now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn back_to_the_snapshot_cancels_the_pending_change() {
+        // A leader's reset: its pod vanishes, then registers again before the damper is over.
+        let s = spec("cluster: c\nsettings: { damper: 5s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let snap = Some(&["a", "b"][..]);
+        assert_eq!(
+            p.decide(&s, &world(&[("a", R), ("b", R)], snap), now),
+            "configured: 2 pods, generation 4"
+        );
+        p.decide(&s, &world(&[("b", R)], snap), now);
+        assert!(p.damper.deadline().is_some());
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            p.decide(&s, &world(&[("a", R), ("b", R)], snap), later),
+            "configured: 2 pods, generation 4"
+        );
+        assert_eq!(p.damper.deadline(), None, "no reconfiguration");
+    }
+
+    #[test]
+    fn a_partial_failure_forces_the_next_attempt_even_back_at_the_snapshot() {
+        let s = spec("cluster: c\nsettings: { damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let w = world(&[("a", R), ("b", R)], Some(&["a", "b"]));
+        p.failed("c failed on".into(), true, now);
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("configuration failed: c failed on; retrying in 1s"));
+        assert!(p.damper.deadline().is_some());
+        p.done();
+        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+        // A veto (nothing applied) does not.
+        p.failed("vetoed".into(), false, now);
+        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+    }
+
+    #[test]
+    fn a_leader_that_is_not_live_hands_over_to_a_live_pod() {
+        let w = world(&[("a", PodState::Held), ("b", R)], None);
+        assert_eq!(resignation("a", &w).as_deref(), Some("this pod is held"));
+        assert_eq!(resignation("b", &w), None);
+        let alone = world(&[("a", PodState::Leaving)], None);
+        assert_eq!(resignation("a", &alone), None, "nobody else could lead");
     }
 }

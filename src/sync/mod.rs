@@ -2,8 +2,8 @@
 //!
 //! Owns the ZooKeeper session. It connects (retrying with backoff while ZooKeeper is down),
 //! registers the pod (seq claim, ephemeral znode), joins the election, and when it leads runs the
-//! leader loop ([`leader`]) that configures every pod of the cluster. It receives the pod's own
-//! state (`pod_state`, from supervise) and writes it into the pod's znode, and [`Command`]s from
+//! leader loop (`leader`) that configures every pod of the cluster. It receives the pod's own
+//! state (`pod_state`, from supervise) and writes it into the pod's znode, and commands from
 //! [`Handle`] (`/reset`, leaving, deregistering). It emits [`SyncStatus`] on a watch channel for
 //! `/info`.
 //!
@@ -235,7 +235,7 @@ impl Actor {
             });
             let err = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                r = zk::connect(&self.cfg.zk) => match r {
+                r = zk::try_connect(&self.cfg.zk) => match r {
                     Ok(c) => return Some(c),
                     Err(e) => e,
                 },
@@ -323,8 +323,14 @@ impl Actor {
                     }
                     if !connected {
                         tracing::warn!(?state, "ZooKeeper connection lost, waiting for it to come back");
+                        self.status(|s| s.status = "ZooKeeper connection lost; reconnecting (the process keeps running)".into());
                     } else {
                         tracing::info!("ZooKeeper connection back");
+                        // The leader loop rewrites its own line when its watches wake it up.
+                        self.status(|s| s.status = match s.role {
+                            Role::Leader => "leading".into(),
+                            _ => "following".into(),
+                        });
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
@@ -337,8 +343,13 @@ impl Actor {
                     Some(Command::Deregister(reply)) => {
                         member_stop.cancel();
                         let _ = member.await;
-                        if let Err(e) = register::withdraw(&client, &self.paths, &self.cfg.me.uuid).await {
-                            tracing::warn!(error = %e, "cannot delete the pod's znode; closing the session removes it");
+                        // Bounded: with ZooKeeper unreachable, closing the session (below) is all
+                        // that can be done, and its expiry removes the znode.
+                        let withdraw = register::withdraw(&client, &self.paths, &self.cfg.me.uuid);
+                        match tokio::time::timeout(self.cfg.zk.session_timeout, withdraw).await {
+                            Ok(Ok(())) => tracing::info!("deregistered"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete the pod's znode; closing the session removes it"),
+                            Err(_) => tracing::warn!("ZooKeeper did not answer; closing the session removes the pod's znode"),
                         }
                         self.status(|s| { s.role = Role::Connecting; s.connected = false; s.status = "deregistered".into() });
                         drop(client);
@@ -409,7 +420,18 @@ async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) 
             r = elect_and_lead(&ctx, &client, &stop) => r,
         };
         match r {
-            Ok(()) => return,
+            Ok(leader::Ended::Stopped) => return,
+            Ok(leader::Ended::Resigned(why)) => {
+                tracing::info!(reason = %why, "resigned the leadership to a live pod");
+                ctx.status.send_modify(|s| {
+                    s.role = Role::Follower;
+                    s.status = format!("resigned: {why}");
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             Err(e) if e.is_session_lost() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "election interrupted, joining again");
@@ -426,7 +448,11 @@ async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) 
     }
 }
 
-async fn elect_and_lead(ctx: &leader::Ctx, client: &Client, stop: &CancellationToken) -> Result<(), ZkError> {
+async fn elect_and_lead(
+    ctx: &leader::Ctx,
+    client: &Client,
+    stop: &CancellationToken,
+) -> Result<leader::Ended, ZkError> {
     election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
     let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
     ctx.status.send_modify(|s| {

@@ -253,6 +253,7 @@ mod tests {
             binding: "local".into(),
             version: "0".into(),
             state: PodState::Running,
+            started: 0,
         }
     }
 

@@ -213,9 +213,22 @@ impl<F: Future> Future for WithSpawner<F> {
     }
 }
 
-/// One attempt to open a session. Waits at most about the session timeout.
+/// Opens a session, trying the hosts until about the session timeout has passed.
 pub async fn connect(cfg: &ZkConfig) -> Result<Client, ZkError> {
+    connect_with(cfg, false).await
+}
+
+/// One quick attempt: fails as soon as every host refused, rather than cycling until the session
+/// timeout. The sync loop uses it and backs off between attempts, saying so in its status.
+pub async fn try_connect(cfg: &ZkConfig) -> Result<Client, ZkError> {
+    connect_with(cfg, true).await
+}
+
+async fn connect_with(cfg: &ZkConfig, eager: bool) -> Result<Client, ZkError> {
     let mut connector = Client::connector().with_session_timeout(cfg.session_timeout);
+    if eager {
+        connector = connector.with_fail_eagerly();
+    }
     if let Some((user, password)) = &cfg.auth {
         connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
     }

@@ -13,8 +13,20 @@ use super::paths::ClusterPaths;
 use super::{Acls, Client, ZkError};
 use crate::model::Pod;
 
-/// Creates the cluster's folders (pods, seqs, leader) if missing.
+/// Creates the cluster's folders (pods, seqs, leader) if missing, and the chroot of the connect
+/// string (`host:port/chroot`) first: ZooKeeper does not create it, and nothing works under a
+/// missing one.
 pub async fn ensure_layout(client: &Client, paths: &ClusterPaths, acls: Acls) -> Result<(), ZkError> {
+    let chroot = client.path().to_string();
+    if chroot != "/" {
+        let root = client.clone().chroot("/").map_err(|_| ZkError::Data {
+            path: chroot.clone(),
+            message: "cannot leave the chroot".into(),
+        })?;
+        root.mkdir(&chroot, &acls.persistent())
+            .await
+            .map_err(ZkError::op("creating the chroot", &chroot))?;
+    }
     for dir in [paths.pods(), paths.seqs(), paths.leader()] {
         client
             .mkdir(&dir, &acls.persistent())

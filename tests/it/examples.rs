@@ -82,13 +82,7 @@ fn check_reports_every_problem_with_its_position_and_exits_2() {
         "cluster: Bad_Name\nprocess:\n  command: \"\"\n  stop: { grace: ten }\n",
     )
     .expect("write");
-    let out = Command::new(binary())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run check");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_fails(&path);
     let p = path.display();
     assert!(err.contains(&format!("{p}:1:10: ")), "{err}");
     assert!(err.contains(&format!("{p}:3:12: ")), "{err}");
@@ -105,13 +99,18 @@ fn check_catches_a_template_typo() {
         "cluster: typo\nprocess:\n  command: \"true\"\ntemplates:\n  - source: t.hbs\n    dest: /tmp/x\n",
     )
     .expect("write");
+    let err = check_fails(&path);
+    assert!(err.contains("t.hbs:2:"), "{err}");
+    assert!(err.contains("pod.nope"), "{err}");
+}
+
+/// Runs `ochopod check`, asserts it exits 2, and returns what it printed on stderr.
+fn check_fails(path: &Path) -> String {
     let out = Command::new(binary())
         .arg("check")
-        .arg(&path)
+        .arg(path)
         .output()
         .expect("run check");
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("t.hbs:2:"), "{err}");
-    assert!(err.contains("pod.nope"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -4,10 +4,14 @@
 mod harness;
 
 mod api;
+mod cluster;
+mod ctl;
 mod deploy;
 mod examples;
+mod lifecycle;
 mod pid1;
 mod runner;
 mod showcase;
 mod sync_zk;
+mod up;
 mod zk_reconnect;

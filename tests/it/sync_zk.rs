@@ -56,6 +56,7 @@ fn pod(spec: &PodSpec, uuid: &str, seq: u32) -> Pod {
         binding: "explicit".into(),
         version: "test".into(),
         state: PodState::Running,
+        started: 0,
     }
 }
 
@@ -480,4 +481,106 @@ async fn leave_marks_the_pod_leaving_and_deregister_removes_it() {
     m.handle.deregister().await;
     assert!(registered(&obs, &paths, &m.uuid).await.is_none());
     assert_eq!(m.status.borrow().status, "deregistered");
+}
+
+#[tokio::test]
+async fn with_auth_and_a_chroot_the_layout_is_readable_by_anyone_and_writable_by_its_owners() {
+    let zk = ZkServer::start();
+    let s = spec("cluster: locked\nnamespace: t8\nprocess: { command: 'true' }\n");
+    let cfg = ZkConfig {
+        connect: format!("{}/tenants/blue", zk.connect_string()),
+        session_timeout: Duration::from_secs(2),
+        auth: Some(("ops".into(), "s3cret".into())),
+    };
+    let acls = Acls::new(&cfg);
+    let owner = ochopod::zk::connect(&cfg).await.unwrap();
+    let paths = ClusterPaths::new(&s.key());
+    // The chroot does not exist yet: registering creates it.
+    register::ensure_layout(&owner, &paths, acls).await.unwrap();
+    let seq = register::claim_seq(&owner, &paths, acls, "p1", 0).await.unwrap();
+    register::publish(&owner, &paths, acls, &pod(&s, "p1", seq))
+        .await
+        .unwrap();
+
+    let anyone = client(&zk).await;
+    let full = format!("/tenants/blue{}", paths.pod("p1"));
+    let (data, _) = anyone.get_data(&full).await.expect("world can read");
+    assert_eq!(serde_json::from_slice::<Pod>(&data).unwrap().seq, 1);
+    let err = anyone.set_data(&full, b"{}", None).await.unwrap_err();
+    assert_eq!(err, zkc::Error::NoAuth, "only the credentials' holders write");
+    let seqs = format!("/tenants/blue{}", paths.seqs());
+    let err = anyone
+        .create(
+            &format!("{seqs}/7"),
+            b"x",
+            &zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, zkc::Error::NoAuth);
+
+    // Another pod with the same credentials works in the same cluster.
+    let peer = ochopod::zk::connect(&cfg).await.unwrap();
+    assert_eq!(
+        register::claim_seq(&peer, &paths, acls, "p2", 0).await.unwrap(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session() {
+    let mut zk = ZkServer::start();
+    zk.stop();
+    let s = spec("cluster: late\nnamespace: t9\nsettings: { min_size: 9 }\nprocess: { command: 'true' }\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (_state, state_rx) = watch::channel(PodState::Running);
+    let shutdown = CancellationToken::new();
+    let cfg = SyncConfig {
+        spec: s.clone(),
+        me: pod(&s, "late", 0),
+        state_dir: dir.path().to_path_buf(),
+        // Long enough that the outage below stays a connection loss, not an expiry.
+        zk: ZkConfig {
+            connect: zk.connect_string(),
+            session_timeout: Duration::from_secs(8),
+            auth: None,
+        },
+        token: None,
+    };
+    let (_handle, mut status) = sync::spawn(cfg, state_rx, shutdown.clone());
+    let down = tokio::time::timeout(T, status.wait_for(|s| s.status.contains("retrying in"))).await;
+    let down = down
+        .expect("the status says ZooKeeper is unreachable")
+        .unwrap()
+        .clone();
+    assert_eq!(down.role, Role::Connecting);
+    assert!(!down.connected);
+    zk.restart();
+    tokio::time::timeout(
+        Duration::from_secs(40),
+        status.wait_for(|s| s.role == Role::Leader && s.connected),
+    )
+    .await
+    .expect("registered once ZooKeeper is up")
+    .unwrap();
+    let paths = ClusterPaths::new(&s.key());
+    let obs = client(&zk).await;
+    let (_, owner) = registered(&obs, &paths, "late").await.unwrap();
+    drop(obs);
+
+    // A pause shorter than the session timeout: the connection drops, the session survives.
+    zk.pause();
+    tokio::time::timeout(T, status.wait_for(|s| !s.connected))
+        .await
+        .expect("the loss is noticed")
+        .unwrap();
+    zk.resume();
+    tokio::time::timeout(T, status.wait_for(|s| s.connected))
+        .await
+        .expect("reconnected")
+        .unwrap();
+    let obs = client(&zk).await;
+    let (_, again) = registered(&obs, &paths, "late").await.unwrap();
+    assert_eq!(again, owner, "same session, same ephemeral znode");
+    shutdown.cancel();
 }

@@ -91,6 +91,7 @@ pub(super) fn pod(cluster: &str, seq: u32, ip: &str, ports: &[(u16, u16)]) -> Po
         binding: "explicit".into(),
         version: "0".into(),
         state: PodState::Running,
+        started: 0,
     }
 }
 

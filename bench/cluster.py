@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Cluster sync figures: N pods started together -> all configured; a pod lost -> survivors
+reconfigured; ZooKeeper requests per reconfiguration and while idle.
+
+Real parts only: Debian's ZooKeeper on a free port of 127.0.0.1, N `ochopod run` processes on
+127.0.77.x (each its own OCHOPOD_HOME), their /info polled over HTTP. Prints a Markdown table.
+
+  bench/cluster.py [--sizes 3,10,50] [--binary target/release/ochopod]
+"""
+import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+
+JARS = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
+DAMPER = 1.0
+SESSION = 4.0
+
+
+def free_port(ip="127.0.0.1"):
+    s = socket.socket()
+    s.bind((ip, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def four(port, word):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(word.encode())
+            out = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    return out.decode()
+                out += b
+    except OSError:
+        return ""
+
+
+def packets(port):
+    """ZooKeeper's count of requests received (mntr zk_packets_received)."""
+    for line in four(port, "mntr").splitlines():
+        k, _, v = line.partition("\t")
+        if k == "zk_packets_received":
+            return int(v)
+    return 0
+
+
+class Zk:
+    def __init__(self, root):
+        self.port = free_port()
+        data = os.path.join(root, "zk")
+        os.makedirs(data)
+        cfg = os.path.join(data, "zoo.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"tickTime=200\ndataDir={data}\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
+                    "admin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n")
+        self.proc = subprocess.Popen(["java", "-Xmx256m", "-cp", JARS,
+                                      "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while four(self.port, "ruok") != "imok":
+            if time.time() > deadline:
+                sys.exit("ZooKeeper did not start")
+            time.sleep(0.1)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+POD_YAML = f"""
+cluster: bench
+ports: [9000]
+settings: {{ damper: {int(DAMPER * 1000)}ms, min_size: 1 }}
+process:
+  command: ["sleep", "3600"]
+"""
+
+
+def info(ip, port):
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}/info", timeout=2) as r:
+            return json.load(r)
+    except Exception:
+        return None
+
+
+def start_pods(binary, root, zk_port, n, first=0):
+    pod_yaml = os.path.join(root, "pod.yaml")
+    if not os.path.exists(pod_yaml):
+        with open(pod_yaml, "w") as f:
+            f.write(POD_YAML)
+    pods = []
+    for i in range(first, first + n):
+        ip = f"127.0.77.{i + 2}"
+        home = os.path.join(root, f"pod-{i}")
+        os.makedirs(home, exist_ok=True)
+        env = dict(os.environ, OCHOPOD_ZK=f"127.0.0.1:{zk_port}", OCHOPOD_IP=ip, OCHOPOD_BIND=ip,
+                   OCHOPOD_PORT="8080", OCHOPOD_HOME=home, OCHOPOD_ZK_SESSION_TIMEOUT=f"{int(SESSION)}s",
+                   OCHOPOD_LOG="warn")
+        env.pop("OCHOPOD_TOKEN", None)
+        log = open(os.path.join(home, "log"), "w")
+        p = subprocess.Popen([binary, "run", pod_yaml], env=env, stdout=log, stderr=log)
+        pods.append((ip, p))
+    return pods
+
+
+def configured(pods, size, min_generation=1):
+    """True when every pod runs a configuration of `size` pods (same generation everywhere)."""
+    gens = set()
+    for ip, _ in pods:
+        i = info(ip, 8080)
+        if not i or i.get("process") != "running" or i.get("generation", 0) < min_generation:
+            return None
+        gens.add(i["generation"])
+    if len(gens) != 1:
+        return None
+    leader = [ip for ip, _ in pods if (info(ip, 8080) or {}).get("state") == "leader"]
+    st = (info(leader[0], 8080) or {}).get("status", "") if leader else ""
+    return gens.pop() if f"{size} pods" in st or size == 1 else None
+
+
+def wait(pred, timeout, step=0.05):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def stop_pods(pods):
+    for _, p in pods:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for _, p in pods:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_size(binary, n):
+    root = tempfile.mkdtemp(prefix="ochopod-bench-")
+    zk = Zk(root)
+    pods = []
+    try:
+        base = packets(zk.port)
+        t0 = time.time()
+        pods = start_pods(binary, root, zk.port, n)
+        gen = wait(lambda: configured(pods, n), 120)
+        t_form = time.time() - t0
+        if not gen:
+            return dict(n=n, form="timeout")
+        # Idle: requests over 10 s with nothing changing (session pings only, no polling).
+        time.sleep(1)
+        p0 = packets(zk.port)
+        time.sleep(10)
+        idle = (packets(zk.port) - p0) / 10.0
+        # One more pod: requests for that reconfiguration.
+        p0 = packets(zk.port)
+        pods += start_pods(binary, root, zk.port, 1, first=n)
+        gen2 = wait(lambda: configured(pods, n + 1, gen + 1), 60)
+        reconf_requests = packets(zk.port) - p0
+        # A pod lost (kill -9): the survivors reconfigured.
+        victim_ip, victim = pods.pop(1)
+        t1 = time.time()
+        victim.kill()
+        gen3 = wait(lambda: configured(pods, n, (gen2 or gen) + 1), 60)
+        t_lost = time.time() - t1
+        return dict(n=n, form=t_form, beyond=t_form - DAMPER, idle=idle, reconf=reconf_requests,
+                    lost=t_lost if gen3 else "timeout", startup_packets=p0 - base)
+    finally:
+        stop_pods(pods)
+        zk.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="3,10,50")
+    ap.add_argument("--binary", default="target/release/ochopod")
+    a = ap.parse_args()
+    if not os.path.exists(a.binary):
+        sys.exit(f"{a.binary} missing: cargo build --release")
+    print(f"# cluster sync ({os.cpu_count()} cores, damper {DAMPER}s, session timeout {SESSION}s)\n")
+    print("| pods | start → all configured | beyond the damper | pod killed → survivors reconfigured "
+          "| ZK requests for +1 pod | ZK requests/s idle |")
+    print("|---|---|---|---|---|---|")
+    for n in [int(x) for x in a.sizes.split(",")]:
+        r = run_size(a.binary, n)
+        f = lambda v: f"{v:.2f} s" if isinstance(v, float) else str(v)
+        print(f"| {n} | {f(r['form'])} | {f(r.get('beyond', '-'))} | {f(r.get('lost', '-'))} "
+              f"| {r.get('reconf', '-')} | {r.get('idle', 0):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

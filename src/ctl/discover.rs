@@ -1,0 +1,402 @@
+//! Finding pods: a read-only ZooKeeper session over the layout of SPEC §6.
+//!
+//! Owns one `zookeeper-client` session for the life of a `ctl` command (dropped with it: ctl
+//! creates no node, so nothing depends on the session ending cleanly). Receives cluster patterns
+//! as the user typed them; emits [`Cluster`]s with their registered pods sorted by seq, the
+//! election's current leader and the last snapshot's generation.
+//!
+//! It reads only what the contract promises other tools (`pods/<uuid>`, `snapshot`, `leader/`),
+//! and reads a pod's JSON leniently (only the fields ctl uses), so a ctl of one version can drive
+//! pods of another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use zookeeper_client as zkc;
+
+use super::CtlError;
+
+/// Where every cluster lives (SPEC §6).
+pub const CLUSTERS: &str = "/ochopod/clusters";
+
+/// What ctl needs of a registered pod's JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Registered {
+    pub uuid: String,
+    pub seq: u32,
+    pub ip: String,
+    pub control_port: u16,
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    /// `running`, `held`, `failed`, `leaving` (absent from older pods: running).
+    #[serde(default)]
+    pub state: String,
+}
+
+/// One pod to call: its cluster key and its registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `<namespace>.<cluster>`.
+    pub cluster: String,
+    pub pod: Registered,
+}
+
+impl Target {
+    /// How people see a pod: `default.zookeeper #2`.
+    pub fn name(&self) -> String {
+        format!("{} #{}", self.cluster, self.pod.seq)
+    }
+
+    /// The control API's `ip:port`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.pod.ip, self.pod.control_port)
+    }
+}
+
+/// A cluster as ZooKeeper has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub key: String,
+    /// Registered pods, sorted by seq.
+    pub pods: Vec<Target>,
+    /// The uuid the lowest election node holds, when there is an election.
+    pub leader: Option<String>,
+    /// The last configuration: its generation and the uuids it configured.
+    pub snapshot: Option<(u64, BTreeSet<String>)>,
+}
+
+/// The snapshot's fields ctl reads.
+#[derive(Deserialize)]
+struct Snapshot {
+    generation: u64,
+    #[serde(default)]
+    pods: BTreeMap<String, serde_json::Value>,
+}
+
+/// Runs `zookeeper-client`'s session task on tokio: the client spawns it through `spawns-core`
+/// while connecting, which needs a spawner in scope at that moment (as `zk::connect` does).
+struct TokioSpawner;
+
+impl spawns_core::Spawn for TokioSpawner {
+    fn spawn(&self, task: spawns_core::Task) {
+        tokio::spawn(Box::into_pin(task.future));
+    }
+}
+
+static SPAWNER: TokioSpawner = TokioSpawner;
+
+/// A future polled with [`TokioSpawner`] in scope.
+struct WithSpawner<F: Future>(Pin<Box<F>>);
+
+impl<F: Future> Future for WithSpawner<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _scope = spawns_core::enter(&SPAWNER);
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
+/// tried (each gets its share of the timeout), so a wrong address is reported at once rather than
+/// after retrying the same refusals until the timeout.
+async fn open(connect: &str, timeout: Duration) -> Result<zkc::Client, CtlError> {
+    let started = Instant::now();
+    let hosts = connect.split('/').next().unwrap_or("").split(',').count().max(1) as u32;
+    let connector = zkc::Client::connector()
+        .with_session_timeout(timeout.max(Duration::from_secs(2)))
+        .with_connection_timeout(timeout / hosts)
+        .with_fail_eagerly();
+    let unreachable = |reason: String| CtlError::ZkUnreachable {
+        connect: connect.to_string(),
+        after: started.elapsed(),
+        reason,
+    };
+    let attempt = WithSpawner(Box::pin(connector.connect(connect)));
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(zkc::Error::NoHosts)) => Err(unreachable(
+            "no server gave a session (connection refused, unreachable, or no ZooKeeper answer \
+             in time; see --zk-timeout)"
+                .into(),
+        )),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable("no session established in time".into())),
+    }
+}
+
+/// A read-only session, renewed by [`Discovery::renew`] when it expires during a long `wait`.
+pub struct Discovery {
+    connect: String,
+    timeout: Duration,
+    /// Cloned for each read (a clone shares the session); replaced by `renew`.
+    client: Mutex<zkc::Client>,
+}
+
+impl Discovery {
+    /// Opens a session, giving up after `timeout`.
+    pub async fn connect(connect: &str, timeout: Duration) -> Result<Discovery, CtlError> {
+        Ok(Discovery {
+            connect: connect.to_string(),
+            timeout,
+            client: Mutex::new(open(connect, timeout).await?),
+        })
+    }
+
+    /// Replaces the session with a new one (after an expiry: the old one cannot come back).
+    pub async fn renew(&self) -> Result<(), CtlError> {
+        let fresh = open(&self.connect, self.timeout).await?;
+        match self.client.lock() {
+            Ok(mut c) => *c = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> zkc::Client {
+        match self.client.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The connect string, for messages.
+    pub fn connect_string(&self) -> &str {
+        &self.connect
+    }
+
+    fn op(&self, doing: &'static str, path: &str) -> impl FnOnce(zkc::Error) -> CtlError {
+        let (connect, path) = (self.connect.clone(), path.to_string());
+        move |source| CtlError::Zk {
+            connect,
+            doing,
+            path,
+            source,
+        }
+    }
+
+    /// Every cluster key registered, sorted.
+    pub async fn cluster_keys(&self) -> Result<Vec<String>, CtlError> {
+        let mut keys = match self.client().list_children(CLUSTERS).await {
+            Ok(k) => k,
+            Err(zkc::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(self.op("listing", CLUSTERS)(e)),
+        };
+        keys.retain(|k| k.contains('.'));
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads one cluster: pods (pipelined: every read is sent before the first is awaited, so a
+    /// cluster of 100 costs about one round trip), leader and snapshot.
+    pub async fn cluster(&self, key: &str) -> Result<Cluster, CtlError> {
+        let client = self.client();
+        let root = format!("{CLUSTERS}/{key}");
+        let dir = format!("{root}/pods");
+        let names = match client.list_children(&dir).await {
+            Ok(n) => n,
+            Err(zkc::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(self.op("listing", &dir)(e)),
+        };
+        let paths: Vec<String> = names.iter().map(|n| format!("{dir}/{n}")).collect();
+        let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+        let leader_dir = format!("{root}/leader");
+        let snapshot_path = format!("{root}/snapshot");
+        let leader_names = client.list_children(&leader_dir);
+        let snapshot = client.get_data(&snapshot_path);
+        let mut pods = Vec::new();
+        for (path, read) in paths.iter().zip(reads) {
+            match read.await {
+                Ok((data, _)) => match serde_json::from_slice::<Registered>(&data) {
+                    Ok(pod) => pods.push(Target {
+                        cluster: key.to_string(),
+                        pod,
+                    }),
+                    // Another tool's (or version's) mistake must not hide the other pods.
+                    Err(e) => eprintln!("ochopod ctl: warning: {path} is not a pod's JSON ({e}), skipped"),
+                },
+                // Gone between the listing and the read: the pod left.
+                Err(zkc::Error::NoNode) => {}
+                Err(e) => return Err(self.op("reading", path)(e)),
+            }
+        }
+        pods.sort_by(|a, b| (a.pod.seq, &a.pod.uuid).cmp(&(b.pod.seq, &b.pod.uuid)));
+        let leader = match leader_names.await {
+            Ok(names) => match lowest_election_node(&names) {
+                Some(name) => {
+                    let path = format!("{leader_dir}/{name}");
+                    match client.get_data(&path).await {
+                        Ok((data, _)) => String::from_utf8(data).ok().filter(|u| !u.is_empty()),
+                        Err(zkc::Error::NoNode) => None,
+                        Err(e) => return Err(self.op("reading", &path)(e)),
+                    }
+                }
+                None => None,
+            },
+            Err(zkc::Error::NoNode) => None,
+            Err(e) => return Err(self.op("listing", &leader_dir)(e)),
+        };
+        let snapshot = match snapshot.await {
+            Ok((data, _)) => serde_json::from_slice::<Snapshot>(&data)
+                .ok()
+                .map(|s| (s.generation, s.pods.into_keys().collect())),
+            Err(zkc::Error::NoNode) => None,
+            Err(e) => return Err(self.op("reading", &snapshot_path)(e)),
+        };
+        Ok(Cluster {
+            key: key.to_string(),
+            pods,
+            leader,
+            snapshot,
+        })
+    }
+
+    /// The clusters the patterns name (every cluster of `namespace` when there is none). Each
+    /// pattern must match something, else [`CtlError::NoMatch`] lists what exists.
+    pub async fn resolve(&self, patterns: &[String], namespace: &str) -> Result<Vec<Cluster>, CtlError> {
+        let keys = self.cluster_keys().await?;
+        let chosen = select(&keys, patterns, namespace).map_err(|pattern| CtlError::NoMatch {
+            pattern,
+            connect: self.connect.clone(),
+            existing: keys.clone(),
+        })?;
+        let reads: Vec<_> = chosen.iter().map(|k| self.cluster(k)).collect();
+        let mut clusters = Vec::with_capacity(reads.len());
+        for read in reads {
+            clusters.push(read.await?);
+        }
+        Ok(clusters)
+    }
+}
+
+/// The election node with the lowest sequence (names end with a 10-digit counter, whatever the
+/// prefix: `n_0000000042`, or Curator's `_c_<uuid>-latch-0000000042`).
+pub fn lowest_election_node(names: &[String]) -> Option<&String> {
+    names
+        .iter()
+        .filter_map(|n| {
+            let digits = n.len().checked_sub(10).map(|i| &n[i..])?;
+            let seq: u64 = digits.parse().ok()?;
+            Some((seq, n))
+        })
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// What a cluster argument means as a key pattern: `zookeeper` → `<ns>.zookeeper`; a name with a
+/// dot (`prod.zookeeper`) or a leading slash (`/prod.zookeeper`, as in `depends_on`) is already
+/// a key. Cluster names cannot hold dots, so the dot is unambiguous.
+pub fn key_pattern(arg: &str, namespace: &str) -> String {
+    if let Some(abs) = arg.strip_prefix('/') {
+        abs.to_string()
+    } else if arg.contains('.') {
+        arg.to_string()
+    } else {
+        format!("{namespace}.{arg}")
+    }
+}
+
+/// Glob match where `*` matches any run of characters (none included) and `?` one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The keys the patterns select, in key order, each once; no argument selects every cluster of
+/// the namespace (possibly none). Err(arg) names the first argument that matches nothing.
+pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<String>, String> {
+    let mut chosen = BTreeSet::new();
+    if args.is_empty() {
+        let pattern = key_pattern("*", namespace);
+        chosen.extend(keys.iter().filter(|k| glob(&pattern, k)).cloned());
+    }
+    for arg in args {
+        let pattern = key_pattern(arg, namespace);
+        let matched: Vec<&String> = keys.iter().filter(|k| glob(&pattern, k)).collect();
+        if matched.is_empty() {
+            return Err(arg.clone());
+        }
+        chosen.extend(matched.into_iter().cloned());
+    }
+    Ok(chosen.into_iter().collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_stars_and_question_marks() {
+        assert!(glob("default.*", "default.zookeeper"));
+        assert!(glob("*.zoo*", "prod.zookeeper"));
+        assert!(glob("default.k?fka", "default.kafka"));
+        assert!(glob("*", ""));
+        assert!(!glob("default.*", "prod.kafka"));
+        assert!(!glob("default.zk", "default.zk2"));
+        assert!(glob("a*b*c", "axxbyybzc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn arguments_are_relative_to_the_namespace_unless_dotted_or_absolute() {
+        assert_eq!(key_pattern("zookeeper", "default"), "default.zookeeper");
+        assert_eq!(key_pattern("prod.kafka", "default"), "prod.kafka");
+        assert_eq!(key_pattern("/prod.kafka", "default"), "prod.kafka");
+        assert_eq!(key_pattern("*", "qa"), "qa.*");
+    }
+
+    #[test]
+    fn select_names_the_argument_that_matches_nothing() {
+        let keys: Vec<String> = ["default.kafka", "default.zookeeper", "prod.kafka"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            select(&keys, &[], "default").unwrap(),
+            vec!["default.kafka", "default.zookeeper"]
+        );
+        assert_eq!(
+            select(&keys, &["*.kafka".into()], "x").unwrap(),
+            vec!["default.kafka", "prod.kafka"]
+        );
+        assert_eq!(
+            select(&keys, &["kafka".into(), "k*".into()], "default").unwrap(),
+            vec!["default.kafka"]
+        );
+        assert_eq!(select(&keys, &["redis".into()], "default").unwrap_err(), "redis");
+        assert_eq!(select(&[], &[], "default").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_lowest_election_node_leads() {
+        let names: Vec<String> = ["n_0000000012", "n_0000000003", "junk", "n_0000000007"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(lowest_election_node(&names).unwrap(), "n_0000000003");
+        assert_eq!(lowest_election_node(&[]), None);
+    }
+}
