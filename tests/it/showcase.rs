@@ -88,7 +88,10 @@ struct Fleet {
 
 impl Fleet {
     fn start(&mut self, zk: &ZkServer, example: &str) -> usize {
-        let dir = PodDir::new("");
+        self.start_with(zk, example, PodDir::new(""))
+    }
+
+    fn start_with(&mut self, zk: &ZkServer, example: &str, dir: PodDir) -> usize {
         let env = [
             ("OCHOPOD_ZK", zk.connect_string()),
             ("OCHOPOD_ZK_SESSION_TIMEOUT", "2s".into()),
@@ -110,6 +113,15 @@ impl Fleet {
         let pod = Pod::start_file(&repo(example), &dir, opts);
         self.pods.push((pod, dir));
         self.pods.len() - 1
+    }
+
+    /// Starts pod `i` again on its home (same uuid and seq, its files as ZooKeeper left them),
+    /// on a new address, as a rescheduled container would be.
+    fn restart(&mut self, zk: &ZkServer, i: usize, example: &str) {
+        let (old, dir) = self.pods.swap_remove(i);
+        drop(old);
+        let n = self.start_with(zk, example, dir);
+        self.pods.swap(i, n);
     }
 
     fn pod(&self, i: usize) -> &Pod {
@@ -280,14 +292,15 @@ async fn a_zookeeper_ensemble_grows_and_shrinks_by_reconfiguration_and_serves_it
     ensemble_of(&fleet.ips(&rest)).await;
     client_uses(fleet.pod(client), &fleet.ips(&rest)).await;
 
-    // Back to 5 with two new pods, then kill -9 the ochopod leader's pod and another: the next
-    // ochopod leader removes them, the 3 left serve, nothing written is lost.
-    let (z6, z7) = (
-        fleet.start(&zk, "pods/zookeeper.yaml"),
-        fleet.start(&zk, "pods/zookeeper.yaml"),
-    );
-    let five: Vec<usize> = rest.iter().copied().chain([z6, z7]).collect();
+    // Back to 5: the two pods come back on their homes (their seqs, ZooKeeper's files from before
+    // their removal) at new addresses; they are seeded afresh and added again. Then kill -9 the
+    // ochopod leader's pod and another: the next ochopod leader removes them, the 3 left serve,
+    // nothing written is lost.
+    for &i in &leaving {
+        fleet.restart(&zk, i, "pods/zookeeper.yaml");
+    }
     ensemble_of(&fleet.ips(&five)).await;
+    let five = five.to_vec();
     let boss = fleet.ochopod_leader(&five).await;
     let other = *five.iter().rev().find(|&&i| i != boss).unwrap();
     fleet.pods[boss].0.kill_hard();
