@@ -137,49 +137,27 @@ impl Caller {
 }
 
 /// Runs a command on the leader's own pod with `env` added (`OCHOPOD_CLUSTER_FILE`,
-/// `OCHOPOD_POD_JSON`); returns its stdout, or why it failed.
+/// `OCHOPOD_POD_JSON`); returns its stdout, or why it failed. It goes through the supervise
+/// loop's runner so that the PID-1 reaper knows the child is not an orphan (and a timeout kills
+/// its whole process group); its stderr goes to ochopod's.
 pub async fn run_local(
     command: &CommandLine,
     env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<String, String> {
-    let mut cmd = match command {
-        CommandLine::Shell(s) => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(s);
-            c
-        }
-        CommandLine::Exec(argv) => {
-            let Some((prog, args)) = argv.split_first() else {
-                return Err("empty command".into());
-            };
-            let mut c = tokio::process::Command::new(prog);
-            c.args(args);
-            c
-        }
-    };
-    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return Err(format!("cannot run: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "timed out after {}",
-                crate::spec::format_duration(timeout)
-            ))
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(format!(
-            "{}: {}",
-            out.status,
-            last_line(&stderr).unwrap_or_default()
-        ))
+    if matches!(command, CommandLine::Exec(argv) if argv.is_empty()) {
+        return Err("empty command".into());
+    }
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let ring = crate::logs::LogRing::default();
+    match crate::supervise::run_shell("settings", command, &env, None, timeout, &ring).await {
+        Ok(out) if out.success() => Ok(out.stdout),
+        Ok(out) => Err(format!(
+            "exit {}: {}",
+            out.exit.shell_code(),
+            ring.tail(1).first().cloned().unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -24,7 +24,8 @@ use zookeeper_client as zkc;
 
 use super::calls::{last_line, run_local};
 use super::configure::{configure, Evictions, Stop};
-use super::plan::{self, Damper, Pods, ResolvedDep};
+use super::decide::{resignation, Pending};
+use super::plan::{self, Pods, ResolvedDep};
 use super::SyncStatus;
 use crate::model::ClusterMap;
 use crate::render::{fields, Context, Renderer};
@@ -218,10 +219,7 @@ pub(super) async fn lead(
     if ctx.spec.depends_on.iter().any(|d| plan::is_pattern(&d.cluster)) {
         watches.add(client, CLUSTERS, false).await?;
     }
-    let mut pending = Pending {
-        damper: Damper::new(settings.damper, settings.damper_max),
-        ..Pending::default()
-    };
+    let mut pending = Pending::new(settings.damper, settings.damper_max);
     let mut evictions = Evictions::default();
     let mut next_probe = settings.probe.as_ref().map(|_| Instant::now());
     loop {
@@ -289,19 +287,6 @@ pub(super) async fn lead(
     }
 }
 
-/// Why this pod should hand the leadership over, if it should: it is registered but not in the
-/// live set (held, failed, leaving, evicted) while another pod is.
-fn resignation(uuid: &str, w: &World) -> Option<String> {
-    let mine = w.registered.get(uuid)?;
-    if w.live.contains_key(uuid) || w.live.is_empty() {
-        return None;
-    }
-    Some(match mine.pod.state.is_live() {
-        true => "this pod was evicted".to_string(),
-        false => format!("this pod is {:?}", mine.pod.state).to_lowercase(),
-    })
-}
-
 /// Watches the pods and snapshot of every dependency (once each).
 async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &World) -> Result<(), ZkError> {
     watches.failed = true;
@@ -312,75 +297,6 @@ async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &Worl
     }
     watches.failed = false;
     Ok(())
-}
-
-/// The leader's pending change and the words for it.
-#[derive(Default)]
-struct Pending {
-    damper: Damper,
-    /// The hash last seen, to tell a new change from the same one seen again.
-    seen: Option<String>,
-    /// Why the last attempt failed, until one succeeds or the cluster is back as configured.
-    failure: Option<String>,
-    /// The probe's last line, shown while nothing else is going on.
-    probe: Option<String>,
-    /// An attempt failed after pods got its map: reconfigure even if the pods are back to the
-    /// snapshot's (they are not configured as it says any more).
-    dirty: bool,
-}
-
-impl Pending {
-    /// Updates the damper from a fresh view of the world; returns the status line.
-    fn decide(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
-        let changed = self.seen.as_deref() != Some(w.hash.as_str());
-        self.seen = Some(w.hash.clone());
-        let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
-        if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
-            self.damper.clear();
-            self.failure = None;
-            return match &self.probe {
-                Some(line) => line.clone(),
-                None => format!("configured: {} pods, generation {}", s.pods.len(), s.generation),
-            };
-        }
-        if snapshot.is_none() {
-            let min = spec.settings.min_size;
-            if w.live.len() < min {
-                self.damper.clear();
-                return format!("waiting for min_size: {}/{min} pods", w.live.len());
-            }
-            if let Some((d, n)) = plan::unmet_min(&spec.depends_on, &w.resolved, &w.deps) {
-                self.damper.clear();
-                return format!("waiting for dependency {}: {n}/{} pods", d.cluster, d.min);
-            }
-        }
-        if changed || self.damper.deadline().is_none() {
-            self.damper.changed(now);
-        }
-        let wait = self
-            .damper
-            .deadline()
-            .map(|d| d.saturating_duration_since(now))
-            .unwrap_or_default();
-        let wait = crate::spec::format_duration(Duration::from_millis(wait.as_millis() as u64));
-        match &self.failure {
-            Some(f) => format!("configuration failed: {f}; retrying in {wait}"),
-            None => format!("change pending: configuring {} pods in {wait}", w.live.len()),
-        }
-    }
-
-    fn done(&mut self) {
-        self.damper.clear();
-        self.failure = None;
-        self.dirty = false;
-    }
-
-    /// A veto or a failure waits `damper` again.
-    fn failed(&mut self, why: String, partial: bool, now: Instant) {
-        self.damper.retry(now);
-        self.failure = Some(why);
-        self.dirty |= partial;
-    }
 }
 
 /// Reads the cluster, its snapshot and its dependencies.
@@ -432,148 +348,5 @@ async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String 
     match ctx.run(fields::PROBE, written, &map).await {
         Ok(out) => last_line(&out).unwrap_or_default(),
         Err(e) => format!("probe failed: {e}"),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::model::{Pod, PodState};
-
-    fn spec(yaml: &str) -> PodSpec {
-        crate::spec::load_with_env(Path::new("pod.yaml"), yaml, &|_| None).unwrap()
-    }
-
-    /// Pod `a` has seq 1, `b` seq 2...
-    fn pod(uuid: &str, state: PodState) -> Pod {
-        let seq = u32::from(uuid.as_bytes()[0] - b'a') + 1;
-        Pod {
-            uuid: uuid.to_string(),
-            seq,
-            state,
-            ..Pod::default()
-        }
-    }
-
-    fn world(pods: &[(&str, PodState)], snapshot: Option<&[&str]>) -> World {
-        let registered: BTreeMap<String, Registered> = pods
-            .iter()
-            .map(|(u, state)| {
-                (
-                    u.to_string(),
-                    Registered {
-                        pod: pod(u, *state),
-                        czxid: 1,
-                    },
-                )
-            })
-            .collect();
-        let live: Pods = registered
-            .values()
-            .filter(|r| r.pod.state.is_live())
-            .map(|r| (r.pod.uuid.clone(), r.pod.clone()))
-            .collect();
-        let deps = BTreeMap::new();
-        let hash = plan::config_hash(&live, &deps);
-        let snapshot = snapshot.map(|uuids| {
-            let pods: Pods = uuids
-                .iter()
-                .map(|u| (u.to_string(), pod(u, PodState::Running)))
-                .collect();
-            let hash = plan::config_hash(&pods, &deps);
-            (
-                Snapshot {
-                    generation: 4,
-                    hash,
-                    pods,
-                },
-                0,
-            )
-        });
-        World {
-            registered,
-            live,
-            deps,
-            resolved: Vec::new(),
-            snapshot,
-            held: Vec::new(),
-            hash,
-        }
-    }
-
-    fn pending(spec: &PodSpec) -> Pending {
-        Pending {
-            damper: Damper::new(spec.settings.damper, spec.settings.damper_max),
-            ..Pending::default()
-        }
-    }
-
-    const R: PodState = PodState::Running;
-
-    #[test]
-    fn min_size_gates_only_the_first_configuration() {
-        let s = spec("cluster: c\nsettings: { min_size: 3, damper: 1s }\nprocess: { command: 'true' }\n");
-        let mut p = pending(&s);
-        let now = Instant::now();
-        let w = world(&[("a", R), ("b", R)], None);
-        assert_eq!(p.decide(&s, &w, now), "waiting for min_size: 2/3 pods");
-        assert_eq!(p.damper.deadline(), None);
-        // Configured once with 3: dropping to 2 is a change like any other.
-        let w = world(&[("a", R), ("b", R)], Some(&["a", "b", "c"]));
-        assert!(p
-            .decide(&s, &w, now)
-            .starts_with("change pending: configuring 2 pods in 1s"));
-        assert_eq!(p.damper.deadline(), Some(now + Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn back_to_the_snapshot_cancels_the_pending_change() {
-        // A leader's reset: its pod vanishes, then registers again before the damper is over.
-        let s = spec("cluster: c\nsettings: { damper: 5s }\nprocess: { command: 'true' }\n");
-        let mut p = pending(&s);
-        let now = Instant::now();
-        let snap = Some(&["a", "b"][..]);
-        assert_eq!(
-            p.decide(&s, &world(&[("a", R), ("b", R)], snap), now),
-            "configured: 2 pods, generation 4"
-        );
-        p.decide(&s, &world(&[("b", R)], snap), now);
-        assert!(p.damper.deadline().is_some());
-        let later = now + Duration::from_secs(1);
-        assert_eq!(
-            p.decide(&s, &world(&[("a", R), ("b", R)], snap), later),
-            "configured: 2 pods, generation 4"
-        );
-        assert_eq!(p.damper.deadline(), None, "no reconfiguration");
-    }
-
-    #[test]
-    fn a_partial_failure_forces_the_next_attempt_even_back_at_the_snapshot() {
-        let s = spec("cluster: c\nsettings: { damper: 1s }\nprocess: { command: 'true' }\n");
-        let mut p = pending(&s);
-        let now = Instant::now();
-        let w = world(&[("a", R), ("b", R)], Some(&["a", "b"]));
-        p.failed("c failed on".into(), true, now);
-        assert!(p
-            .decide(&s, &w, now)
-            .starts_with("configuration failed: c failed on; retrying in 1s"));
-        assert!(p.damper.deadline().is_some());
-        p.done();
-        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
-        // A veto (nothing applied) does not.
-        p.failed("vetoed".into(), false, now);
-        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
-    }
-
-    #[test]
-    fn a_leader_that_is_not_live_hands_over_to_a_live_pod() {
-        let w = world(&[("a", PodState::Held), ("b", R)], None);
-        assert_eq!(resignation("a", &w).as_deref(), Some("this pod is held"));
-        assert_eq!(resignation("b", &w), None);
-        let alone = world(&[("a", PodState::Leaving)], None);
-        assert_eq!(resignation("a", &alone), None, "nobody else could lead");
     }
 }

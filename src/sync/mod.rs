@@ -12,10 +12,16 @@
 //! new one and the pod registers again as itself, same uuid and seq. The process is never touched
 //! from here. Shuts down when the shutdown token is cancelled (the session is closed, the pod's
 //! ephemeral nodes go with it) or after [`Handle::deregister`].
+//!
+//! Inside: `member` (election, leaving), `leader` (the watch-driven loop), `decide` (whether a
+//! configuration is due, pure), `configure` (one configuration), [`calls`] (HTTP to pods and
+//! local commands), [`plan`] (hash, diff, order, dependency resolution, damper: pure).
 
 pub mod calls;
 mod configure;
+mod decide;
 mod leader;
+mod member;
 pub mod plan;
 
 use std::path::PathBuf;
@@ -30,7 +36,7 @@ use zookeeper_client as zkc;
 use crate::model::{Pod, PodState};
 use crate::spec::PodSpec;
 use crate::zk::paths::ClusterPaths;
-use crate::zk::{self, election, register, snapshot, Acls, Client, ZkConfig, ZkError};
+use crate::zk::{self, register, snapshot, Acls, Client, ZkConfig, ZkError};
 
 /// What the sync loop needs to start.
 #[derive(Debug, Clone)]
@@ -293,7 +299,11 @@ impl Actor {
             }
         };
         let member_stop = self.shutdown.child_token();
-        let member = tokio::spawn(member(self.ctx.clone(), client.clone(), member_stop.clone()));
+        let member = tokio::spawn(member::member(
+            self.ctx.clone(),
+            client.clone(),
+            member_stop.clone(),
+        ));
         let mut supervise_gone = false;
         let end = loop {
             // Rewrite the znode when the wanted state differs from the one written (changes seen
@@ -358,7 +368,7 @@ impl Actor {
                     }
                     Some(Command::Leave(drain, reply)) => {
                         self.leaving = true;
-                        tokio::spawn(drain_then_reply(client.clone(), self.paths.clone(), self.cfg.me.uuid.clone(), drain, member_stop.clone(), reply));
+                        tokio::spawn(member::drain_then_reply(client.clone(), self.paths.clone(), self.cfg.me.uuid.clone(), drain, member_stop.clone(), reply));
                     }
                 },
             }
@@ -409,113 +419,5 @@ impl Actor {
             s.status = "registered".into();
         });
         Ok(state)
-    }
-}
-
-/// Election, then leadership, for one session; re-enters the election after a recoverable error.
-async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) {
-    loop {
-        let r = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = elect_and_lead(&ctx, &client, &stop) => r,
-        };
-        match r {
-            Ok(leader::Ended::Stopped) => return,
-            Ok(leader::Ended::Resigned(why)) => {
-                tracing::info!(reason = %why, "resigned the leadership to a live pod");
-                ctx.status.send_modify(|s| {
-                    s.role = Role::Follower;
-                    s.status = format!("resigned: {why}");
-                });
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            Err(e) if e.is_session_lost() => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "election interrupted, joining again");
-                ctx.status.send_modify(|s| {
-                    s.role = Role::Follower;
-                    s.status = format!("election interrupted: {e}");
-                });
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-}
-
-async fn elect_and_lead(
-    ctx: &leader::Ctx,
-    client: &Client,
-    stop: &CancellationToken,
-) -> Result<leader::Ended, ZkError> {
-    election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
-    let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
-    ctx.status.send_modify(|s| {
-        s.role = Role::Follower;
-        s.status = "following".into();
-    });
-    election::wait_until_leader(client, &ctx.paths, &me).await?;
-    tracing::info!(node = %me.name, "elected leader");
-    ctx.status.send_modify(|s| {
-        s.role = Role::Leader;
-        s.status = "leading".into();
-    });
-    let r = leader::lead(ctx, client, &me, stop).await;
-    // Whatever happened, this node no longer leads through `me`: give the election a chance.
-    let _ = client.delete(&me.path, None).await;
-    r
-}
-
-/// Waits up to `drain` for a snapshot of this cluster without `uuid`, then answers.
-async fn drain_then_reply(
-    client: Client,
-    paths: ClusterPaths,
-    uuid: String,
-    drain: Duration,
-    stop: CancellationToken,
-    reply: oneshot::Sender<()>,
-) {
-    if !drain.is_zero() {
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(drain) => tracing::warn!("drain time over, leaving anyway"),
-            r = wait_unconfigured(&client, &paths, &uuid) => {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot watch the snapshot, leaving anyway");
-                }
-            }
-        }
-    }
-    drop(client);
-    let _ = reply.send(());
-}
-
-/// Returns once the cluster's snapshot does not list `uuid` (or there is none).
-async fn wait_unconfigured(client: &Client, paths: &ClusterPaths, uuid: &str) -> Result<(), ZkError> {
-    let path = paths.snapshot();
-    loop {
-        // A one-shot watch: nothing in this session puts a persistent watch on our own snapshot
-        // (ZOOKEEPER-4466).
-        let (data, _, watcher) = match client.get_and_watch_data(&path).await {
-            Ok(r) => r,
-            Err(zkc::Error::NoNode) => return Ok(()),
-            Err(e) => return Err(ZkError::op("watching", &path)(e)),
-        };
-        if !snapshot::decode(&path, &data)?.pods.contains_key(uuid) {
-            return Ok(());
-        }
-        let event = watcher.changed().await;
-        if event.event_type == zkc::EventType::Session && event.session_state.is_terminated() {
-            return Err(ZkError::Op {
-                doing: "watching",
-                path,
-                source: zkc::Error::SessionExpired,
-            });
-        }
     }
 }

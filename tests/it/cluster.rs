@@ -516,3 +516,50 @@ async fn a_leader_behind_the_pods_generation_starts_above_it() {
         "the generation keeps growing: {four}"
     );
 }
+
+#[tokio::test]
+async fn a_veto_postpones_the_configuration_and_full_shutdown_does_not_hold_pods() {
+    let zk = ZkServer::start();
+    let gate = tempfile::tempdir().unwrap();
+    let open = gate.path().join("open");
+    let yaml = || {
+        let dir = pod_yaml(
+            "e2e9",
+            "web",
+            "settings: { min_size: 2, damper: 200ms, full_shutdown: true }",
+            PEERS,
+        );
+        let text = std::fs::read_to_string(dir.path()).unwrap().replace(
+            "hooks:\n",
+            &format!("hooks:\n  can_configure: \"test -e {}\"\n", open.display()),
+        );
+        std::fs::write(dir.path(), text).unwrap();
+        dir
+    };
+    let a = start(&zk, yaml(), None);
+    let b = start(&zk, yaml(), None);
+    let lead = leader(&[&a, &b]).await;
+    eventually(T, "the leader to report the veto", || async {
+        cluster_status(lead)
+            .await
+            .starts_with("configuration failed: vetoed by seq")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(peers(&a), "");
+    std::fs::write(&open, "").unwrap();
+    converged(&[&a, &b], 2, "2 pods configured once the veto is lifted").await;
+    // full_shutdown: every pod is turned off by the leader before the new map; that `off` must
+    // not hold them (an operator's would), or the third pod would never be configured with them.
+    let c = start(&zk, yaml(), None);
+    let three = converged(&[&a, &b, &c], 3, "3 pods configured through a full shutdown").await;
+    assert!(three.starts_with("gen 2\n"), "{three}");
+    // The files are written before each pod's `on` finishes: wait for the pods to report it.
+    for m in [&a, &b, &c] {
+        eventually(T, "every pod running, none held", || async {
+            let i = info(m).await?;
+            (i["pod_state"] == "running" && i["process"] == "running" && i["generation"] == 2).then_some(())
+        })
+        .await;
+    }
+}

@@ -14,4 +14,5 @@ mod runner;
 mod showcase;
 mod sync_zk;
 mod up;
+mod zk_layer;
 mod zk_reconnect;

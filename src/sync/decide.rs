@@ -1,0 +1,248 @@
+//! The leader's decision, pure: whether a configuration is due (the hash of the live pods and
+//! dependencies against the snapshot's, `min_size` and `min` gates, the damper), what the status
+//! line says meanwhile, and whether this pod should lead at all.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::leader::World;
+use super::plan::{self, Damper};
+use crate::spec::PodSpec;
+
+/// Why this pod should hand the leadership over, if it should: it is registered but not in the
+/// live set (held, failed, leaving, evicted) while another pod is.
+pub(super) fn resignation(uuid: &str, w: &World) -> Option<String> {
+    let mine = w.registered.get(uuid)?;
+    if w.live.contains_key(uuid) || w.live.is_empty() {
+        return None;
+    }
+    Some(match mine.pod.state.is_live() {
+        true => "this pod was evicted".to_string(),
+        false => format!("this pod is {:?}", mine.pod.state).to_lowercase(),
+    })
+}
+
+/// The leader's pending change and the words for it.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub damper: Damper,
+    /// The hash last seen, to tell a new change from the same one seen again.
+    seen: Option<String>,
+    /// Why the last attempt failed, until one succeeds or the cluster is back as configured.
+    failure: Option<String>,
+    /// The probe's last line, shown while nothing else is going on.
+    pub probe: Option<String>,
+    /// An attempt failed after pods got its map: reconfigure even if the pods are back to the
+    /// snapshot's (they are not configured as it says any more).
+    dirty: bool,
+}
+
+impl Pending {
+    pub(super) fn new(damper: Duration, damper_max: Duration) -> Pending {
+        Pending {
+            damper: Damper::new(damper, damper_max),
+            ..Pending::default()
+        }
+    }
+
+    /// Updates the damper from a fresh view of the world; returns the status line.
+    pub(super) fn decide(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
+        let changed = self.seen.as_deref() != Some(w.hash.as_str());
+        self.seen = Some(w.hash.clone());
+        let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
+        if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
+            self.damper.clear();
+            self.failure = None;
+            return match &self.probe {
+                Some(line) => line.clone(),
+                None => format!("configured: {} pods, generation {}", s.pods.len(), s.generation),
+            };
+        }
+        if snapshot.is_none() {
+            let min = spec.settings.min_size;
+            if w.live.len() < min {
+                self.damper.clear();
+                return format!("waiting for min_size: {}/{min} pods", w.live.len());
+            }
+            if let Some((d, n)) = plan::unmet_min(&spec.depends_on, &w.resolved, &w.deps) {
+                self.damper.clear();
+                return format!("waiting for dependency {}: {n}/{} pods", d.cluster, d.min);
+            }
+        }
+        if changed || self.damper.deadline().is_none() {
+            self.damper.changed(now);
+        }
+        let wait = self
+            .damper
+            .deadline()
+            .map(|d| d.saturating_duration_since(now))
+            .unwrap_or_default();
+        let wait = crate::spec::format_duration(Duration::from_millis(wait.as_millis() as u64));
+        match &self.failure {
+            Some(f) => format!("configuration failed: {f}; retrying in {wait}"),
+            None => format!("change pending: configuring {} pods in {wait}", w.live.len()),
+        }
+    }
+
+    pub(super) fn done(&mut self) {
+        self.damper.clear();
+        self.failure = None;
+        self.dirty = false;
+    }
+
+    /// A veto or a failure waits `damper` again.
+    pub(super) fn failed(&mut self, why: String, partial: bool, now: Instant) {
+        self.damper.retry(now);
+        self.failure = Some(why);
+        self.dirty |= partial;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{Pod, PodState};
+    use crate::sync::plan::Pods;
+    use crate::zk::cluster::Registered;
+    use crate::zk::snapshot::Snapshot;
+
+    fn spec(yaml: &str) -> PodSpec {
+        crate::spec::load_with_env(Path::new("pod.yaml"), yaml, &|_| None).unwrap()
+    }
+
+    /// Pod `a` has seq 1, `b` seq 2...
+    fn pod(uuid: &str, state: PodState) -> Pod {
+        let seq = u32::from(uuid.as_bytes()[0] - b'a') + 1;
+        Pod {
+            uuid: uuid.to_string(),
+            seq,
+            state,
+            ..Pod::default()
+        }
+    }
+
+    fn world(pods: &[(&str, PodState)], snapshot: Option<&[&str]>) -> World {
+        let registered: BTreeMap<String, Registered> = pods
+            .iter()
+            .map(|(u, state)| {
+                (
+                    u.to_string(),
+                    Registered {
+                        pod: pod(u, *state),
+                        czxid: 1,
+                    },
+                )
+            })
+            .collect();
+        let live: Pods = registered
+            .values()
+            .filter(|r| r.pod.state.is_live())
+            .map(|r| (r.pod.uuid.clone(), r.pod.clone()))
+            .collect();
+        let deps = BTreeMap::new();
+        let hash = plan::config_hash(&live, &deps);
+        let snapshot = snapshot.map(|uuids| {
+            let pods: Pods = uuids
+                .iter()
+                .map(|u| (u.to_string(), pod(u, PodState::Running)))
+                .collect();
+            let hash = plan::config_hash(&pods, &deps);
+            (
+                Snapshot {
+                    generation: 4,
+                    hash,
+                    pods,
+                },
+                0,
+            )
+        });
+        World {
+            registered,
+            live,
+            deps,
+            resolved: Vec::new(),
+            snapshot,
+            held: Vec::new(),
+            hash,
+        }
+    }
+
+    fn pending(spec: &PodSpec) -> Pending {
+        Pending {
+            damper: Damper::new(spec.settings.damper, spec.settings.damper_max),
+            ..Pending::default()
+        }
+    }
+
+    const R: PodState = PodState::Running;
+
+    #[test]
+    fn min_size_gates_only_the_first_configuration() {
+        let s = spec("cluster: c\nsettings: { min_size: 3, damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let w = world(&[("a", R), ("b", R)], None);
+        assert_eq!(p.decide(&s, &w, now), "waiting for min_size: 2/3 pods");
+        assert_eq!(p.damper.deadline(), None);
+        // Configured once with 3: dropping to 2 is a change like any other.
+        let w = world(&[("a", R), ("b", R)], Some(&["a", "b", "c"]));
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("change pending: configuring 2 pods in 1s"));
+        assert_eq!(p.damper.deadline(), Some(now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn back_to_the_snapshot_cancels_the_pending_change() {
+        // A leader's reset: its pod vanishes, then registers again before the damper is over.
+        let s = spec("cluster: c\nsettings: { damper: 5s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let snap = Some(&["a", "b"][..]);
+        assert_eq!(
+            p.decide(&s, &world(&[("a", R), ("b", R)], snap), now),
+            "configured: 2 pods, generation 4"
+        );
+        p.decide(&s, &world(&[("b", R)], snap), now);
+        assert!(p.damper.deadline().is_some());
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            p.decide(&s, &world(&[("a", R), ("b", R)], snap), later),
+            "configured: 2 pods, generation 4"
+        );
+        assert_eq!(p.damper.deadline(), None, "no reconfiguration");
+    }
+
+    #[test]
+    fn a_partial_failure_forces_the_next_attempt_even_back_at_the_snapshot() {
+        let s = spec("cluster: c\nsettings: { damper: 1s }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        let w = world(&[("a", R), ("b", R)], Some(&["a", "b"]));
+        p.failed("c failed on".into(), true, now);
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("configuration failed: c failed on; retrying in 1s"));
+        assert!(p.damper.deadline().is_some());
+        p.done();
+        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+        // A veto (nothing applied) does not.
+        p.failed("vetoed".into(), false, now);
+        assert_eq!(p.decide(&s, &w, now), "configured: 2 pods, generation 4");
+    }
+
+    #[test]
+    fn a_leader_that_is_not_live_hands_over_to_a_live_pod() {
+        let w = world(&[("a", PodState::Held), ("b", R)], None);
+        assert_eq!(resignation("a", &w).as_deref(), Some("this pod is held"));
+        assert_eq!(resignation("b", &w), None);
+        let alone = world(&[("a", PodState::Leaving)], None);
+        assert_eq!(resignation("a", &alone), None, "nobody else could lead");
+    }
+}

@@ -1,0 +1,124 @@
+//! One session's part in the cluster: the election (and, when elected, the leader loop), and
+//! the wait for a configuration without this pod when it leaves.
+//!
+//! Both run as tasks of the session, stopped by its token when the session ends (the sync loop
+//! then registers again and starts them anew).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use zookeeper_client as zkc;
+
+use super::{leader, Role};
+use crate::zk::paths::ClusterPaths;
+use crate::zk::{election, snapshot, Client, ZkError};
+
+/// Election, then leadership, for one session; re-enters the election after a recoverable error.
+pub(super) async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) {
+    loop {
+        let r = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = elect_and_lead(&ctx, &client, &stop) => r,
+        };
+        match r {
+            Ok(leader::Ended::Stopped) => return,
+            Ok(leader::Ended::Resigned(why)) => {
+                tracing::info!(reason = %why, "resigned the leadership to a live pod");
+                ctx.status.send_modify(|s| {
+                    s.role = Role::Follower;
+                    s.status = format!("resigned: {why}");
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) if e.is_session_lost() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "election interrupted, joining again");
+                ctx.status.send_modify(|s| {
+                    s.role = Role::Follower;
+                    s.status = format!("election interrupted: {e}");
+                });
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn elect_and_lead(
+    ctx: &leader::Ctx,
+    client: &Client,
+    stop: &CancellationToken,
+) -> Result<leader::Ended, ZkError> {
+    election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
+    let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
+    ctx.status.send_modify(|s| {
+        s.role = Role::Follower;
+        s.status = "following".into();
+    });
+    election::wait_until_leader(client, &ctx.paths, &me).await?;
+    tracing::info!(node = %me.name, "elected leader");
+    ctx.status.send_modify(|s| {
+        s.role = Role::Leader;
+        s.status = "leading".into();
+    });
+    let r = leader::lead(ctx, client, &me, stop).await;
+    // Whatever happened, this node no longer leads through `me`: give the election a chance.
+    let _ = client.delete(&me.path, None).await;
+    r
+}
+
+/// Waits up to `drain` for a snapshot of this cluster without `uuid`, then answers.
+pub(super) async fn drain_then_reply(
+    client: Client,
+    paths: ClusterPaths,
+    uuid: String,
+    drain: Duration,
+    stop: CancellationToken,
+    reply: oneshot::Sender<()>,
+) {
+    if !drain.is_zero() {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(drain) => tracing::warn!("drain time over, leaving anyway"),
+            r = wait_unconfigured(&client, &paths, &uuid) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot watch the snapshot, leaving anyway");
+                }
+            }
+        }
+    }
+    drop(client);
+    let _ = reply.send(());
+}
+
+/// Returns once the cluster's snapshot does not list `uuid` (or there is none).
+async fn wait_unconfigured(client: &Client, paths: &ClusterPaths, uuid: &str) -> Result<(), ZkError> {
+    let path = paths.snapshot();
+    loop {
+        // A one-shot watch: nothing in this session puts a persistent watch on our own snapshot
+        // (ZOOKEEPER-4466).
+        let (data, _, watcher) = match client.get_and_watch_data(&path).await {
+            Ok(r) => r,
+            Err(zkc::Error::NoNode) => return Ok(()),
+            Err(e) => return Err(ZkError::op("watching", &path)(e)),
+        };
+        if !snapshot::decode(&path, &data)?.pods.contains_key(uuid) {
+            return Ok(());
+        }
+        let event = watcher.changed().await;
+        if event.event_type == zkc::EventType::Session && event.session_state.is_terminated() {
+            return Err(ZkError::Op {
+                doing: "watching",
+                path,
+                source: zkc::Error::SessionExpired,
+            });
+        }
+    }
+}
