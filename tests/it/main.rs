@@ -12,6 +12,7 @@ mod lifecycle;
 mod pid1;
 mod runner;
 mod showcase;
+mod showcase_scripts;
 mod sync_zk;
 mod up;
 mod zk_layer;
