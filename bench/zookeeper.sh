@@ -27,7 +27,11 @@ pids=()
 cleanup() {
   # Every pod's ochopod and whatever it started (the JVMs, hooks), by pid.
   local all=() p
-  for p in "${pids[@]}"; do all+=("$p" $(descendants "$p")); done
+  for p in "${pids[@]}"; do
+    # Still our child? (a pod that exited long ago may have left its pid to somebody else)
+    [ "$(ps -o ppid= -p "$p" 2>/dev/null | tr -d ' ')" = "$$" ] || continue
+    all+=("$p" $(descendants "$p"))
+  done
   [ ${#all[@]} -eq 0 ] || kill -KILL "${all[@]}" 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then echo "bench: kept $work" >&2; else rm -rf "$work"; fi
 }
