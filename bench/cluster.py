@@ -7,7 +7,7 @@ Real parts only: Debian's ZooKeeper on a free port of 127.0.0.1, N `ochopod run`
 
   bench/cluster.py [--sizes 3,10,50] [--binary target/release/ochopod]
 """
-import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, concurrent.futures, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 JARS = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar"
 DAMPER = 1.0
@@ -105,19 +105,20 @@ def start_pods(binary, root, zk_port, n, first=0):
     return pods
 
 
+POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32)
+
+
 def configured(pods, size, min_generation=1):
-    """True when every pod runs a configuration of `size` pods (same generation everywhere)."""
-    gens = set()
-    for ip, _ in pods:
-        i = info(ip, 8080)
-        if not i or i.get("process") != "running" or i.get("generation", 0) < min_generation:
-            return None
-        gens.add(i["generation"])
+    """The generation when every pod runs the same configuration of `size` pods, else None."""
+    infos = list(POOL.map(lambda p: info(p[0], 8080), pods))
+    if any(not i or i.get("process") != "running" or i.get("generation", 0) < min_generation for i in infos):
+        return None
+    gens = {i["generation"] for i in infos}
     if len(gens) != 1:
         return None
-    leader = [ip for ip, _ in pods if (info(ip, 8080) or {}).get("state") == "leader"]
-    st = (info(leader[0], 8080) or {}).get("status", "") if leader else ""
-    return gens.pop() if f"{size} pods" in st or size == 1 else None
+    leaders = [i for i in infos if i.get("state") == "leader"]
+    status = leaders[0].get("status", "") if leaders else ""
+    return gens.pop() if f"{size} pods" in status or size == 1 else None
 
 
 def wait(pred, timeout, step=0.05):
@@ -149,8 +150,10 @@ def run_size(binary, n):
         base = packets(zk.port)
         t0 = time.time()
         pods = start_pods(binary, root, zk.port, n)
+        t_spawned = time.time()
         gen = wait(lambda: configured(pods, n), 120)
         t_form = time.time() - t0
+        t_after_last = time.time() - t_spawned
         if not gen:
             return dict(n=n, form="timeout")
         # Idle: requests over 10 s with nothing changing (session pings only, no polling).
@@ -169,7 +172,8 @@ def run_size(binary, n):
         victim.kill()
         gen3 = wait(lambda: configured(pods, n, (gen2 or gen) + 1), 60)
         t_lost = time.time() - t1
-        return dict(n=n, form=t_form, beyond=t_form - DAMPER, idle=idle, reconf=reconf_requests,
+        return dict(n=n, form=t_form, beyond=t_after_last - DAMPER, spawn=t_spawned - t0, idle=idle,
+                    reconf=reconf_requests,
                     lost=t_lost if gen3 else "timeout", startup_packets=p0 - base)
     finally:
         stop_pods(pods)
@@ -185,13 +189,14 @@ def main():
     if not os.path.exists(a.binary):
         sys.exit(f"{a.binary} missing: cargo build --release")
     print(f"# cluster sync ({os.cpu_count()} cores, damper {DAMPER}s, session timeout {SESSION}s)\n")
-    print("| pods | start → all configured | beyond the damper | pod killed → survivors reconfigured "
-          "| ZK requests for +1 pod | ZK requests/s idle |")
-    print("|---|---|---|---|---|---|")
+    print("| pods | first start → all configured | starting them took | last start → all configured, "
+          "beyond the damper | pod killed → survivors reconfigured | ZK requests for +1 pod "
+          "| ZK requests/s idle |")
+    print("|---|---|---|---|---|---|---|")
     for n in [int(x) for x in a.sizes.split(",")]:
         r = run_size(a.binary, n)
         f = lambda v: f"{v:.2f} s" if isinstance(v, float) else str(v)
-        print(f"| {n} | {f(r['form'])} | {f(r.get('beyond', '-'))} | {f(r.get('lost', '-'))} "
+        print(f"| {n} | {f(r['form'])} | {f(r.get('spawn', '-'))} | {f(r.get('beyond', '-'))} | {f(r.get('lost', '-'))} "
               f"| {r.get('reconf', '-')} | {r.get('idle', 0):.1f} |", flush=True)
 
 

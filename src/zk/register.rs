@@ -60,9 +60,15 @@ pub async fn claim_seq(
     taken.sort_unstable();
     // The state dir may have lost the seq file while this uuid still holds one: reuse it rather
     // than hold two.
-    for &n in &taken {
-        let path = paths.seq(n);
-        match client.get_data(&path).await {
+    // The reads are pipelined (each call sends at once): one round trip, not one per seq, which
+    // matters when hundreds of pods start together.
+    let reads: Vec<_> = taken
+        .iter()
+        .map(|&n| (n, paths.seq(n)))
+        .map(|(n, p)| (n, client.get_data(&p), p))
+        .collect();
+    for (n, read, path) in reads {
+        match read.await {
             Ok((data, stat)) if data == uuid.as_bytes() => {
                 touch(client, &path, uuid, stat.version).await?;
                 return Ok(n);
@@ -77,7 +83,18 @@ pub async fn claim_seq(
             let path = paths.seq(n);
             match client.create(&path, uuid.as_bytes(), &acls.persistent()).await {
                 Ok(_) => return Ok(n),
-                Err(zkc::Error::NodeExists) => {}
+                Err(zkc::Error::NodeExists) => {
+                    // Others are claiming too (pods started together): learn all their claims
+                    // in one listing rather than bumping into them one create at a time.
+                    let names = client
+                        .list_children(&dir)
+                        .await
+                        .map_err(ZkError::op("listing", &dir))?;
+                    taken = names.iter().filter_map(|n| n.parse().ok()).collect();
+                    taken.sort_unstable();
+                    n = 1;
+                    continue;
+                }
                 Err(e) => return Err(ZkError::op("claiming", &path)(e)),
             }
         }
