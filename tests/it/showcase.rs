@@ -133,13 +133,21 @@ impl Fleet {
     }
 
     /// Which of `which` is the ochopod leader of its cluster.
+    /// Polls: right after a leader left, the election may still be settling.
     async fn ochopod_leader(&self, which: &[usize]) -> usize {
-        for &i in which {
-            if self.pod(i).info().await["state"] == "leader" {
-                return i;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            for &i in which {
+                if self.pod(i).info().await["state"] == "leader" {
+                    return i;
+                }
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ochopod leader among {which:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no ochopod leader among {which:?}");
     }
 }
 
