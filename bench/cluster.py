@@ -97,7 +97,7 @@ def start_pods(binary, root, zk_port, n, first=0):
         os.makedirs(home, exist_ok=True)
         env = dict(os.environ, OCHOPOD_ZK=f"127.0.0.1:{zk_port}", OCHOPOD_IP=ip, OCHOPOD_BIND=ip,
                    OCHOPOD_PORT="8080", OCHOPOD_HOME=home, OCHOPOD_ZK_SESSION_TIMEOUT=f"{int(SESSION)}s",
-                   OCHOPOD_LOG="warn")
+                   OCHOPOD_LOG=os.environ.get("OCHOPOD_LOG", "warn"))
         env.pop("OCHOPOD_TOKEN", None)
         log = open(os.path.join(home, "log"), "w")
         p = subprocess.Popen([binary, "run", pod_yaml], env=env, stdout=log, stderr=log)

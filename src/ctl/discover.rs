@@ -10,10 +10,7 @@
 //! pods of another.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -78,30 +75,6 @@ struct Snapshot {
     pods: BTreeMap<String, serde_json::Value>,
 }
 
-/// Runs `zookeeper-client`'s session task on tokio: the client spawns it through `spawns-core`
-/// while connecting, which needs a spawner in scope at that moment (as `zk::connect` does).
-struct TokioSpawner;
-
-impl spawns_core::Spawn for TokioSpawner {
-    fn spawn(&self, task: spawns_core::Task) {
-        tokio::spawn(Box::into_pin(task.future));
-    }
-}
-
-static SPAWNER: TokioSpawner = TokioSpawner;
-
-/// A future polled with [`TokioSpawner`] in scope.
-struct WithSpawner<F: Future>(Pin<Box<F>>);
-
-impl<F: Future> Future for WithSpawner<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _scope = spawns_core::enter(&SPAWNER);
-        self.0.as_mut().poll(cx)
-    }
-}
-
 /// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
 /// tried (each gets its share of the timeout), so a wrong address is reported at once rather than
 /// after retrying the same refusals until the timeout.
@@ -117,7 +90,7 @@ async fn open(connect: &str, timeout: Duration) -> Result<zkc::Client, CtlError>
         after: started.elapsed(),
         reason,
     };
-    let attempt = WithSpawner(Box::pin(connector.connect(connect)));
+    let attempt = crate::zk::with_spawner(connector.connect(connect));
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(zkc::Error::NoHosts)) => Err(unreachable(

@@ -88,6 +88,18 @@ pub struct Select {
     pub seqs: Vec<u32>,
 }
 
+impl Select {
+    /// The pods of `clusters` that the `-i` seqs (if any) pick.
+    pub(crate) fn pods_of(&self, clusters: &[discover::Cluster]) -> Vec<discover::Target> {
+        clusters
+            .iter()
+            .flat_map(|c| c.pods.iter())
+            .filter(|t| self.seqs.is_empty() || self.seqs.contains(&t.pod.seq))
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Clusters: pods running/total, leader, generation, status.

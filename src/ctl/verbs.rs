@@ -233,12 +233,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             super::existing_clusters(&existing)
         );
     }
-    let all: Vec<Target> = clusters
-        .iter()
-        .flat_map(|c| c.pods.iter())
-        .filter(|t| select.seqs.is_empty() || select.seqs.contains(&t.pod.seq))
-        .cloned()
-        .collect();
+    let all: Vec<Target> = select.pods_of(&clusters);
     let answers = infos(ctx, &all).await;
     let reports: Vec<PodReport> = answers
         .iter()

@@ -79,12 +79,7 @@ async fn round(
     count: Option<usize>,
 ) -> Result<Vec<ClusterWait>, CtlError> {
     let clusters = ctx.zk.resolve(&select.clusters, &ctx.namespace).await?;
-    let all: Vec<Target> = clusters
-        .iter()
-        .flat_map(|c| c.pods.iter())
-        .filter(|t| select.seqs.is_empty() || select.seqs.contains(&t.pod.seq))
-        .cloned()
-        .collect();
+    let all: Vec<Target> = select.pods_of(&clusters);
     let answers = infos(ctx, &all).await;
     Ok(clusters
         .iter()

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -130,6 +131,10 @@ struct Watches {
     wake: mpsc::Sender<()>,
     tasks: JoinSet<()>,
     paths: BTreeSet<(String, bool)>,
+    /// Set by the watch tasks when the connection comes back: zookeeper-client 0.11.2 does not
+    /// restore persistent watches on the server after a reconnection within the same session
+    /// (its `resend_watches` never sends SetWatches2), so they must be added again ([`Self::renew`]).
+    reconnected: Arc<AtomicBool>,
     /// The last attempt to add the dependencies' watches failed: retry.
     failed: bool,
 }
@@ -150,9 +155,15 @@ impl Watches {
             .map_err(ZkError::op("watching", path))?;
         self.paths.insert((path.to_string(), recursive));
         let wake = self.wake.clone();
+        let reconnected = self.reconnected.clone();
         self.tasks.spawn(async move {
             loop {
                 let event = w.changed().await;
+                if event.event_type == zkc::EventType::Session
+                    && event.session_state == zkc::SessionState::SyncConnected
+                {
+                    reconnected.store(true, Ordering::SeqCst);
+                }
                 // A full channel already holds a wake-up: coalescing is the point.
                 let _ = wake.try_send(());
                 // A persistent watcher panics if asked again after a terminal session event.
@@ -161,6 +172,25 @@ impl Watches {
                 }
             }
         });
+        Ok(())
+    }
+
+    /// After a reconnection, drops every watch and adds it again (see `reconnected`). On failure
+    /// the renewal stays due, for the next wake-up.
+    async fn renew(&mut self, client: &Client) -> Result<(), ZkError> {
+        if !self.reconnected.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        tracing::info!(watches = self.paths.len(), "connection back: watching again");
+        let paths = std::mem::take(&mut self.paths);
+        self.tasks.abort_all();
+        for (path, recursive) in &paths {
+            if let Err(e) = self.add(client, path, *recursive).await {
+                self.paths.extend(paths.iter().cloned());
+                self.reconnected.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
         Ok(())
     }
 }
@@ -195,6 +225,7 @@ pub(super) async fn lead(
         wake: wake_tx,
         tasks: JoinSet::new(),
         paths: BTreeSet::new(),
+        reconnected: Arc::new(AtomicBool::new(false)),
         failed: false,
     };
     watches.add(client, &ctx.paths.pods(), true).await?;
@@ -205,7 +236,11 @@ pub(super) async fn lead(
     let mut evictions = Evictions::default();
     let mut next_probe = settings.probe.as_ref().map(|_| Instant::now());
     loop {
-        let world = match observe(ctx, client, &mut evictions).await {
+        let read = match watches.renew(client).await {
+            Ok(()) => observe(ctx, client, &mut evictions).await,
+            Err(e) => Err(e),
+        };
+        let world = match read {
             Ok(w) => Some(w),
             Err(e) if e.is_session_lost() => return Err(e),
             Err(e) => {

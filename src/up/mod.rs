@@ -54,7 +54,10 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<i32> {
     {
         bail!("--replicas must be at least 1, with one loopback address (127.x.y.z) per pod from --first-ip");
     }
-    crate::spec::load(&opts.pod_yaml).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let spec = crate::spec::load(&opts.pod_yaml).map_err(|d| anyhow::anyhow!("{d}"))?;
+    // How long a pod may take to stop: its drain, its grace, and some slack for hooks. Past that
+    // `up` kills the ochopod processes (and their process groups would be orphaned), so be generous.
+    let patience = spec.process.stop.drain + spec.process.stop.grace + Duration::from_secs(15);
     let pod_yaml = opts
         .pod_yaml
         .canonicalize()
@@ -111,7 +114,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<i32> {
         });
     }
     let result = watch(&mut pods, opts.port, opts.plain).await;
-    stop(&mut pods).await;
+    stop(&mut pods, patience).await;
     drop(local_zk);
     if temporary {
         let _ = std::fs::remove_dir_all(&root);
@@ -208,13 +211,17 @@ fn line(pod: &LocalPod, info: Result<Value, String>) -> String {
 }
 
 /// SIGTERM every pod (they stop their processes and leave ZooKeeper), KILL what is left after
-/// a bound.
-async fn stop(pods: &mut [LocalPod]) {
-    eprintln!("ochopod up: stopping {} pod(s) ...", pods.len());
+/// `patience`.
+async fn stop(pods: &mut [LocalPod], patience: Duration) {
+    eprintln!(
+        "ochopod up: stopping {} pod(s) (up to {}: drain + grace) ...",
+        pods.len(),
+        crate::spec::format_duration(patience)
+    );
     for pod in pods.iter() {
         let _ = kill(Pid::from_raw(pod.child.id() as i32), Signal::SIGTERM);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience;
     for pod in pods.iter_mut() {
         while pod.child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {

@@ -202,7 +202,12 @@ impl spawns_core::Spawn for TokioSpawner {
 static SPAWNER: TokioSpawner = TokioSpawner;
 
 /// A future polled with [`TokioSpawner`] in scope.
-struct WithSpawner<F: Future>(Pin<Box<F>>);
+pub(crate) struct WithSpawner<F: Future>(Pin<Box<F>>);
+
+/// Wraps a zookeeper-client future (a connect) so its session task lands on tokio.
+pub(crate) fn with_spawner<F: Future>(future: F) -> WithSpawner<F> {
+    WithSpawner(Box::pin(future))
+}
 
 impl<F: Future> Future for WithSpawner<F> {
     type Output = F::Output;

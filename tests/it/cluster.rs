@@ -176,7 +176,10 @@ async fn pods_form_a_cluster_grow_and_shrink_through_zookeeper() {
         })
         .await;
     }
-    assert_eq!(configured(&d), "2\n");
+    eventually(T, "the newcomer's configured hook", || async {
+        (configured(&d) == "2\n").then_some(())
+    })
+    .await;
 
     // kill -9 one of them (once the leader wrote the snapshot: killed in between, the leader's
     // successor would rightly configure generation 2 again): its session expires and the rest

@@ -215,6 +215,59 @@ impl Pod {
     pub fn home_file(&self, rel: &str) -> PathBuf {
         self.home.join(rel)
     }
+
+    /// Kills ochopod and everything it started at once (SIGKILL), as when a container is killed:
+    /// no tear_down, no deregistration; its znode goes when its session expires.
+    pub fn kill_hard(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let root = child.id();
+        // Freeze the tree first so nobody forks or gets reparented while it is collected.
+        let mut all = vec![root];
+        let mut i = 0;
+        while i < all.len() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(all[i] as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+            all.extend(children(all[i]));
+            i += 1;
+        }
+        for pid in all {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.wait();
+    }
+}
+
+/// The direct children of `pid`, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so split after the last ')'.
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
 }
 
 impl Drop for Pod {
