@@ -361,9 +361,15 @@ async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: O
     }
     // Leaving first: the leader and dependents drop this pod; with a drain, the leader has time
     // to configure the others without it before its process stops (remove first, then stop).
+    // A second SIGTERM/SIGINT cuts the drain short: the operator (or `ochopod up` stopping a
+    // whole cluster, where nobody is left to configure the others) wants it gone now.
     supervise.leave().await;
     if let Some(sync) = sync {
-        sync.leave(spec.process.stop.drain).await;
+        tokio::select! {
+            _ = sync.leave(spec.process.stop.drain) => {}
+            _ = term.recv() => tracing::info!("second SIGTERM: not waiting for the drain"),
+            _ = int.recv() => tracing::info!("second SIGINT: not waiting for the drain"),
+        }
     }
     let exit = supervise.shutdown().await;
     exit.map(|e| e.shell_code()).unwrap_or(0)

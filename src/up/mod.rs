@@ -221,6 +221,14 @@ async fn stop(pods: &mut [LocalPod], patience: Duration) {
     for pod in pods.iter() {
         let _ = kill(Pid::from_raw(pod.child.id() as i32), Signal::SIGTERM);
     }
+    // The whole cluster is going: once every pod has marked itself leaving, a drain would wait
+    // for a configuration that nobody is left to make. A second SIGTERM tells each pod to skip it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for pod in pods.iter_mut() {
+        if pod.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(Pid::from_raw(pod.child.id() as i32), Signal::SIGTERM);
+        }
+    }
     let deadline = Instant::now() + patience;
     for pod in pods.iter_mut() {
         while pod.child.try_wait().ok().flatten().is_none() {

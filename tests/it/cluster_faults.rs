@@ -300,3 +300,39 @@ async fn evictions_survive_a_change_of_leader() {
     );
     assert_eq!(info(next).await.unwrap()["state"], "leader");
 }
+
+#[tokio::test]
+async fn a_second_sigterm_cuts_the_drain_short() {
+    // Alone in its cluster, a draining pod would wait its whole drain for a configuration that
+    // nobody is left to make (what `ochopod up` hits when it stops a whole cluster).
+    let zk = ZkServer::start();
+    // The apply fails once `block` exists: the configuration without the leaving pod never
+    // completes, as when a whole ZooKeeper ensemble stops and its reconfig cannot run.
+    let dir = pod_yaml(
+        "drain2",
+        "solo",
+        "settings: { damper: 100ms, apply: { command: \"test ! -f {{env.OCHOPOD_HOME}}/block\" } }",
+        PEERS,
+    );
+    let text = std::fs::read_to_string(dir.path()).unwrap().replace(
+        "  stop: { grace: 2s }",
+        "  stop: { signal: TERM, grace: 5s, drain: 60s }",
+    );
+    std::fs::write(dir.path(), text).unwrap();
+    let mut m = start(&zk, dir, None);
+    at_rest(&m, 1, 1).await;
+    std::fs::write(m.home_file("block"), "").unwrap();
+    m.signal(Signal::SIGTERM);
+    eventually(T, "the pod marked leaving", || async {
+        (info(&m).await?["pod_state"] == "leaving").then_some(())
+    })
+    .await;
+    assert_eq!(info(&m).await.unwrap()["process"], "running", "still draining");
+    let second = std::time::Instant::now();
+    m.signal(Signal::SIGTERM);
+    assert_eq!(m.pod.wait_exit(Duration::from_secs(20)).await, 128 + 15);
+    assert!(
+        second.elapsed() < Duration::from_secs(20),
+        "the drain (60 s) was cut short"
+    );
+}
