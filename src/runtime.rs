@@ -79,10 +79,7 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state dir {}", dir.display()))?;
     let uuid = uuid::Uuid::new_v4().to_string();
-    let tmp = dir.join("uuid.tmp");
-    std::fs::write(&tmp, &uuid)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::render::write_atomic(&path, uuid.as_bytes(), 0o644).map_err(|e| anyhow!("{e}"))?;
     Ok(uuid)
 }
 

@@ -634,14 +634,9 @@ pub(super) fn map_of_one(ctx: &PodContext) -> ClusterMap {
 }
 
 /// Writes a map as JSON, atomically (hooks may read it while a new one is written).
-fn write_map(path: &std::path::Path, map: &ClusterMap) -> std::io::Result<PathBuf> {
-    let json = serde_json::to_vec_pretty(map).map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)?;
+fn write_map(path: &std::path::Path, map: &ClusterMap) -> Result<PathBuf, String> {
+    let json = serde_json::to_vec_pretty(map).map_err(|e| e.to_string())?;
+    crate::render::write_atomic(path, &json, 0o600).map_err(|e| e.to_string())?;
     Ok(path.to_path_buf())
 }
 

@@ -84,9 +84,7 @@ impl Ctx {
             .state_dir
             .join(format!("{}.cluster.json", field.replace('.', "-")));
         let json = serde_json::to_vec_pretty(&mine).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&self.state_dir)
-            .and_then(|()| std::fs::write(&file, json))
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        crate::render::write_atomic(&file, &json, 0o600).map_err(|e| e.to_string())?;
         let pod = mine
             .me()
             .map(|p| serde_json::to_string(p).unwrap_or_default())
