@@ -19,6 +19,12 @@ pub struct LogRing {
     lines: Arc<Mutex<VecDeque<String>>>,
 }
 
+impl std::fmt::Debug for LogRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogRing")
+    }
+}
+
 impl LogRing {
     pub fn push(&self, line: &str) {
         let line = line.trim_end_matches(['\n', '\r']);

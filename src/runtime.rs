@@ -273,6 +273,7 @@ fn start_sync(
         state_dir: state_dir.to_path_buf(),
         zk,
         token: tokens.first().cloned(),
+        ring: supervise.context().ring.clone(),
     };
     let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
     tokio::spawn(async move {

@@ -25,6 +25,8 @@ const MAX_STDOUT: usize = 1 << 20;
 pub struct Output {
     pub exit: Exit,
     pub stdout: String,
+    /// What it said on stderr (also logged), for error messages.
+    pub stderr: String,
 }
 
 impl Output {
@@ -82,13 +84,17 @@ pub async fn run(
     let ring_err = ring.clone();
     let tag = what.to_string();
     let err_task = tokio::spawn(async move {
-        let Some(mut stderr) = stderr else { return };
+        let Some(stderr) = stderr else {
+            return String::new();
+        };
         let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf).await;
-        for line in String::from_utf8_lossy(&buf).lines() {
+        let _ = stderr.take(MAX_STDOUT as u64).read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        for line in text.lines() {
             ring_err.push(&format!("[{tag}] {line}"));
             eprintln!("[{tag}] {line}");
         }
+        text
     });
     let out_task = tokio::spawn(async move {
         let Some(stdout) = stdout else { return Vec::new() };
@@ -123,12 +129,12 @@ pub async fn run(
         let _ = child::signal_group(pid, Signal::SIGKILL);
     }
     let stdout = out_task.await.unwrap_or_default();
-    let _ = err_task.await;
+    let stderr = err_task.await.unwrap_or_default();
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     for line in stdout.lines() {
         ring.push(&format!("[{what}] {line}"));
         println!("[{what}] {line}");
     }
     tracing::debug!(command = what, code = ?exit.code, signal = ?exit.signal, "command done");
-    Ok(Output { exit, stdout })
+    Ok(Output { exit, stdout, stderr })
 }

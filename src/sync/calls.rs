@@ -144,18 +144,18 @@ pub async fn run_local(
     command: &CommandLine,
     env: &[(&str, String)],
     timeout: Duration,
+    ring: &crate::logs::LogRing,
 ) -> Result<String, String> {
     if matches!(command, CommandLine::Exec(argv) if argv.is_empty()) {
         return Err("empty command".into());
     }
     let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let ring = crate::logs::LogRing::default();
-    match crate::supervise::run_shell("settings", command, &env, None, timeout, &ring).await {
+    match crate::supervise::run_shell("settings", command, &env, None, timeout, ring).await {
         Ok(out) if out.success() => Ok(out.stdout),
         Ok(out) => Err(format!(
             "exit {}: {}",
             out.exit.shell_code(),
-            ring.tail(1).first().cloned().unwrap_or_default()
+            last_line(&out.stderr).unwrap_or_default()
         )),
         Err(e) => Err(e.to_string()),
     }
@@ -191,6 +191,7 @@ mod tests {
             &CommandLine::Shell("cat \"$OCHOPOD_CLUSTER_FILE\"; echo; echo fine".into()),
             &[("OCHOPOD_CLUSTER_FILE", f.display().to_string())],
             Duration::from_secs(5),
+            &crate::logs::LogRing::default(),
         )
         .await;
         assert_eq!(ok.map(|o| last_line(&o)), Ok(Some("fine".into())));
@@ -202,6 +203,7 @@ mod tests {
             ]),
             &[],
             Duration::from_secs(5),
+            &crate::logs::LogRing::default(),
         )
         .await;
         assert!(bad.as_ref().is_err_and(|e| e.contains("nope")), "{bad:?}");

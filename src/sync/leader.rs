@@ -48,6 +48,8 @@ pub(super) struct Ctx {
     pub paths: ClusterPaths,
     pub acls: Acls,
     pub token: Option<String>,
+    /// The pod's log ring: `apply` and `probe` output shows in `/log`.
+    pub ring: crate::logs::LogRing,
     pub state_dir: PathBuf,
     /// Read by `/info` (through the runtime); the leader writes role, status and generation.
     pub status: watch::Sender<SyncStatus>,
@@ -93,7 +95,7 @@ impl Ctx {
             ("OCHOPOD_CLUSTER_FILE", file.display().to_string()),
             ("OCHOPOD_POD_JSON", pod),
         ];
-        run_local(&command, &env, self.spec.settings.timeout).await
+        run_local(&command, &env, self.spec.settings.timeout, &self.ring).await
     }
 
     fn say(&self, status: String) {

@@ -50,6 +50,8 @@ pub struct SyncConfig {
     pub zk: ZkConfig,
     /// Sent to pods as `Authorization: Bearer`.
     pub token: Option<String>,
+    /// The pod's log ring (`GET /log`), where the leader's `apply` and `probe` output goes.
+    pub ring: crate::logs::LogRing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +184,7 @@ impl Actor {
             paths: paths.clone(),
             acls,
             token: cfg.token.clone(),
+            ring: cfg.ring.clone(),
             state_dir: cfg.state_dir.clone(),
             status,
             renderer: match crate::render::Renderer::new(&cfg.spec) {

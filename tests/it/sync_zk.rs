@@ -86,6 +86,7 @@ fn member(zk: &ZkServer, spec: &Arc<PodSpec>, uuid: &str) -> Member {
         state_dir: dir.path().to_path_buf(),
         zk: zk_config(zk),
         token: None,
+        ring: Default::default(),
     };
     let (handle, status) = sync::spawn(cfg, state_rx, shutdown.clone());
     Member {
@@ -256,6 +257,7 @@ async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session
             auth: None,
         },
         token: None,
+        ring: Default::default(),
     };
     let (_handle, mut status) = sync::spawn(cfg, state_rx, shutdown.clone());
     let down = tokio::time::timeout(T, status.wait_for(|s| s.status.contains("retrying in"))).await;
