@@ -45,27 +45,7 @@ enum Command {
     /// Validate a pod.yaml and render every template against a sample cluster of 3 pods.
     Check { pod_yaml: PathBuf },
     /// Local development: a throwaway ZooKeeper and N pods on 127.0.0.2, 127.0.0.3, ...
-    Up {
-        pod_yaml: PathBuf,
-        /// How many pods.
-        #[arg(long, short = 'n', default_value_t = 3)]
-        replicas: u32,
-        /// Use this ZooKeeper instead of starting one.
-        #[arg(long, env = "OCHOPOD_ZK")]
-        zk: Option<String>,
-        /// The control port of every pod (each listens on its own IP).
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// Keep the pods' homes and logs here (default: a temp folder removed at exit).
-        #[arg(long)]
-        home: Option<PathBuf>,
-        /// Print the view on each change instead of redrawing the screen.
-        #[arg(long)]
-        plain: bool,
-        /// The first pod's loopback address; the others follow.
-        #[arg(long, default_value = "127.0.0.2")]
-        first_ip: std::net::Ipv4Addr,
-    },
+    Up(ochopod::up::UpOptions),
     /// Print what a given cluster map renders.
     Render {
         pod_yaml: PathBuf,
@@ -125,27 +105,10 @@ fn main() -> ExitCode {
                 ring,
             })
         }
-        Command::Up {
-            pod_yaml,
-            replicas,
-            zk,
-            port,
-            home,
-            plain,
-            first_ip,
-        } => {
+        Command::Up(mut opts) => {
             use std::io::IsTerminal;
             logging(&LogRing::default());
-            let plain = plain || !std::io::stdout().is_terminal();
-            let opts = ochopod::up::UpOptions {
-                pod_yaml,
-                replicas,
-                zk,
-                port,
-                home,
-                plain,
-                first_ip,
-            };
+            opts.plain |= !std::io::stdout().is_terminal();
             block_on(ochopod::up::up(opts)).unwrap_or_else(|e| {
                 eprintln!("ochopod up: {e:#}");
                 1

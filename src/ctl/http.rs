@@ -136,6 +136,15 @@ impl Caller {
         })
     }
 
+    /// Sends the same request to every target in parallel (bounded); answers in the targets' order.
+    pub async fn call_each(&self, targets: &[Target], req: Request) -> Vec<(Target, Result<Value, Failure>)> {
+        self.each(targets, move |caller, t| {
+            let req = req.clone();
+            async move { caller.call(&t, &req).await }
+        })
+        .await
+    }
+
     /// Runs `work` for every target in parallel (bounded); results in the targets' order.
     pub async fn each<T, F, Fut>(&self, targets: &[Target], work: F) -> Vec<(Target, Result<T, Failure>)>
     where

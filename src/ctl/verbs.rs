@@ -199,12 +199,8 @@ pub async fn targets(ctx: &Ctx, select: &Select) -> Result<(Vec<Cluster>, Vec<Ta
 
 /// `GET /info` on every target.
 pub async fn infos(ctx: &Ctx, targets: &[Target]) -> Vec<(Target, Result<Value, Failure>)> {
-    let req = Request::get("/info", ctx.request_timeout);
     ctx.caller
-        .each(targets, move |caller, t| {
-            let req = req.clone();
-            async move { caller.call(&t, &req).await }
-        })
+        .call_each(targets, Request::get("/info", ctx.request_timeout))
         .await
 }
 
@@ -376,13 +372,7 @@ pub fn finish(ctx: &Ctx, reports: &[PodReport], human: String) -> Result<i32, Ct
 async fn log(ctx: &Ctx, select: &Select, lines: usize) -> Result<i32, CtlError> {
     let (_, targets) = targets(ctx, select).await?;
     let req = Request::get(format!("/log?lines={lines}"), ctx.request_timeout);
-    let answers = ctx
-        .caller
-        .each(&targets, move |caller, t| {
-            let req = req.clone();
-            async move { caller.call(&t, &req).await }
-        })
-        .await;
+    let answers = ctx.caller.call_each(&targets, req).await;
     let mut human = String::new();
     for (t, r) in &answers {
         if let Ok(v) = r {
@@ -404,13 +394,7 @@ async fn log(ctx: &Ctx, select: &Select, lines: usize) -> Result<i32, CtlError> 
 async fn action(ctx: &Ctx, select: &Select, req: Request) -> Result<i32, CtlError> {
     let (_, targets) = targets(ctx, select).await?;
     let show_answer = req.path == "/control/signal";
-    let answers = ctx
-        .caller
-        .each(&targets, move |caller, t| {
-            let req = req.clone();
-            async move { caller.call(&t, &req).await }
-        })
-        .await;
+    let answers = ctx.caller.call_each(&targets, req).await;
     report_actions(ctx, answers, show_answer)
 }
 

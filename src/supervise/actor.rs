@@ -565,14 +565,14 @@ impl Actor {
         };
         let incarnation = self.current().incarnation;
         let checks = self.ctx.spec.checks.clone();
-        if let Some(check) = checks.ready.clone() {
-            let (ctx, token, tx) = (self.ctx.clone(), self.checks.clone(), self.events_tx.clone());
-            let map = map.clone();
+        if let Some(check) = &checks.ready {
+            let check = PreparedCheck::new(&self.ctx, "checks.ready", check, &map);
+            let (ring, token, tx) = (self.ctx.ring.clone(), self.checks.clone(), self.events_tx.clone());
             tokio::spawn(async move {
                 token
                     .run_until_cancelled(async move {
                         loop {
-                            if run_check(&ctx, "checks.ready", &check, &map).await {
+                            if check.passes(&ring).await {
                                 let _ = tx.send(Event::Ready(incarnation)).await;
                                 return;
                             }
@@ -594,14 +594,15 @@ impl Actor {
             return;
         };
         let incarnation = self.current().incarnation;
-        if let Some(check) = self.ctx.spec.checks.sanity.clone() {
-            let (ctx, token, tx) = (self.ctx.clone(), self.checks.clone(), self.events_tx.clone());
+        if let Some(check) = &self.ctx.spec.checks.sanity {
+            let check = PreparedCheck::new(&self.ctx, "checks.sanity", check, &map);
+            let (ring, token, tx) = (self.ctx.ring.clone(), self.checks.clone(), self.events_tx.clone());
             tokio::spawn(async move {
                 token
                     .run_until_cancelled(async move {
                         loop {
                             tokio::time::sleep(check.every).await;
-                            let ok = run_check(&ctx, "checks.sanity", &check, &map).await;
+                            let ok = check.passes(&ring).await;
                             if tx.send(Event::Sanity(incarnation, ok)).await.is_err() {
                                 return;
                             }
@@ -691,27 +692,43 @@ pub(super) async fn run_command(
     result.map_err(|e| ControlError::Failed(e.to_string()))
 }
 
-/// One run of a check; a failure to render or run counts as a failed check.
-async fn run_check(ctx: &PodContext, what: &str, check: &Check, map: &ClusterMap) -> bool {
-    let context = match Context::new(&ctx.spec, map, None, &ctx.env) {
-        Ok(c) => c,
-        Err(_) => return false,
-    };
-    let script = match ctx.renderer.render_str(what, &check.command, &context) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "{what} does not render");
-            return false;
+/// A check as one run of the process runs it: rendered once against the run's map (which does
+/// not change during the run), then executed every `every`.
+struct PreparedCheck {
+    what: &'static str,
+    /// None when it does not render: every run of it fails.
+    script: Option<String>,
+    env: BTreeMap<String, String>,
+    every: Duration,
+    /// A single run may not outlast the check's period (nor be shorter than a second).
+    timeout: Duration,
+}
+
+impl PreparedCheck {
+    fn new(ctx: &PodContext, what: &'static str, check: &Check, map: &ClusterMap) -> PreparedCheck {
+        let script = Context::new(&ctx.spec, map, None, &ctx.env)
+            .and_then(|context| ctx.renderer.render_str(what, &check.command, &context))
+            .map_err(|e| tracing::warn!(error = %e, "{what} does not render: it fails until the next start"))
+            .ok();
+        PreparedCheck {
+            what,
+            script,
+            env: hook_env(ctx, map, &ctx.state_dir.join("cluster.json")),
+            every: check.every,
+            timeout: check.every.max(Duration::from_secs(1)),
         }
-    };
-    // A single run may not outlast the check's period (nor be shorter than a second).
-    let timeout = check.every.max(Duration::from_secs(1));
-    let env = hook_env(ctx, map, &ctx.state_dir.join("cluster.json"));
-    match shell::run(what, &CommandLine::Shell(script), &env, None, timeout, &ctx.ring).await {
-        Ok(out) => out.success(),
-        Err(e) => {
-            tracing::debug!(error = %e, "{what} failed");
-            false
+    }
+
+    /// One run; a failure to run counts as a failed check.
+    async fn passes(&self, ring: &crate::logs::LogRing) -> bool {
+        let Some(script) = &self.script else { return false };
+        let line = CommandLine::Shell(script.clone());
+        match shell::run(self.what, &line, &self.env, None, self.timeout, ring).await {
+            Ok(out) => out.success(),
+            Err(e) => {
+                tracing::debug!(error = %e, "{} failed", self.what);
+                false
+            }
         }
     }
 }

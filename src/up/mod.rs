@@ -20,20 +20,29 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub use zookeeper::{ruok, LocalZk};
 
-/// `ochopod up` options.
-#[derive(Debug, Clone)]
+/// `ochopod up` options (also its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {
+    /// The pod.yaml every pod runs.
     pub pod_yaml: PathBuf,
+    /// How many pods.
+    #[arg(long, short = 'n', default_value_t = 3)]
     pub replicas: u32,
-    /// An existing ZooKeeper; None starts a throwaway one.
+    /// Use this ZooKeeper instead of starting a throwaway one.
+    #[arg(long, env = "OCHOPOD_ZK")]
     pub zk: Option<String>,
-    /// The control port every pod listens on (each on its own IP).
+    /// The control port of every pod (each listens on its own IP).
+    #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Where the pods' homes go; None: a new temp folder, removed at exit.
+    /// Keep the pods' homes and logs here (default: a temp folder removed at exit).
+    #[arg(long)]
     pub home: Option<PathBuf>,
-    /// Print the view once per change instead of redrawing (no TTY, or `--plain`).
+    /// Print the view on each change instead of redrawing the screen (also when stdout is not a
+    /// terminal).
+    #[arg(long)]
     pub plain: bool,
-    /// The first pod's address; the others follow (`127.0.0.2` → `127.0.0.3`, ...).
+    /// The first pod's loopback address; the others follow (`127.0.0.2` → `127.0.0.3`, ...).
+    #[arg(long, default_value = "127.0.0.2")]
     pub first_ip: std::net::Ipv4Addr,
 }
 

@@ -42,6 +42,17 @@ hooks:
     .with_file("peers.hbs", template)
 }
 
+/// A pod of `web` in `namespace` that is never ready: its `on` answers 504 after the ready
+/// timeout (for eviction tests).
+pub(crate) fn never_ready(namespace: &str, settings: &str) -> PodDir {
+    pod_yaml(
+        namespace,
+        "web",
+        &format!("{settings}\nchecks: {{ ready: {{ command: 'false', every: 100ms, timeout: 500ms }} }}"),
+        PEERS,
+    )
+}
+
 /// A pod of the cluster, with its dir (which must outlive it).
 pub(crate) struct Member {
     pub(crate) pod: Pod,
@@ -369,13 +380,7 @@ async fn a_pod_failing_on_is_evicted_after_evict_after_attempts_and_the_rest_con
     let a = start(&zk, good(), None);
     let b = start(&zk, good(), None);
     converged(&[&a, &b], 2, "2 good pods configured").await;
-    // Never ready: its `on` answers 504 after the ready timeout.
-    let bad = pod_yaml(
-        "e2e5",
-        "web",
-        &format!("{settings}\nchecks: {{ ready: {{ command: 'false', every: 100ms, timeout: 500ms }} }}"),
-        PEERS,
-    );
+    let bad = never_ready("e2e5", settings);
     let c = start(&zk, bad, None);
     let lead = leader(&[&a, &b]).await;
     eventually(T, "the leader to evict the failing pod", || async {
@@ -502,13 +507,7 @@ async fn a_leader_behind_the_pods_generation_starts_above_it() {
     })
     .await;
     // The snapshot is lost (an operator, a restored ZooKeeper): the leader would say generation 1.
-    let obs = ochopod::zk::connect(&ochopod::zk::ZkConfig {
-        connect: zk.connect_string(),
-        session_timeout: Duration::from_secs(4),
-        auth: None,
-    })
-    .await
-    .unwrap();
+    let obs = zk.observer().await;
     obs.delete("/ochopod/clusters/e2e8.web/snapshot", None)
         .await
         .unwrap();

@@ -3,8 +3,6 @@
 //! where every leader publishes its cluster's `depends_on` (resolved keys).
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::cluster::{cluster_status, peers, pod_yaml, start, PEERS, T};
@@ -12,13 +10,7 @@ use crate::harness::eventually;
 use crate::harness::zk::ZkServer;
 
 async fn snapshot(zk: &ZkServer, key: &str) -> Value {
-    let obs = ochopod::zk::connect(&ochopod::zk::ZkConfig {
-        connect: zk.connect_string(),
-        session_timeout: Duration::from_secs(4),
-        auth: None,
-    })
-    .await
-    .unwrap();
+    let obs = zk.observer().await;
     let (data, _) = obs
         .get_data(&format!("/ochopod/clusters/{key}/snapshot"))
         .await

@@ -140,13 +140,7 @@ async fn killing_the_leader_makes_its_successor_reconfigure_exactly_once() {
 /// The pods registered under the cluster's `pods/`, uuid -> the zxid that created the znode (a
 /// new registration has a new one), read by an observer session.
 async fn registered(zk: &ZkServer, key: &str) -> BTreeMap<String, i64> {
-    let obs = ochopod::zk::connect(&ochopod::zk::ZkConfig {
-        connect: zk.connect_string(),
-        session_timeout: Duration::from_secs(4),
-        auth: None,
-    })
-    .await
-    .unwrap();
+    let obs = zk.observer().await;
     let dir = format!("/ochopod/clusters/{key}/pods");
     let mut out = BTreeMap::new();
     for uuid in obs.list_children(&dir).await.unwrap() {
@@ -264,13 +258,7 @@ async fn evictions_survive_a_change_of_leader() {
     let good = || pod_yaml("f5", "web", settings, PEERS);
     let mut pods = vec![start(&zk, good(), None), start(&zk, good(), None)];
     converged(&refs(&pods), 2, "2 good pods configured").await;
-    // Never ready: its `on` answers 504 after the ready timeout.
-    let bad = pod_yaml(
-        "f5",
-        "web",
-        &format!("{settings}\nchecks: {{ ready: {{ command: 'false', every: 100ms, timeout: 500ms }} }}"),
-        PEERS,
-    );
+    let bad = crate::cluster::never_ready("f5", settings);
     let c = start(&zk, bad, None);
     let c_uuid = c.info().await["uuid"].as_str().unwrap().to_string();
     let lead = leader(&refs(&pods)).await.ip.clone();

@@ -5,18 +5,9 @@
 
 use std::time::Duration;
 
-use ochopod::zk::ZkConfig;
 use zookeeper_client as zkc;
 
 use crate::harness::zk::ZkServer;
-
-fn zk_config(zk: &ZkServer) -> ZkConfig {
-    ZkConfig {
-        connect: zk.connect_string(),
-        session_timeout: Duration::from_secs(4),
-        auth: None,
-    }
-}
 
 /// Freezes the server long enough for the client to notice (no answer to its pings), short of
 /// the session timeout; returns once the client is connected again.
@@ -41,7 +32,7 @@ async fn blip(zk: &ZkServer, client: &zkc::Client) {
 #[tokio::test]
 async fn zookeeper_client_loses_persistent_watches_when_the_connection_comes_back() {
     let zk = ZkServer::start();
-    let client = ochopod::zk::connect(&zk_config(&zk)).await.unwrap();
+    let client = zk.observer().await;
     let opts = zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all());
     client.create("/w", b"", &opts).await.unwrap();
     let mut watcher = client

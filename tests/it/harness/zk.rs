@@ -93,6 +93,16 @@ impl ZkServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A client session of the test's own, to look at (or tamper with) what the pods wrote.
+    pub async fn observer(&self) -> zookeeper_client::Client {
+        let cfg = ochopod::zk::ZkConfig {
+            connect: self.connect_string(),
+            session_timeout: Duration::from_secs(4),
+            auth: None,
+        };
+        ochopod::zk::connect(&cfg).await.expect("an observer session")
+    }
+
     /// Whether the server answers `ruok` with `imok`.
     pub fn is_ok(&self) -> bool {
         let Ok(mut s) =
