@@ -88,6 +88,17 @@ pub struct ClusterMap {
 }
 
 impl ClusterMap {
+    /// A map holding only `me`, at `generation` (a standalone pod's configuration, or the context
+    /// of hooks that run before any configuration).
+    pub fn of_one(me: &Pod, generation: u64) -> ClusterMap {
+        ClusterMap {
+            generation,
+            key: me.uuid.clone(),
+            pods: BTreeMap::from([(me.uuid.clone(), me.clone())]),
+            ..Default::default()
+        }
+    }
+
     /// The pods sorted by seq, as templates see them.
     pub fn pods_by_seq(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self.pods.values().collect();

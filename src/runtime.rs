@@ -205,7 +205,14 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
 
     if opts.standalone {
         let supervise = supervise.clone();
-        let map = map_of_one(&me);
+        // A cluster of one: the pod itself, seq 1, generation 1.
+        let map = ClusterMap::of_one(
+            &Pod {
+                seq: me.seq.max(1),
+                ..me.clone()
+            },
+            1,
+        );
         tokio::spawn(async move {
             // A process that ends at once (a one-shot job) is not a failed configuration.
             if let Err(e) = supervise.on(Some(map), Origin::Leader).await {
@@ -306,21 +313,6 @@ fn start_sync(
         }
     });
     Ok(Sync { handle, reset })
-}
-
-/// A cluster of one: the pod itself, seq 1, generation 1.
-pub fn map_of_one(me: &Pod) -> ClusterMap {
-    let mut me = me.clone();
-    me.seq = me.seq.max(1);
-    let mut pods = BTreeMap::new();
-    pods.insert(me.uuid.clone(), me.clone());
-    ClusterMap {
-        generation: 1,
-        key: me.uuid,
-        pods,
-        added: Vec::new(),
-        ..Default::default()
-    }
 }
 
 /// Handles OS signals until the pod must stop, stops the process, and returns the exit code.

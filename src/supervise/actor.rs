@@ -509,7 +509,7 @@ impl Actor {
             .borrow()
             .clone()
             .map(|m| (*m).clone())
-            .unwrap_or_else(|| map_of_one(&self.ctx));
+            .unwrap_or_else(|| ClusterMap::of_one(&self.ctx.me, 0));
         if let Err(e) = run_hook(&self.ctx, "hooks.finalize", &hook, &map, None).await {
             tracing::warn!(error = %e, "finalize failed");
         }
@@ -619,18 +619,6 @@ fn describe(exit: Exit) -> String {
         (Some(c), _) => format!("exited with code {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),
         _ => "ended".into(),
-    }
-}
-
-/// A map holding only this pod, for hooks that run before any configuration.
-pub(super) fn map_of_one(ctx: &PodContext) -> ClusterMap {
-    let mut pods = BTreeMap::new();
-    pods.insert(ctx.me.uuid.clone(), ctx.me.clone());
-    ClusterMap {
-        generation: 0,
-        key: ctx.me.uuid.clone(),
-        pods,
-        ..Default::default()
     }
 }
 

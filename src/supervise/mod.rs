@@ -338,7 +338,7 @@ impl Handle {
         let map = self
             .last_map()
             .map(|m| (*m).clone())
-            .unwrap_or_else(|| actor::map_of_one(&self.ctx));
+            .unwrap_or_else(|| ClusterMap::of_one(&self.ctx.me, 0));
         let out = actor::run_hook(&self.ctx, "hooks.signaled", &hook, &map, Some(body)).await?;
         if !out.success() {
             return Err(ControlError::Failed(format!(
