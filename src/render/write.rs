@@ -246,8 +246,11 @@ impl RenderState {
     /// Whether `rendered` differs from the last recorded render (true when there is none),
     /// without writing anything.
     pub fn differs(&self, rendered: &Rendered) -> bool {
-        let new = Record::of(rendered);
-        !self.last.as_ref().is_some_and(|old| old.same_as(&new))
+        self.changed(&Record::of(rendered))
+    }
+
+    fn changed(&self, new: &Record) -> bool {
+        !self.last.as_ref().is_some_and(|old| old.same_as(new))
     }
 
     /// Writes the files and records the render; answers whether it changed (see [`Self::differs`]).
@@ -260,7 +263,7 @@ impl RenderState {
     /// full and still counts as changed next time.
     pub fn apply(&mut self, rendered: &Rendered) -> Result<bool, RenderError> {
         let new = Record::of(rendered);
-        let changed = !self.last.as_ref().is_some_and(|old| old.same_as(&new));
+        let changed = self.changed(&new);
         for file in &rendered.files {
             let key = file.dest.to_string_lossy();
             let write = match file.write {
