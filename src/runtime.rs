@@ -280,7 +280,7 @@ fn start_sync(
         state_dir: state_dir.to_path_buf(),
         zk,
         token: tokens.first().cloned(),
-        ring: supervise.context().ring.clone(),
+        pod: supervise.context().clone(),
     };
     let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
     tokio::spawn(async move {

@@ -186,6 +186,16 @@ pub struct PodContext {
     pub ring: LogRing,
 }
 
+impl std::fmt::Debug for PodContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodContext")
+            .field("cluster", &self.spec.key())
+            .field("uuid", &self.me.uuid)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The cloneable way to talk to the supervise loop.
 #[derive(Clone)]
 pub struct Handle {
@@ -195,6 +205,18 @@ pub struct Handle {
     /// The last applied map, published by the actor (for `check`, `ok`, `signal`).
     last_map: watch::Receiver<Option<Arc<ClusterMap>>>,
     ctx: Arc<PodContext>,
+}
+
+/// Renders a command field against `map` and runs it as hooks run: under the reaper, with the
+/// map in `$OCHOPOD_CLUSTER_FILE`, the pod in `$OCHOPOD_POD_JSON`, output in the log ring and
+/// `settings.timeout`. The leader's `apply` and `probe` use it too.
+pub async fn run_with_map(
+    ctx: &PodContext,
+    what: &str,
+    line: &crate::spec::CommandLine,
+    map: &ClusterMap,
+) -> Result<ShellOutput, ControlError> {
+    actor::run_command(ctx, what, line, map, None).await
 }
 
 /// Starts the supervise loop.

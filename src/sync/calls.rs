@@ -12,7 +12,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::model::{ClusterMap, Pod};
-use crate::spec::CommandLine;
 
 /// What a pod answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,31 +135,6 @@ impl Caller {
     }
 }
 
-/// Runs a command on the leader's own pod with `env` added (`OCHOPOD_CLUSTER_FILE`,
-/// `OCHOPOD_POD_JSON`); returns its stdout, or why it failed. It goes through the supervise
-/// loop's runner so that the PID-1 reaper knows the child is not an orphan (and a timeout kills
-/// its whole process group); its stderr goes to ochopod's.
-pub async fn run_local(
-    command: &CommandLine,
-    env: &[(&str, String)],
-    timeout: Duration,
-    ring: &crate::logs::LogRing,
-) -> Result<String, String> {
-    if matches!(command, CommandLine::Exec(argv) if argv.is_empty()) {
-        return Err("empty command".into());
-    }
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    match crate::supervise::run_shell("settings", command, &env, None, timeout, ring).await {
-        Ok(out) if out.success() => Ok(out.stdout),
-        Ok(out) => Err(format!(
-            "exit {}: {}",
-            out.exit.shell_code(),
-            last_line(&out.stderr).unwrap_or_default()
-        )),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// The last non-empty line of a command's output (the probe's status).
 pub fn last_line(text: &str) -> Option<String> {
     text.lines()
@@ -179,34 +153,5 @@ mod tests {
     fn the_last_non_empty_line_is_the_status() {
         assert_eq!(last_line("a\nb\n\n  \n").as_deref(), Some("b"));
         assert_eq!(last_line(""), None);
-    }
-
-    #[tokio::test]
-    async fn local_commands_get_the_cluster_file_and_report_failures() {
-        let dir = std::env::temp_dir().join(format!("ochopod-run-local-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("map.json");
-        std::fs::write(&f, "{}").unwrap();
-        let ok = run_local(
-            &CommandLine::Shell("cat \"$OCHOPOD_CLUSTER_FILE\"; echo; echo fine".into()),
-            &[("OCHOPOD_CLUSTER_FILE", f.display().to_string())],
-            Duration::from_secs(5),
-            &crate::logs::LogRing::default(),
-        )
-        .await;
-        assert_eq!(ok.map(|o| last_line(&o)), Ok(Some("fine".into())));
-        let bad = run_local(
-            &CommandLine::Exec(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo nope >&2; exit 3".into(),
-            ]),
-            &[],
-            Duration::from_secs(5),
-            &crate::logs::LogRing::default(),
-        )
-        .await;
-        assert!(bad.as_ref().is_err_and(|e| e.contains("nope")), "{bad:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

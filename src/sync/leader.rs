@@ -17,7 +17,6 @@
 //! to its own cluster it says so in its status and configures nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,13 +26,13 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
-use super::calls::{last_line, run_local};
+use super::calls::last_line;
 use super::configure::{configure, evicted, Evictions, Stop};
 use super::decide::{resignation, Pending};
 use super::plan::{self, Pods, ResolvedDep};
 use super::SyncStatus;
 use crate::model::ClusterMap;
-use crate::render::{fields, Context, Renderer};
+use crate::render::fields;
 use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{self, HeldSeq, Registered};
 use crate::zk::election::Candidate;
@@ -48,23 +47,17 @@ pub(super) struct Ctx {
     pub paths: ClusterPaths,
     pub acls: Acls,
     pub token: Option<String>,
-    /// The pod's log ring: `apply` and `probe` output shows in `/log`.
-    pub ring: crate::logs::LogRing,
-    pub state_dir: PathBuf,
+    /// The pod as the supervise loop knows it: `apply` and `probe` run through it.
+    pub pod: Arc<crate::supervise::PodContext>,
     /// Read by `/info` (through the runtime); the leader writes role, status and generation.
     pub status: watch::Sender<SyncStatus>,
-    /// For `settings.apply` and `settings.probe`, which are templates (SPEC §3); None when the
-    /// pod.yaml's templates do not compile (the runtime refuses those before we get here).
-    pub renderer: Option<Renderer>,
-    /// The environment templates see as `env`.
-    pub env: BTreeMap<String, String>,
 }
 
 impl Ctx {
     /// Runs a command field (`settings.apply` / `settings.probe`) on the leader's own pod, as
-    /// hooks run (SPEC §4): rendered for this pod against `map` (as written when there is no
-    /// renderer), with the map in `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`.
-    /// Returns its stdout, or why it failed.
+    /// hooks run (SPEC §4): rendered for this pod against `map`, with the map in
+    /// `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`. Returns its stdout, or why it
+    /// failed.
     pub(super) async fn run(
         &self,
         field: &str,
@@ -75,27 +68,15 @@ impl Ctx {
             key: self.uuid.clone(),
             ..map.clone()
         };
-        let command = match &self.renderer {
-            Some(r) => {
-                let ctx = Context::new(&self.spec, &mine, None, &self.env).map_err(|e| e.to_string())?;
-                r.render_command(field, &ctx).map_err(|e| e.to_string())?
-            }
-            None => written.clone(),
-        };
-        let file = self
-            .state_dir
-            .join(format!("{}.cluster.json", field.replace('.', "-")));
-        let json = serde_json::to_vec_pretty(&mine).map_err(|e| e.to_string())?;
-        crate::render::write_atomic(&file, &json, 0o600).map_err(|e| e.to_string())?;
-        let pod = mine
-            .me()
-            .map(|p| serde_json::to_string(p).unwrap_or_default())
-            .unwrap_or_default();
-        let env = [
-            ("OCHOPOD_CLUSTER_FILE", file.display().to_string()),
-            ("OCHOPOD_POD_JSON", pod),
-        ];
-        run_local(&command, &env, self.spec.settings.timeout, &self.ring).await
+        match crate::supervise::run_with_map(&self.pod, field, written, &mine).await {
+            Ok(out) if out.success() => Ok(out.stdout),
+            Ok(out) => Err(format!(
+                "exit {}: {}",
+                out.exit.shell_code(),
+                last_line(&out.stderr).unwrap_or_default()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn say(&self, status: String) {

@@ -50,8 +50,9 @@ pub struct SyncConfig {
     pub zk: ZkConfig,
     /// Sent to pods as `Authorization: Bearer`.
     pub token: Option<String>,
-    /// The pod's log ring (`GET /log`), where the leader's `apply` and `probe` output goes.
-    pub ring: crate::logs::LogRing,
+    /// The supervise loop's view of the pod: the leader runs `apply` and `probe` through it
+    /// (templates compiled once, the pod's log ring, its state dir).
+    pub pod: Arc<crate::supervise::PodContext>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,17 +185,8 @@ impl Actor {
             paths: paths.clone(),
             acls,
             token: cfg.token.clone(),
-            ring: cfg.ring.clone(),
-            state_dir: cfg.state_dir.clone(),
+            pod: cfg.pod.clone(),
             status,
-            renderer: match crate::render::Renderer::new(&cfg.spec) {
-                Ok(r) => Some(r),
-                Err(error) => {
-                    tracing::error!(%error, "templates do not compile: apply and probe run as written");
-                    None
-                }
-            },
-            env: std::env::vars().collect(),
         });
         Actor {
             ctx,

@@ -31,6 +31,18 @@ pub(crate) fn zk_config(zk: &ZkServer) -> ZkConfig {
     }
 }
 
+/// What the sync loop runs `apply` and `probe` through (the supervise loop's view of the pod).
+fn pod_context(spec: &Arc<PodSpec>, uuid: &str, state_dir: &Path) -> Arc<ochopod::supervise::PodContext> {
+    Arc::new(ochopod::supervise::PodContext {
+        spec: spec.clone(),
+        renderer: ochopod::render::Renderer::new(spec).expect("templates compile"),
+        me: pod(spec, uuid, 0),
+        env: BTreeMap::new(),
+        state_dir: state_dir.to_path_buf(),
+        ring: Default::default(),
+    })
+}
+
 pub(crate) async fn client(zk: &ZkServer) -> zkc::Client {
     ochopod::zk::connect(&zk_config(zk)).await.expect("connect")
 }
@@ -84,9 +96,9 @@ fn member(zk: &ZkServer, spec: &Arc<PodSpec>, uuid: &str) -> Member {
         spec: spec.clone(),
         me: pod(spec, uuid, 0),
         state_dir: dir.path().to_path_buf(),
+        pod: pod_context(spec, uuid, dir.path()),
         zk: zk_config(zk),
         token: None,
-        ring: Default::default(),
     };
     let (handle, status) = sync::spawn(cfg, state_rx, shutdown.clone());
     Member {
@@ -250,6 +262,7 @@ async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session
         spec: s.clone(),
         me: pod(&s, "late", 0),
         state_dir: dir.path().to_path_buf(),
+        pod: pod_context(&s, "late", dir.path()),
         // Long enough that the outage below stays a connection loss, not an expiry.
         zk: ZkConfig {
             connect: zk.connect_string(),
@@ -257,7 +270,6 @@ async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session
             auth: None,
         },
         token: None,
-        ring: Default::default(),
     };
     let (_handle, mut status) = sync::spawn(cfg, state_rx, shutdown.clone());
     let down = tokio::time::timeout(T, status.wait_for(|s| s.status.contains("retrying in"))).await;
