@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use backoff::Backoff;
 pub use child::Exit;
 pub use reaper::{become_subreaper, reap_orphans, run as run_reaper};
-pub use shell::{run as run_shell, Output as ShellOutput, ShellError};
+pub use shell::{Output as ShellOutput, ShellError};
 
 use crate::logs::LogRing;
 use crate::model::{ClusterMap, Pod, PodState};
