@@ -22,6 +22,7 @@
 //! * [`ctl`] is the CI/CD client: finds pods through ZooKeeper, drives them over HTTP.
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.
 
+pub mod auth;
 pub mod binding;
 pub mod check;
 pub mod control;

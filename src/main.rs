@@ -141,6 +141,10 @@ fn run(opts: RunOptions) -> i32 {
             eprintln!("{e}");
             2
         }
+        Ok(Err(e @ (StartError::Token(_) | StartError::Identity(_)))) => {
+            eprintln!("ochopod: {e}");
+            2
+        }
         Ok(Err(StartError::Other(e))) | Err(e) => {
             eprintln!("ochopod: {e:#}");
             1

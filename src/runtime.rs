@@ -51,6 +51,12 @@ pub enum StartError {
     /// A template that does not compile (the same exit code as a pod.yaml problem: 2).
     #[error("{0}")]
     Template(String),
+    /// A token configuration that would leave the control API open (exit 2).
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    /// This pod's own identity would be refused by its peers (exit 2).
+    #[error("this pod's identity is not valid (OCHOPOD_IP, OCHOPOD_HOST, ...): {0}")]
+    Identity(#[from] crate::model::Invalid),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -83,23 +89,6 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
     Ok(uuid)
 }
 
-/// Bearer tokens from `OCHOPOD_TOKEN` or `OCHOPOD_TOKEN_FILE`, comma-separated; the first is the
-/// one this pod sends, any is accepted.
-pub fn tokens(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<String>> {
-    let text = match (env("OCHOPOD_TOKEN"), env("OCHOPOD_TOKEN_FILE")) {
-        (Some(t), _) => t,
-        (None, Some(file)) => std::fs::read_to_string(&file)
-            .with_context(|| format!("OCHOPOD_TOKEN_FILE: cannot read {file}"))?,
-        (None, None) => return Ok(Vec::new()),
-    };
-    Ok(text
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect())
-}
-
 fn process_env() -> impl Fn(&str) -> Option<String> {
     |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty())
 }
@@ -115,8 +104,8 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         .insert(identity.listen_port.to_string(), identity.control_port);
     let state_dir = state_dir(&env);
     let uuid = load_or_create_uuid(&state_dir)?;
-    let tokens = tokens(&env)?;
-    if tokens.is_empty() {
+    let tokens = crate::auth::Tokens::from_vars(&|k| std::env::var(k).ok())?;
+    if tokens.is_none() {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
     }
     let renderer = Renderer::new(&spec).map_err(|e| StartError::Template(e.to_string()))?;
@@ -144,6 +133,8 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    // Peers validate every registration (SPEC §6): one they would refuse must not start.
+    crate::model::check_pod(&me)?;
     tracing::info!(cluster = %spec.key(), %uuid, ip = %me.ip, binding = %me.binding, "starting the pod");
 
     let shutdown = CancellationToken::new();
@@ -177,6 +168,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         status: String::new(),
         seq: me.seq,
         connected: false,
+        rejected: 0,
     });
     let http_stop = CancellationToken::new();
     let sync = if opts.standalone {
@@ -186,7 +178,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             &spec,
             &me,
             &state_dir,
-            &tokens,
+            tokens.as_ref(),
             &supervise,
             view_tx,
             shutdown.child_token(),
@@ -197,7 +189,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         cluster: view,
         reset: sync.as_ref().map(|s| s.reset.clone()),
         me: me.clone(),
-        tokens: Arc::new(tokens),
+        auth: tokens.map(|t| crate::auth::Verifier::new(t, own_addresses(&me, identity.listen_port))),
         ring: opts.ring.clone(),
         started: Instant::now(),
     };
@@ -246,6 +238,25 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     Ok(code)
 }
 
+/// Every `host:port` a signed request may be addressed to: the pod's addresses and names, at the
+/// advertised and at the listening control port (see [`crate::auth`]).
+fn own_addresses(me: &Pod, listen_port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in [&me.ip, &me.host, &me.public] {
+        // Callers sign the address as read back from ZooKeeper, where it is in one spelling.
+        let name = name
+            .parse::<std::net::IpAddr>()
+            .map_or_else(|_| name.clone(), |ip| ip.to_string());
+        for port in [me.control_port, listen_port] {
+            let a = format!("{name}:{port}");
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
 /// The running sync loop, as the runtime holds it.
 struct Sync {
     handle: sync::Handle,
@@ -259,7 +270,7 @@ fn start_sync(
     spec: &Arc<PodSpec>,
     me: &Pod,
     state_dir: &Path,
-    tokens: &[String],
+    tokens: Option<&crate::auth::Tokens>,
     supervise: &supervise::Handle,
     view_tx: watch::Sender<ClusterView>,
     shutdown: CancellationToken,
@@ -279,7 +290,7 @@ fn start_sync(
         me: me.clone(),
         state_dir: state_dir.to_path_buf(),
         zk,
-        token: tokens.first().cloned(),
+        signer: tokens.map(crate::auth::Tokens::signer),
         pod: supervise.context().clone(),
     };
     let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
@@ -297,6 +308,7 @@ fn start_sync(
                     status: s.status.clone(),
                     seq: s.seq,
                     connected: s.connected,
+                    rejected: s.rejected,
                 }
             };
             view_tx.send_replace(view);

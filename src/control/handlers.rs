@@ -1,9 +1,9 @@
 //! Route handlers. Each turns a request into a question for a loop and its answer into JSON.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error, Api};
+use crate::auth::Denied;
 use crate::model::ClusterMap;
 use crate::supervise::{ControlError, Origin};
 
@@ -36,37 +37,45 @@ fn done(result: Result<(), ControlError>) -> Response {
     }
 }
 
-/// Checks the bearer token on every guarded route. Comparison takes the same time whatever
-/// prefix matches, so the token cannot be guessed byte by byte from timings.
+/// Lets a request through when it is signed with one of the tokens, or carries one as a bearer
+/// token (see [`crate::auth`]); every guarded route goes through here when tokens are set. The
+/// body is read here (within the body limit) because the signature covers it.
 pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
-    if api.tokens.is_empty() {
+    let Some(verifier) = &api.auth else {
         return next.run(request).await;
-    }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(given)
-            if api
-                .tokens
-                .iter()
-                .any(|t| constant_time_eq(t.as_bytes(), given.as_bytes())) =>
-        {
-            next.run(request).await
+    };
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, super::MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {} bytes, or was cut short", super::MAX_BODY),
+            )
         }
-        Some(_) => error(StatusCode::UNAUTHORIZED, "bad token"),
-        None => error(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is required (Authorization: Bearer ...)",
-        ),
+    };
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let checked = verifier.check(
+        header(header::AUTHORIZATION),
+        parts.method.as_str(),
+        header(header::HOST),
+        path,
+        &body,
+    );
+    match checked {
+        Ok(()) => next.run(Request::from_parts(parts, Body::from(body))).await,
+        Err(e @ Denied::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => {
+            tracing::warn!(method = %parts.method, path, reason = %e, "control request refused");
+            error(StatusCode::UNAUTHORIZED, e)
+        }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A body that is empty (None) or a cluster map; anything else is a 4xx.
@@ -184,27 +193,33 @@ pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
 }
 
 /// The leader's `off` (`full_shutdown`) says so with an `X-Ochopod-Leader` header or a body (its
-/// map); an operator's is bare and holds the pod.
+/// map, which must be addressed to this pod and not older than the applied one); an operator's
+/// is bare and holds the pod.
 pub async fn off(
     State(api): State<Api>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let origin = match body {
-        Err(r) => return error(r.status(), r.body_text()),
-        Ok(_) if headers.contains_key("x-ochopod-leader") => Origin::Leader,
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Origin::Operator,
-        Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b) {
-            Ok(_) => Origin::Leader,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    let origin = match parse_map(body) {
+        Err(r) => return *r,
+        Ok(Some(map)) => match api.supervise.admits(&map) {
+            Ok(()) => Origin::Leader,
+            Err(e) => return e.into_response(),
         },
+        Ok(None) if headers.contains_key("x-ochopod-leader") => Origin::Leader,
+        Ok(None) => Origin::Operator,
     };
     done(api.supervise.off(origin).await)
 }
 
+/// The configuration is complete; the leader's carries its map (checked as for `off`).
 pub async fn ok(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    if let Err(r) = body {
-        return error(r.status(), r.body_text());
+    let map = match parse_map(body) {
+        Ok(map) => map,
+        Err(r) => return *r,
+    };
+    if let Some(Err(e)) = map.as_ref().map(|m| api.supervise.admits(m)) {
+        return e.into_response();
     }
     done(api.supervise.ok().await)
 }

@@ -54,7 +54,7 @@ pub async fn metrics(State(api): State<Api>) -> Response {
         &mut registry,
         "generation",
         "Generation of the last applied cluster map",
-        s.generation as i64,
+        i64::try_from(s.generation).unwrap_or(i64::MAX),
     );
     gauge(
         &mut registry,
@@ -73,6 +73,12 @@ pub async fn metrics(State(api): State<Api>) -> Response {
         "zookeeper_connected",
         "1 when the ZooKeeper session is connected",
         i64::from(view.connected),
+    );
+    gauge(
+        &mut registry,
+        "rejected_registrations",
+        "While leading: znodes under the cluster's pods/ refused as invalid pods (left out of every map)",
+        i64::try_from(view.rejected).unwrap_or(i64::MAX),
     );
     let mut text = String::new();
     if let Err(e) = encode(&mut text, &registry) {

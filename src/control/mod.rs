@@ -8,10 +8,10 @@
 //! Every answer is JSON, errors included (`{"error": "..."}`): malformed JSON and oversized
 //! bodies are 4xx before any handler runs, so bad input changes nothing.
 
+pub mod client;
 mod handlers;
 mod metrics;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +41,8 @@ pub struct ClusterView {
     /// The pod's seq once claimed (0 before).
     pub seq: u32,
     pub connected: bool,
+    /// While leading: registrations refused as invalid.
+    pub rejected: usize,
 }
 
 /// Everything the handlers read or ask.
@@ -51,8 +53,8 @@ pub struct Api {
     /// The sync loop holds the receiver; `None` when standalone (`/reset` is then a 409).
     pub reset: Option<mpsc::Sender<()>>,
     pub me: Pod,
-    /// Accepted bearer tokens; empty: no authentication.
-    pub tokens: Arc<Vec<String>>,
+    /// Checks signed and bearer requests; None: no token set, no authentication.
+    pub auth: Option<crate::auth::Verifier>,
     pub ring: LogRing,
     pub started: Instant,
 }

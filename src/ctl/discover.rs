@@ -49,9 +49,9 @@ impl Target {
         format!("{} #{}", self.cluster, self.pod.seq)
     }
 
-    /// The control API's `ip:port`.
+    /// The control API's `ip:port` (`[ip]:port` for IPv6).
     pub fn address(&self) -> String {
-        format!("{}:{}", self.pod.ip, self.pod.control_port)
+        crate::control::client::address(&self.pod.ip, self.pod.control_port)
     }
 }
 

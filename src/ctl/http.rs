@@ -14,6 +14,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::discover::Target;
+use crate::auth::Signer;
+use crate::control::client;
+
+/// At most this much of a pod's answer is read (`/log` of many lines is the largest).
+const MAX_ANSWER: usize = 32 << 20;
 
 /// Why a call to one pod failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,18 +77,19 @@ impl Request {
 #[derive(Clone)]
 pub struct Caller {
     client: reqwest::Client,
-    token: Option<String>,
+    /// Signs every request when a token is given (the token itself is never sent).
+    signer: Option<Signer>,
     /// At most this many requests in flight.
     parallelism: usize,
 }
 
 impl Caller {
-    pub fn new(token: Option<String>, parallelism: usize) -> Result<Caller, reqwest::Error> {
+    pub fn new(signer: Option<Signer>, parallelism: usize) -> Result<Caller, reqwest::Error> {
         // Pods are addressed by ip: a proxy from the environment would only get in the way.
         let client = reqwest::Client::builder().no_proxy().build()?;
         Ok(Caller {
             client,
-            token,
+            signer,
             parallelism: parallelism.max(1),
         })
     }
@@ -92,25 +98,27 @@ impl Caller {
     pub async fn call(&self, target: &Target, req: &Request) -> Result<Value, Failure> {
         let address = target.address();
         let url = format!("http://{address}{}", req.path);
-        let mut builder = if req.post {
-            self.client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(req.body.clone().unwrap_or_default())
-        } else {
-            self.client.get(&url)
+        let body = req.body.clone().unwrap_or_default();
+        let (method, builder) = match req.post {
+            true => (
+                "POST",
+                self.client.post(&url).header("content-type", "application/json"),
+            ),
+            false => ("GET", self.client.get(&url)),
         };
-        builder = builder.timeout(req.timeout);
-        if let Some(token) = &self.token {
-            builder = builder.bearer_auth(token);
-        }
+        let pod = (target.pod.ip.as_str(), target.pod.control_port);
+        let builder = client::sign(builder, self.signer.as_ref(), method, pod, &req.path, &body);
+        let builder = match req.post {
+            true => builder.body(body),
+            false => builder,
+        };
         let response = builder
+            .timeout(req.timeout)
             .send()
             .await
             .map_err(|e| transport(&address, req.timeout, &e))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
+        let text = client::read_capped(response, MAX_ANSWER)
             .await
             .map_err(|e| transport(&address, req.timeout, &e))?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));

@@ -89,17 +89,18 @@ pub fn conclude(reports: &[PodReport]) -> i32 {
     code
 }
 
-/// The first of the comma-separated tokens (`--token`, `OCHOPOD_TOKEN`, else the file named by
-/// `OCHOPOD_TOKEN_FILE`): the one pods accept during a rotation, like the leader sends.
-fn token(given: Option<&str>) -> Result<Option<String>, CtlError> {
+/// The signer for the pods' tokens (`--token`, `OCHOPOD_TOKEN`, else the file named by
+/// `OCHOPOD_TOKEN_FILE`): it signs with the first, the one pods accept during a rotation, like
+/// the leader does. The token itself is never sent.
+fn signer(given: Option<&str>) -> Result<Option<crate::auth::Signer>, CtlError> {
     let given = given.map(str::to_string);
-    let env = move |k: &str| match k {
-        "OCHOPOD_TOKEN" => given.clone().filter(|t| !t.is_empty()),
-        _ => std::env::var(k).ok().filter(|v| !v.is_empty()),
+    let var = move |k: &str| match (k, &given) {
+        ("OCHOPOD_TOKEN", Some(t)) => Some(t.clone()),
+        _ => std::env::var(k).ok(),
     };
-    crate::runtime::tokens(&env)
-        .map(|t| t.into_iter().next())
-        .map_err(|e| CtlError::Usage(format!("{e:#}")))
+    crate::auth::Tokens::from_vars(&var)
+        .map(|t| t.as_ref().map(crate::auth::Tokens::signer))
+        .map_err(|e| CtlError::Usage(e.to_string()))
 }
 
 /// Usage the parser cannot see, checked before touching the network.
@@ -118,7 +119,7 @@ fn check_usage(verb: &Verb) -> Result<(), CtlError> {
 
 pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
     check_usage(&args.verb)?;
-    let caller = Caller::new(token(args.token.as_deref())?, args.parallelism)?;
+    let caller = Caller::new(signer(args.token.as_deref())?, args.parallelism)?;
     let zk = Discovery::connect(&args.zk, args.zk_timeout).await?;
     let ctx = Ctx {
         zk,

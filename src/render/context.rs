@@ -189,6 +189,8 @@ pub fn sample_map(spec: &PodSpec) -> ClusterMap {
     }
 
     ClusterMap {
+        version: crate::model::WIRE_VERSION,
+        epoch: 1,
         generation: 2,
         key,
         pods,

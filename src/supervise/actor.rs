@@ -200,18 +200,7 @@ impl Actor {
             Some(m) => m,
             None => previous.as_deref().cloned().ok_or(ControlError::NoMap)?,
         };
-        if map.generation < now.generation {
-            return Err(ControlError::Stale {
-                have: now.generation,
-                got: map.generation,
-            });
-        }
-        if !map.pods.contains_key(&map.key) {
-            return Err(ControlError::BadMap(format!(
-                "the map's key {:?} is not one of its pods",
-                map.key
-            )));
-        }
+        super::admit(&self.ctx, &now, &map)?;
         let spec = &self.ctx.spec;
         let context = Context::new(spec, &map, previous.as_deref(), &self.ctx.env)
             .map_err(|e| ControlError::Failed(e.to_string()))?;
@@ -240,12 +229,13 @@ impl Actor {
             .iter()
             .map(|(k, v)| (k.clone(), v.len()))
             .collect();
-        let generation = map.generation;
+        let (generation, epoch) = (map.generation, map.epoch);
         self.last_map.send_replace(Some(Arc::new(map)));
         let held = now.state == PodState::Held;
         self.publish(|s| {
             s.generation = generation;
-            s.configurations += 1;
+            s.epoch = epoch;
+            s.configurations = s.configurations.saturating_add(1);
             s.dependencies = dependencies;
             if origin == Origin::Operator && matches!(s.state, PodState::Held | PodState::Failed) {
                 s.state = PodState::Running;

@@ -59,6 +59,8 @@ pub struct Status {
     pub last_exit: Option<Exit>,
     /// The generation of the last map applied (0: none yet).
     pub generation: u64,
+    /// The epoch of the leader that sent it (0: none yet, or standalone).
+    pub epoch: u64,
     /// How many maps were applied.
     pub configurations: u64,
     /// The ready check passed for the current run (true at once when none is declared).
@@ -87,6 +89,7 @@ impl Status {
             restarts: 0,
             last_exit: None,
             generation: 0,
+            epoch: 0,
             configurations: 0,
             ready: false,
             sanity_failures: 0,
@@ -117,13 +120,14 @@ pub enum ControlError {
     /// 410: the pod was killed or its process ended for good.
     #[error("the pod is gone (killed, or its process ended for good)")]
     Gone,
-    /// 409: a generation lower than the one applied.
-    #[error("stale generation {got}: generation {have} is applied")]
-    Stale { have: u64, got: u64 },
+    /// 409: a map older than the one applied: from an earlier leader (a lower epoch), or of a
+    /// lower generation.
+    #[error("stale map (epoch {}, generation {}): epoch {}, generation {} is applied", got.0, got.1, have.0, have.1)]
+    Stale { have: (u64, u64), got: (u64, u64) },
     /// 409: an empty `on` with no map to re-apply.
     #[error("no cluster map to re-apply: this pod was never configured")]
     NoMap,
-    /// 400: a map that does not name this pod.
+    /// 400: a map that is not addressed to this pod.
     #[error("{0}")]
     BadMap(String),
     /// 406: `can_configure` said no.
@@ -219,6 +223,38 @@ pub async fn run_with_map(
     actor::run_command(ctx, what, line, map, None).await
 }
 
+/// Whether a map may be applied by this pod, given what it applied last (SPEC §6, §7): it must be
+/// addressed to this pod (`key` is its uuid, its entry is of this cluster and namespace), and
+/// not older than the applied one: maps are ordered by the leader's epoch, then by generation.
+/// A later leader's map always wins, so a deposed leader's late calls change nothing, whatever
+/// generation they carry; the same map again (a retry, `check` then `on`) is accepted.
+pub fn admit(ctx: &PodContext, applied: &Status, map: &ClusterMap) -> Result<(), ControlError> {
+    if map.key != ctx.me.uuid {
+        return Err(ControlError::BadMap(format!(
+            "the map is addressed to {:?}, this pod is {}",
+            map.key, ctx.me.uuid
+        )));
+    }
+    let Some(me) = map.me() else {
+        return Err(ControlError::BadMap(
+            "the map's key is not one of its pods".into(),
+        ));
+    };
+    if me.cluster != ctx.spec.cluster || me.namespace != ctx.spec.namespace {
+        return Err(ControlError::BadMap(format!(
+            "the map is for {}.{}, this pod is of {}",
+            me.namespace,
+            me.cluster,
+            ctx.spec.key()
+        )));
+    }
+    let (have, got) = ((applied.epoch, applied.generation), (map.epoch, map.generation));
+    if got < have {
+        return Err(ControlError::Stale { have, got });
+    }
+    Ok(())
+}
+
 /// Starts the supervise loop.
 pub fn spawn(ctx: PodContext) -> Handle {
     let ctx = Arc::new(ctx);
@@ -260,16 +296,15 @@ impl Handle {
         Ok(())
     }
 
+    /// Whether `map` may be applied here now (see [`admit`]).
+    pub fn admits(&self, map: &ClusterMap) -> Result<(), ControlError> {
+        admit(&self.ctx, &self.status.borrow(), map)
+    }
+
     /// `POST /control/check`: can this pod take `map`? Runs `hooks.can_configure`.
     pub async fn check(&self, map: ClusterMap) -> Result<(), ControlError> {
         self.refuse_if_gone()?;
-        let have = self.status.borrow().generation;
-        if map.generation < have {
-            return Err(ControlError::Stale {
-                have,
-                got: map.generation,
-            });
-        }
+        self.admits(&map)?;
         let Some(hook) = self.ctx.spec.hooks.can_configure.clone() else {
             return Ok(());
         };

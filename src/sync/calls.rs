@@ -1,7 +1,8 @@
 //! The leader's side of the control API (SPEC §7): `check`, `off`, `on`, `ok` sent to every pod,
 //! and the commands it runs on its own pod (`settings.apply`, `settings.probe`).
 //!
-//! Every request carries `settings.timeout` and, when a token is set, `Authorization: Bearer`.
+//! Every request carries `settings.timeout` and, when a token is set, a signature (never the
+//! token: see [`crate::auth`]). Answers are read up to a cap.
 //! Fan-outs run at most `settings.parallelism` requests at a time.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::auth::Signer;
+use crate::control::client;
 use crate::model::{ClusterMap, Pod};
 
 /// What a pod answered.
@@ -31,13 +34,17 @@ pub enum Answer {
 #[derive(Debug, Clone)]
 pub struct Caller {
     http: reqwest::Client,
-    token: Option<String>,
+    /// Signs every request when tokens are set (the token itself is never sent).
+    signer: Option<Signer>,
     timeout: Duration,
     parallelism: usize,
 }
 
+/// At most this much of an error answer is read (a pod's `{"error": ...}` is a line).
+const MAX_ERROR_BODY: usize = 8 << 10;
+
 impl Caller {
-    pub fn new(token: Option<String>, timeout: Duration, parallelism: usize) -> Caller {
+    pub fn new(signer: Option<Signer>, timeout: Duration, parallelism: usize) -> Caller {
         // Peers are addressed directly; an HTTP proxy from the environment must not get in the way.
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -45,7 +52,7 @@ impl Caller {
             .unwrap_or_else(|_| reqwest::Client::new());
         Caller {
             http,
-            token,
+            signer,
             timeout,
             parallelism: parallelism.max(1),
         }
@@ -53,52 +60,39 @@ impl Caller {
 
     /// `POST <path>` to one pod, with `body` as JSON when given.
     pub async fn post(&self, pod: &Pod, path: &str, body: Option<&ClusterMap>) -> Answer {
-        let host = if pod.ip.contains(':') {
-            format!("[{}]", pod.ip)
-        } else {
-            pod.ip.clone()
+        let url = format!("http://{}{path}", client::address(&pod.ip, pod.control_port));
+        let body = match body.map(serde_json::to_vec).transpose() {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => return Answer::Failed(format!("{url}: cannot encode the map: {e}")),
         };
-        let url = format!("http://{host}:{}{path}", pod.control_port);
-        let mut req = self.http.post(&url).timeout(self.timeout);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        match req.send().await {
+        let req = self
+            .http
+            .post(&url)
+            .timeout(self.timeout)
+            .header("content-type", "application/json");
+        let req = client::sign(
+            req,
+            self.signer.as_ref(),
+            "POST",
+            (&pod.ip, pod.control_port),
+            path,
+            &body,
+        );
+        match req.body(body).send().await {
             Ok(r) if r.status().is_success() => Answer::Ok,
             Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
             Ok(r) if r.status().as_u16() == 409 => {
-                let text = r.text().await.unwrap_or_default();
+                let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
                 Answer::Stale(format!("{url}: 409 {}", text.trim()))
             }
             Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
             Ok(r) => {
                 let status = r.status();
-                let text = r.text().await.unwrap_or_default();
+                let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
                 Answer::Failed(format!("{url}: {status} {}", text.trim()))
             }
             Err(e) => Answer::Failed(format!("{url}: {e}")),
         }
-    }
-
-    /// The generation a pod has applied, from its `GET /info` (SPEC §7).
-    pub async fn applied_generation(&self, pod: &Pod) -> Option<u64> {
-        let host = if pod.ip.contains(':') {
-            format!("[{}]", pod.ip)
-        } else {
-            pod.ip.clone()
-        };
-        let mut req = self
-            .http
-            .get(format!("http://{host}:{}/info", pod.control_port))
-            .timeout(self.timeout);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let info: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
-        info.get("generation")?.as_u64()
     }
 
     /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with the map

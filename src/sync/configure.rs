@@ -14,7 +14,7 @@ use super::plan::{self, Pods};
 use crate::model::{ClusterMap, Pod};
 use crate::render::fields;
 use crate::zk::cluster::Registered;
-use crate::zk::election::Candidate;
+use crate::zk::election::{still_leads, Candidate};
 use crate::zk::snapshot::{self, Commit, Snapshot};
 use crate::zk::{Client, ZkError};
 
@@ -82,75 +82,76 @@ impl Stop {
     }
 }
 
-/// One configuration: check, (off), on, ok, apply, then the snapshot transaction.
+/// One configuration: check, (off), on, ok, apply, then the snapshot transaction. Before each
+/// phase the leader makes sure it still leads (a deposed leader stops at the next phase; pods
+/// refuse its maps anyway, they carry an older epoch).
+///
+/// The generation is one above both the snapshot's and `committed`, the last one this leadership
+/// wrote to the snapshot (in case the snapshot was lost or written back meanwhile): it comes from
+/// ZooKeeper and this leader's own count, never from what a pod says. An attempt that fails does
+/// not use its generation up: pods that applied its map take the next attempt's, of the same
+/// epoch and generation, as the same configuration (they are ordered by epoch, then generation).
 pub(super) async fn configure(
     ctx: &Ctx,
     client: &Client,
     me: &Candidate,
     w: &World,
     evictions: &mut Evictions,
+    committed: u64,
 ) -> Result<u64, Stop> {
     let settings = &ctx.spec.settings;
     let (prev, prev_generation, version) = match &w.snapshot {
         Some((s, v)) => (s.pods.clone(), s.generation, Some(*v)),
         None => (Pods::new(), 0, None),
     };
-    let generation = prev_generation + 1;
-    let caller = Caller::new(ctx.token.clone(), settings.timeout, settings.parallelism);
+    let generation = prev_generation.max(committed).checked_add(1).ok_or_else(|| {
+        Stop::Failed(format!(
+            "generation {} cannot grow: the snapshot {} was written by something else than \
+             ochopod (delete it to start over)",
+            prev_generation.max(committed),
+            ctx.paths.snapshot()
+        ))
+    })?;
+    let caller = Caller::new(ctx.signer.clone(), settings.timeout, settings.parallelism);
     let mut pods = w.live.clone();
 
-    // A pod that applied a later generation than the snapshot's + 1 (a snapshot lost or written
-    // back, a leader gone between `ok` and its snapshot) answers 409: start above what the pods
-    // have, so that the generation keeps growing.
-    let mut generation = generation;
-    for round in 0..3 {
-        let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
-        let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
-        let mut vetoes = Vec::new();
-        let mut failures = Vec::new();
-        let mut stale = Vec::new();
-        for (uuid, answer) in answers {
-            match answer {
-                Answer::Ok => {}
-                Answer::Veto => vetoes.push(name(&pods, &uuid)),
-                Answer::Gone => {
-                    tracing::info!(uuid, "pod is gone (410), dropped");
-                    if let Some(r) = w.registered.get(&uuid) {
-                        evictions.fail(r, u32::MAX);
-                    }
-                    pods.remove(&uuid);
+    still_leads(client, me).await?;
+    let map = plan::cluster_map(me.epoch, generation, &prev, &pods, &w.deps);
+    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
+    let mut vetoes = Vec::new();
+    let mut failures = Vec::new();
+    for (uuid, answer) in answers {
+        match answer {
+            Answer::Ok => {}
+            Answer::Veto => vetoes.push(name(&pods, &uuid)),
+            Answer::Gone => {
+                tracing::info!(uuid, "pod is gone (410), dropped");
+                if let Some(r) = w.registered.get(&uuid) {
+                    evictions.fail(r, u32::MAX);
                 }
-                Answer::Stale(e) if round < 2 => stale.push((uuid, e)),
-                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
+                pods.remove(&uuid);
             }
-        }
-        if !vetoes.is_empty() {
-            return Err(Stop::Veto(vetoes.join(", ")));
-        }
-        if !failures.is_empty() {
-            return Err(Stop::Failed(count_failures(
-                w,
-                evictions,
-                settings.evict_after,
-                "check",
-                failures,
-            )));
-        }
-        if stale.is_empty() {
-            break;
-        }
-        for (uuid, e) in stale {
-            let applied = match pods.get(&uuid) {
-                Some(pod) => caller.applied_generation(pod).await,
-                None => None,
-            };
-            tracing::info!(uuid, applied, reason = %e, "a pod is ahead of the snapshot's generation");
-            generation = generation.max(applied.unwrap_or(0) + 1);
+            // A pod that holds a map of a later leader (this one is deposed: the next phase
+            // says so) or one forged by somebody else: it cannot take part.
+            Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
         }
     }
-    let map = plan::cluster_map(generation, &prev, &pods, &w.deps);
+    if !vetoes.is_empty() {
+        return Err(Stop::Veto(vetoes.join(", ")));
+    }
+    if !failures.is_empty() {
+        return Err(Stop::Failed(count_failures(
+            w,
+            evictions,
+            settings.evict_after,
+            "check",
+            failures,
+        )));
+    }
+    let map = plan::cluster_map(me.epoch, generation, &prev, &pods, &w.deps);
 
     if settings.full_shutdown {
+        still_leads(client, me).await?;
         // With a body, `off` is the leader's (an empty one is an operator's, which holds the pod).
         for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", Some(&map)).await {
             if let Answer::Failed(e) | Answer::Stale(e) = answer {
@@ -159,6 +160,7 @@ pub(super) async fn configure(
         }
     }
 
+    still_leads(client, me).await?;
     let mut failures = Vec::new();
     if settings.sequential {
         for uuid in plan::call_order(&pods, &map.added, settings.order) {
@@ -198,6 +200,7 @@ pub(super) async fn configure(
         )));
     }
 
+    still_leads(client, me).await?;
     for (uuid, answer) in caller.fan_out(&list(&pods), "/control/ok", Some(&map)).await {
         if let Answer::Failed(e) = answer {
             tracing::warn!(uuid, error = %e, "ok failed, going on");
@@ -205,6 +208,7 @@ pub(super) async fn configure(
     }
 
     if let Some(apply) = &settings.apply {
+        still_leads(client, me).await?;
         ctx.run(fields::APPLY, apply, &map)
             .await
             .map_err(|e| Stop::Partial(format!("apply: {e}")))?;

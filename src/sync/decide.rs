@@ -55,8 +55,27 @@ impl Pending {
         }
     }
 
-    /// Updates the damper from a fresh view of the world; returns the status line.
+    /// Updates the damper from a fresh view of the world; returns the status line, which names
+    /// the rejected registrations whatever else it says.
     pub(super) fn decide(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
+        let line = self.decide_line(spec, w, now);
+        if w.rejected.is_empty() {
+            return line;
+        }
+        const SHOWN: usize = 3;
+        let mut names: Vec<String> = w
+            .rejected
+            .iter()
+            .take(SHOWN)
+            .map(|r| format!("{:?} ({})", r.name, r.reason))
+            .collect();
+        if w.rejected.len() > SHOWN {
+            names.push(format!("and {} more", w.rejected.len() - SHOWN));
+        }
+        format!("{line}; rejected registrations: {}", names.join(", "))
+    }
+
+    fn decide_line(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
         if let Some(path) = &w.cycle {
@@ -194,6 +213,7 @@ mod tests {
             cycle: None,
             graph: BTreeMap::new(),
             evicted: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 

@@ -34,7 +34,7 @@ use super::SyncStatus;
 use crate::model::ClusterMap;
 use crate::render::fields;
 use crate::spec::{CommandLine, PodSpec};
-use crate::zk::cluster::{self, HeldSeq, Registered};
+use crate::zk::cluster::{self, HeldSeq, Registered, Rejected};
 use crate::zk::election::Candidate;
 use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
 use crate::zk::snapshot::{self, Snapshot};
@@ -46,7 +46,8 @@ pub(super) struct Ctx {
     pub uuid: String,
     pub paths: ClusterPaths,
     pub acls: Acls,
-    pub token: Option<String>,
+    /// Signs the control calls to pods (None: no token set).
+    pub signer: Option<crate::auth::Signer>,
     /// The pod as the supervise loop knows it: `apply` and `probe` run through it.
     pub pod: Arc<crate::supervise::PodContext>,
     /// Read by `/info` (through the runtime); the leader writes role, status and generation.
@@ -105,6 +106,8 @@ pub(super) struct World {
     pub graph: BTreeMap<String, Vec<String>>,
     /// Registered, running pods left out as evicted, by seq.
     pub evicted: Vec<String>,
+    /// Znodes under `pods/` that are not valid pods: left out, named in the status.
+    pub rejected: Vec<Rejected>,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -214,7 +217,11 @@ pub(super) async fn lead(
         watches.add(client, CLUSTERS, false).await?;
     }
     let mut pending = Pending::new(settings.damper, settings.damper_max);
+    // Rejected registrations already logged (one line each, not one per round).
+    let mut reported: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut evictions = Evictions::default();
+    // The last generation this leadership committed (see `configure`).
+    let mut committed = 0;
     let mut next_probe = settings.probe.as_ref().map(|_| Instant::now());
     loop {
         let read = match watches.renew(client).await {
@@ -232,6 +239,7 @@ pub(super) async fn lead(
         };
         let mut publish_failed = false;
         if let Some(world) = &world {
+            report_rejected(ctx, &mut reported, &world.rejected);
             if let Some(why) = resignation(&ctx.uuid, world) {
                 return Ok(Ended::Resigned(why));
             }
@@ -275,8 +283,9 @@ pub(super) async fn lead(
             _ = sleep_until(deadline) => {
                 let Some(world) = world else { continue };
                 ctx.say(format!("configuring {} pods", world.live.len()));
-                match configure(ctx, client, me, &world, &mut evictions).await {
+                match configure(ctx, client, me, &world, &mut evictions, committed).await {
                     Ok(generation) => {
+                        committed = generation;
                         pending.done();
                         ctx.status.send_modify(|s| s.generation = generation);
                         tracing::info!(generation, pods = world.live.len(), "cluster configured");
@@ -296,6 +305,21 @@ pub(super) async fn lead(
             }
         }
     }
+}
+
+/// Logs each rejected registration once, and publishes how many there are (`/metrics`).
+fn report_rejected(ctx: &Ctx, reported: &mut BTreeSet<(String, i64)>, rejected: &[Rejected]) {
+    reported.retain(|(name, czxid)| rejected.iter().any(|r| r.name == *name && r.czxid == *czxid));
+    for r in rejected {
+        if reported.insert((r.name.clone(), r.czxid)) {
+            tracing::warn!(znode = ?r.name, reason = %r.reason, "registration rejected: left out of every map");
+        }
+    }
+    ctx.status.send_if_modified(|s| {
+        let changed = s.rejected != rejected.len();
+        s.rejected = rejected.len();
+        changed
+    });
 }
 
 /// Watches the pods and snapshot of every dependency (once each), and the snapshots of the
@@ -319,7 +343,10 @@ async fn watch_dependencies(watches: &mut Watches, client: &Client, world: &Worl
 /// Reads the cluster, its snapshot and its dependencies.
 async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Result<World, ZkError> {
     let spec = &ctx.spec;
-    let registered = cluster::registered(client, &ctx.paths).await?;
+    let cluster::Registrations {
+        pods: registered,
+        rejected,
+    } = cluster::registered(client, &ctx.paths).await?;
     let snapshot = snapshot::read(client, &ctx.paths.snapshot()).await?;
     let limit = spec.settings.evict_after.max(1);
     let failed = snapshot.as_ref().map_or(&[][..], |(s, _)| s.failed.as_slice());
@@ -356,6 +383,7 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Resul
         held,
         hash,
         evicted: Vec::new(),
+        rejected,
     };
     world.evicted = evicted(&world, &world.live, evictions, limit);
     Ok(world)

@@ -48,8 +48,8 @@ pub struct SyncConfig {
     /// Where the claimed seq is kept (`<state_dir>/seq`).
     pub state_dir: PathBuf,
     pub zk: ZkConfig,
-    /// Sent to pods as `Authorization: Bearer`.
-    pub token: Option<String>,
+    /// Signs the leader's calls to pods (None: no token set).
+    pub signer: Option<crate::auth::Signer>,
     /// The supervise loop's view of the pod: the leader runs `apply` and `probe` through it
     /// (templates compiled once, the pod's log ring, its state dir).
     pub pod: Arc<crate::supervise::PodContext>,
@@ -75,6 +75,8 @@ pub struct SyncStatus {
     pub connected: bool,
     /// The cluster's last configuration known here (the snapshot's generation).
     pub generation: u64,
+    /// While leading: registrations under `pods/` refused as invalid (left out of every map).
+    pub rejected: usize,
 }
 
 /// Requests to the sync loop; each answers on its oneshot once done.
@@ -132,6 +134,7 @@ pub fn spawn(
         seq: cfg.me.seq,
         connected: false,
         generation: 0,
+        rejected: 0,
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let actor = Actor::new(cfg, pod_state, status_tx, rx, shutdown);
@@ -184,7 +187,7 @@ impl Actor {
             uuid: cfg.me.uuid.clone(),
             paths: paths.clone(),
             acls,
-            token: cfg.token.clone(),
+            signer: cfg.signer.clone(),
             pod: cfg.pod.clone(),
             status,
         });

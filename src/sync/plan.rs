@@ -63,14 +63,23 @@ pub fn call_order(pods: &Pods, added: &[String], order: Order) -> Vec<String> {
     }
 }
 
-/// The map for one configuration; [`ClusterMap::key`] is set per receiver.
-pub fn cluster_map(generation: u64, prev: &Pods, pods: &Pods, deps: &BTreeMap<String, Pods>) -> ClusterMap {
+/// The map for one configuration by the leader of `epoch`; [`ClusterMap::key`] is set per
+/// receiver.
+pub fn cluster_map(
+    epoch: u64,
+    generation: u64,
+    prev: &Pods,
+    pods: &Pods,
+    deps: &BTreeMap<String, Pods>,
+) -> ClusterMap {
     let (added, removed) = diff(prev, pods);
     let removed_pods = removed
         .iter()
         .filter_map(|u| prev.get(u).map(|p| (u.clone(), p.clone())))
         .collect();
     ClusterMap {
+        version: crate::model::WIRE_VERSION,
+        epoch,
         generation,
         key: String::new(),
         pods: pods.clone(),
@@ -332,7 +341,7 @@ mod tests {
                 vec!["b".into(), "c".into()]
             )
         );
-        let map = cluster_map(7, &prev, &next, &BTreeMap::new());
+        let map = cluster_map(3, 7, &prev, &next, &BTreeMap::new());
         assert_eq!(map.generation, 7);
         assert_eq!(map.removed_pods.keys().collect::<Vec<_>>(), ["b", "c"]);
     }

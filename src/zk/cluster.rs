@@ -20,41 +20,55 @@ pub struct Registered {
     pub czxid: i64,
 }
 
-/// Every registered pod of a cluster, by uuid. A cluster never seen has none. A znode that is not
-/// a pod's JSON is skipped with a warning (another tool's mistake should not stop the cluster).
-pub async fn registered(
-    client: &Client,
-    paths: &ClusterPaths,
-) -> Result<BTreeMap<String, Registered>, ZkError> {
+/// A znode under `pods/` that is not a valid pod (SPEC §6): left out of every map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The znode's name (a uuid, if whoever wrote it followed the layout).
+    pub name: String,
+    /// The zxid that created it: a new registration under the same name is judged anew.
+    pub czxid: i64,
+    pub reason: String,
+}
+
+/// A cluster's registrations: the valid pods by uuid, and the znodes refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registrations {
+    pub pods: BTreeMap<String, Registered>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Every registered pod of a cluster. A cluster never seen has none. A znode that is not a valid
+/// pod's JSON (see [`crate::model`]) or is not filed under its own uuid is rejected: anybody who
+/// can write to ZooKeeper could have written it, and the other pods must go on being configured.
+pub async fn registered(client: &Client, paths: &ClusterPaths) -> Result<Registrations, ZkError> {
     let dir = paths.pods();
     let names = match client.list_children(&dir).await {
         Ok(n) => n,
-        Err(zkc::Error::NoNode) => return Ok(BTreeMap::new()),
+        Err(zkc::Error::NoNode) => return Ok(Registrations::default()),
         Err(e) => return Err(ZkError::op("listing", &dir)(e)),
     };
     let paths: Vec<(String, String)> = names.into_iter().map(|n| (paths.pod(&n), n)).collect();
     let reads: Vec<_> = paths.iter().map(|(p, _)| client.get_data(p)).collect();
-    let mut out = BTreeMap::new();
-    for ((path, uuid), read) in paths.iter().zip(reads) {
-        match read.await {
-            Ok((data, stat)) => match serde_json::from_slice::<Pod>(&data) {
-                Ok(pod) if &pod.uuid == uuid => {
-                    out.insert(
-                        uuid.clone(),
-                        Registered {
-                            pod,
-                            czxid: stat.czxid,
-                        },
-                    );
-                }
-                Ok(_) => tracing::warn!(path, "pod znode names another uuid, skipped"),
-                Err(error) => {
-                    tracing::warn!(path, %error, "pod znode is not a pod's JSON, skipped")
-                }
-            },
+    let mut out = Registrations::default();
+    for ((path, name), read) in paths.iter().zip(reads) {
+        let (data, stat) = match read.await {
+            Ok(read) => read,
             // Gone between the listing and the read: a departure, the watch tells us again.
-            Err(zkc::Error::NoNode) => {}
+            Err(zkc::Error::NoNode) => continue,
             Err(e) => return Err(ZkError::op("reading", path)(e)),
+        };
+        let reject = |reason: String| Rejected {
+            name: name.chars().take(80).collect(),
+            czxid: stat.czxid,
+            reason,
+        };
+        match serde_json::from_slice::<Pod>(&data) {
+            Ok(pod) if pod.uuid == *name => {
+                let czxid = stat.czxid;
+                out.pods.insert(name.clone(), Registered { pod, czxid });
+            }
+            Ok(pod) => out.rejected.push(reject(format!("holds the pod {}", pod.uuid))),
+            Err(e) => out.rejected.push(reject(e.to_string())),
         }
     }
     Ok(out)
@@ -116,7 +130,7 @@ pub async fn dependency_pods(client: &Client, key: &str) -> Result<BTreeMap<Stri
     let Some((snapshot, _)) = super::snapshot::read(client, &paths.snapshot()).await? else {
         return Ok(BTreeMap::new());
     };
-    let registered = registered(client, &paths).await?;
+    let registered = registered(client, &paths).await?.pods;
     Ok(snapshot
         .pods
         .keys()

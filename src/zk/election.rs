@@ -17,6 +17,10 @@ pub struct Candidate {
     /// Its name under `leader/`.
     pub name: String,
     pub sequence: i64,
+    /// The zxid that created the node: the leader's epoch in the maps it sends (SPEC §6). zxids
+    /// only grow, and a candidate leads only once every earlier node is gone, so each leader's
+    /// epoch is larger than its predecessor's.
+    pub epoch: u64,
 }
 
 /// Joins the election: creates `leader/n_<seq>` holding the pod's uuid.
@@ -27,7 +31,7 @@ pub async fn enter(
     uuid: &str,
 ) -> Result<Candidate, ZkError> {
     let prefix = paths.leader_prefix();
-    let (_, seq) = client
+    let (stat, seq) = client
         .create(&prefix, uuid.as_bytes(), &acls.ephemeral_sequential())
         .await
         .map_err(ZkError::op("joining the election at", &prefix))?;
@@ -36,7 +40,21 @@ pub async fn enter(
         path: format!("{}/{name}", paths.leader()),
         name,
         sequence: seq.into_i64(),
+        epoch: u64::try_from(stat.czxid).unwrap_or(0),
     })
+}
+
+/// Whether `me` still leads: its node exists and belongs to this session. The leader asks before
+/// every phase of a configuration (check, off, on, ok, apply), so that a leader deposed while it
+/// was configuring stops at the next phase; the snapshot transaction checks the node itself.
+pub async fn still_leads(client: &Client, me: &Candidate) -> Result<(), ZkError> {
+    match client.check_stat(&me.path).await {
+        Ok(Some(stat)) if stat.ephemeral_owner == client.session_id().0 => Ok(()),
+        Ok(_) => Err(ZkError::Deposed {
+            path: me.path.clone(),
+        }),
+        Err(e) => Err(ZkError::op("checking the leadership at", &me.path)(e)),
+    }
 }
 
 /// Deletes election nodes this session created earlier for `uuid`: a create whose answer was

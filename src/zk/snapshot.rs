@@ -21,6 +21,9 @@ use crate::model::Pod;
 pub struct Snapshot {
     pub generation: u64,
     pub hash: String,
+    /// A pod that is not valid (see [`crate::model`]) is dropped as the snapshot is read: it
+    /// was never written by a leader, which only writes pods it validated.
+    #[serde(deserialize_with = "valid_pods")]
     pub pods: BTreeMap<String, Pod>,
     /// `<namespace>.<cluster>` of each dependency, sorted; absent when none (and in snapshots
     /// written by older versions).
@@ -30,6 +33,23 @@ pub struct Snapshot {
     /// `evict_after` times, or gone), so that the next leader leaves them out too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
+}
+
+fn valid_pods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Pod>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    let mut pods = BTreeMap::new();
+    for (uuid, value) in raw {
+        match serde_json::from_value::<Pod>(value) {
+            Ok(pod) if pod.uuid == uuid => {
+                pods.insert(uuid, pod);
+            }
+            Ok(_) => tracing::warn!(uuid = ?uuid, "a snapshot entry holds another pod, dropped"),
+            Err(error) => {
+                tracing::warn!(uuid = ?uuid, %error, "a snapshot entry is not a valid pod, dropped")
+            }
+        }
+    }
+    Ok(pods)
 }
 
 impl Snapshot {

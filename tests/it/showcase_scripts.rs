@@ -100,6 +100,8 @@ impl Sandbox {
 
     fn context(&self, pods: &[u32], me: u32, added: &[u32]) -> Context {
         let map = ClusterMap {
+            version: 1,
+            epoch: 1,
             generation: 1,
             key: format!("u{me}"),
             pods: pods.iter().map(|&s| (format!("u{s}"), pod(s))).collect(),

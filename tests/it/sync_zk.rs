@@ -98,7 +98,7 @@ fn member(zk: &ZkServer, spec: &Arc<PodSpec>, uuid: &str) -> Member {
         state_dir: dir.path().to_path_buf(),
         pod: pod_context(spec, uuid, dir.path()),
         zk: zk_config(zk),
-        token: None,
+        signer: None,
     };
     let (handle, status) = sync::spawn(cfg, state_rx, shutdown.clone());
     Member {
@@ -269,7 +269,7 @@ async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session
             session_timeout: Duration::from_secs(8),
             auth: None,
         },
-        token: None,
+        signer: None,
     };
     let (_handle, mut status) = sync::spawn(cfg, state_rx, shutdown.clone());
     let down = tokio::time::timeout(T, status.wait_for(|s| s.status.contains("retrying in"))).await;

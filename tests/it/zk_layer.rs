@@ -48,7 +48,7 @@ async fn seqs_are_claimed_smallest_first_and_freed_only_by_a_configuration() {
     let me = election::enter(leader, &paths, acls, "u1").await.unwrap();
     election::wait_until_leader(leader, &paths, &me).await.unwrap();
     let reg = eventually(T, "u2's znode to go", || async {
-        let r = cluster::registered(leader, &paths).await.unwrap();
+        let r = cluster::registered(leader, &paths).await.unwrap().pods;
         (!r.contains_key("u2")).then_some(r)
     })
     .await;

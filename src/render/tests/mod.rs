@@ -102,6 +102,8 @@ pub(super) fn by_uuid(pods: Vec<Pod>) -> BTreeMap<String, Pod> {
 /// Three zookeeper pods, seq 3, 1, 2 (so sorting shows), 2888 remapped on seq 2; key seq 2.
 pub(super) fn map() -> ClusterMap {
     ClusterMap {
+        version: 1,
+        epoch: 1,
         generation: 7,
         key: "zookeeper-2".into(),
         pods: by_uuid(vec![

@@ -2,13 +2,30 @@
 //!
 //! Both the leader (which builds maps) and the pods (which render from them) use these types, and
 //! they are what ZooKeeper stores, so every field here is part of the contract.
+//!
+//! **This is the trust boundary for data.** ZooKeeper (writable by anybody without
+//! `OCHOPOD_ZK_AUTH`) and the control port are untrusted, and these values end up in shell
+//! commands, file paths and config files. So a [`Pod`] or a [`ClusterMap`] can only be
+//! deserialized valid: both go through [`check`] (`#[serde(try_from)]`), which refuses addresses
+//! that are not IP addresses, names outside strict character sets, out-of-range numbers and any
+//! control character. Code past deserialization never checks again. Unknown fields are ignored,
+//! so that a newer ochopod can add some without breaking older pods during a rolling upgrade.
+
+mod check;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use check::{check_pod, Invalid, MAX_SEQ};
+
+/// The version of the cluster map this ochopod writes (`version` in the map). Receivers accept
+/// any version: fields they do not know are ignored.
+pub const WIRE_VERSION: u32 = 1;
+
 /// What a pod is, as registered in ZooKeeper and sent in cluster maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "check::RawPod")]
 pub struct Pod {
     pub uuid: String,
     pub seq: u32,
@@ -21,27 +38,21 @@ pub struct Pod {
     /// The address outside users use.
     pub public: String,
     /// The node (host machine) the pod runs on, when known.
-    #[serde(default)]
     pub node: String,
     /// The scheduler's task id, when known.
-    #[serde(default)]
     pub task: String,
     /// Container port → the port peers reach it at (remapped on Marathon).
     pub ports: BTreeMap<String, u16>,
     /// The control port peers call.
     pub control_port: u16,
     /// Which binding found the identity: `explicit`, `kubernetes`, `marathon`, `local`.
-    #[serde(default)]
     pub binding: String,
     /// ochopod's version.
-    #[serde(default)]
     pub version: String,
-    #[serde(default)]
     pub state: PodState,
     /// When this run of ochopod started (unix ms). A pod that comes back under the same uuid
     /// (a restarted container on a persistent volume) is a membership change, because its
     /// process needs a configuration again; a new session of the same run (expiry, reset) is not.
-    #[serde(default)]
     pub started: u64,
 }
 
@@ -68,22 +79,24 @@ impl PodState {
 
 /// The body of `POST /control/on` and `/control/check` (SPEC §7).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "check::RawMap")]
 pub struct ClusterMap {
+    /// The map format ([`WIRE_VERSION`]); informative, receivers ignore fields they do not know.
+    pub version: u32,
+    /// The leader's epoch: the zxid that created its election node. A later leader always has a
+    /// larger one, so a pod can refuse the maps of a leader that was deposed (SPEC §6).
+    pub epoch: u64,
     pub generation: u64,
     /// The uuid of the receiver.
     pub key: String,
     pub pods: BTreeMap<String, Pod>,
-    #[serde(default)]
     pub added: Vec<String>,
-    #[serde(default)]
     pub removed: Vec<String>,
     /// The pods of the last configuration that this one drops, so that every receiver (a new pod
     /// too) can render them. An addition to SPEC §7; a receiver falls back to its own last map.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub removed_pods: BTreeMap<String, Pod>,
     /// Dependency name (as written in depends_on, or ns.name for wildcard matches) → its pods.
-    #[serde(default)]
     pub dependencies: BTreeMap<String, BTreeMap<String, Pod>>,
 }
 
@@ -92,6 +105,7 @@ impl ClusterMap {
     /// of hooks that run before any configuration).
     pub fn of_one(me: &Pod, generation: u64) -> ClusterMap {
         ClusterMap {
+            version: WIRE_VERSION,
             generation,
             key: me.uuid.clone(),
             pods: BTreeMap::from([(me.uuid.clone(), me.clone())]),

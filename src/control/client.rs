@@ -1,0 +1,45 @@
+//! What the two callers of the control API (the leader, `ochopod ctl`) share: how a pod's
+//! address is written in a URL, how a request is signed, and how much of an answer is read.
+
+use crate::auth::Signer;
+
+/// `ip:port` as a URL authority: IPv6 addresses in brackets.
+pub fn address(ip: &str, port: u16) -> String {
+    match ip.contains(':') {
+        true => format!("[{ip}]:{port}"),
+        false => format!("{ip}:{port}"),
+    }
+}
+
+/// Adds the signature of a request to `ip:port` (see [`crate::auth`]) when there is a signer.
+pub fn sign(
+    req: reqwest::RequestBuilder,
+    signer: Option<&Signer>,
+    method: &str,
+    (ip, port): (&str, u16),
+    path: &str,
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    match signer {
+        Some(s) => req.header(
+            reqwest::header::AUTHORIZATION,
+            s.authorization(method, &format!("{ip}:{port}"), path, body),
+        ),
+        None => req,
+    }
+}
+
+/// Reads at most `limit` bytes of an answer's body (a hostile listener could send gigabytes);
+/// the rest is dropped with the connection, and the text ends with `… [cut]`. Lossy UTF-8.
+pub async fn read_capped(mut r: reqwest::Response, limit: usize) -> Result<String, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            out.extend_from_slice("… [cut]".as_bytes());
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
