@@ -210,3 +210,90 @@ fn check_reports_a_dotdot_dest_written_by_the_author() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("it has a `..` component"), "{errors:?}");
 }
+
+/// Every pod field a value of the map could carry, in every quoting context, runs
+/// `echo >PWNED` (a builtin: no PATH needed) if it is pasted into shell text unquoted.
+const INJECT: &str = "x';echo>PWNED;'\";echo>PWNED;\"$(echo>PWNED)`echo>PWNED`;echo>PWNED;#";
+
+/// The shipped pod.yaml files quote every value that reaches a shell: each shell field (hooks,
+/// checks, string commands, apply, probe, reload) and each rendered `#!/bin/sh` file, rendered
+/// against a map whose ips and hosts (and an OCHOPOD_HOME) carry [`INJECT`], is run by
+/// `/bin/sh` in an empty folder with an empty PATH (so `nc`, `java`, `sh` are not found and
+/// nothing real runs): none of them may create PWNED.
+#[test]
+fn shipped_pod_yamls_quote_every_value_that_reaches_a_shell() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut ran = 0;
+    for entry in std::fs::read_dir(root.join("pods")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let spec =
+            crate::spec::load_with_env(&path, &text, &|_: &str| None).unwrap_or_else(|d| panic!("{d}"));
+        let mut m = sample_map(&spec);
+        let hostile = |p: &mut crate::model::Pod| {
+            p.ip = format!("{INJECT}\n{INJECT}");
+            p.host = INJECT.into();
+            p.public = INJECT.into();
+        };
+        m.pods.values_mut().for_each(hostile);
+        m.removed_pods.values_mut().for_each(hostile);
+        m.dependencies
+            .values_mut()
+            .flat_map(|d| d.values_mut())
+            .for_each(hostile);
+        let env = sample_env(
+            &spec,
+            &BTreeMap::from([("OCHOPOD_HOME".to_owned(), INJECT.to_owned())]),
+        );
+        // Lenient on dependencies' ports, as `check`: the sample cannot know them.
+        let (r, errors) = compile(&spec, true);
+        assert!(errors.is_empty(), "{errors:?}");
+        let ctx = Context::new(&spec, &m, None, &env).unwrap();
+
+        let mut scripts: Vec<(String, Vec<String>)> = Vec::new();
+        for (field, _) in inline_fields(&spec) {
+            scripts.push((
+                field.to_owned(),
+                vec!["-c".into(), r.render_field(field, &ctx).unwrap()],
+            ));
+        }
+        for field in [fields::PROCESS, fields::APPLY, fields::PROBE, fields::RELOAD] {
+            if let Ok(CommandLine::Shell(s)) = r.render_command(field, &ctx) {
+                scripts.push((field.to_owned(), vec!["-c".into(), s]));
+            }
+        }
+        let rendered = r.render_pod(&ctx).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        for (i, f) in rendered.files.iter().enumerate() {
+            if f.content.starts_with("#!/bin/sh") {
+                let file = tmp.path().join(format!("script-{i}"));
+                std::fs::write(&file, &f.content).unwrap();
+                scripts.push((f.dest.display().to_string(), vec![file.display().to_string()]));
+            }
+        }
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        for (what, args) in &scripts {
+            let out = Command::new("/bin/sh")
+                .args(args)
+                .env_clear()
+                .env("PATH", &empty)
+                .current_dir(tmp.path())
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let pwned = tmp.path().join("PWNED");
+            assert!(
+                !pwned.exists(),
+                "{}: {what}: a value ran a command:\n{args:?}\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 10, "only {ran} shell fields and scripts ran");
+}
