@@ -57,6 +57,16 @@ pub enum RenderError {
         first: Origin,
         second: Origin,
     },
+    /// A rendered `templates[].dest` that is empty, holds a control character or a `..`
+    /// component (see `unsafe_dest`): nothing of that render is written.
+    #[error("{origin}: refused to write {} to {dest:?}: {reason}", .template.display())]
+    UnsafeDest {
+        origin: Origin,
+        /// `templates[].source`.
+        template: PathBuf,
+        dest: String,
+        reason: &'static str,
+    },
     #[error("{}: cannot {op}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -89,7 +99,7 @@ impl RenderError {
                 "a value is missing from the context (strict mode)".to_owned()
             }
             RenderErrorReason::HelperNotFound(name) => {
-                format!("unknown helper `{name}` (ochopod adds grep, port and dep)")
+                format!("unknown helper `{name}` (ochopod adds grep, port, dep and sh)")
             }
             reason => reason.to_string(),
         };

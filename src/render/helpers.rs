@@ -1,4 +1,4 @@
-//! The template helpers of SPEC §4: `grep`, `port` and `dep`.
+//! The template helpers of SPEC §4: `grep`, `port`, `dep` and `sh`.
 //!
 //! Each helper computes a JSON value (`call_inner`), so it works both as `{{grep ...}}` and as a
 //! subexpression (`{{#with (dep "zookeeper")}}`). They read the dependencies from the root of the
@@ -29,6 +29,7 @@ pub(super) fn register(hb: &mut Handlebars<'static>, lenient_foreign_ports: bool
         }),
     );
     hb.register_helper("dep", Box::new(Dep));
+    hb.register_helper("sh", Box::new(Sh));
 }
 
 fn fail(message: String) -> RenderError {
@@ -186,5 +187,78 @@ impl HelperDef for Dep {
         let name = name_param(h, "dep")?;
         let dep = dependency(ctx, "dep", name)?;
         Ok(ScopedJson::Derived(dep.clone()))
+    }
+}
+
+/// `value` as one word for POSIX `sh`: in single quotes, inside which the shell interprets
+/// nothing, with each `'` written as `'\''` (close, an escaped quote, reopen). `''` for the empty
+/// string. `None` when `value` holds a NUL: no shell word (no argv entry) can carry one.
+pub(crate) fn sh_quote(value: &str) -> Option<String> {
+    if value.contains('\0') {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len().saturating_add(2));
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    Some(out)
+}
+
+/// `{{sh pod.ip}}` → `'10.0.0.1'`: a value quoted for `sh` (see [`sh_quote`]), so that a value
+/// that reaches `sh -c` (hooks, checks, string commands, apply, probe, reload) is one word and
+/// nothing in it runs. Strings, numbers (their decimal text) and booleans; several parameters
+/// give several words, separated by spaces. Objects, arrays and null are refused: there is no
+/// one right way to spell them as words.
+struct Sh;
+
+impl HelperDef for Sh {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        if h.params().is_empty() {
+            return Err(fail(
+                "sh: expected a value to quote, as in {{sh pod.ip}}".to_owned(),
+            ));
+        }
+        let mut words = Vec::with_capacity(h.params().len());
+        for idx in 0..h.params().len() {
+            let v = param(h, "sh", idx, "a value")?;
+            let what = || {
+                h.param(idx)
+                    .and_then(|p| p.relative_path())
+                    .map_or_else(|| format!("parameter {}", idx + 1), |p| format!("`{p}`"))
+            };
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => return Err(fail(format!("sh: {} is null: nothing to quote", what()))),
+                Value::Array(_) | Value::Object(_) => {
+                    let kind = if v.is_array() { "a list" } else { "an object" };
+                    return Err(fail(format!(
+                        "sh: {} is {kind}; quote one value at a time (e.g. {{{{sh ip}}}} inside {{{{#each}}}})",
+                        what()
+                    )));
+                }
+            };
+            let word = sh_quote(&text).ok_or_else(|| {
+                fail(format!(
+                    "sh: {} holds a NUL byte, which no shell word can carry",
+                    what()
+                ))
+            })?;
+            words.push(word);
+        }
+        Ok(ScopedJson::Derived(Value::String(words.join(" "))))
     }
 }

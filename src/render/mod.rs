@@ -116,6 +116,7 @@ enum CommandTemplate {
 
 #[derive(Debug, Clone)]
 struct FileTemplate {
+    source: PathBuf,
     body: String,
     dest: String,
     mode: u32,
@@ -259,6 +260,7 @@ fn compile(spec: &PodSpec, lenient_foreign_ports: bool) -> (Renderer, Vec<Render
         );
         let dest = b.field(format!("templates[{i}].dest"), &t.dest);
         b.r.files.push(FileTemplate {
+            source: t.source.clone(),
             body,
             dest,
             mode: t.mode,
@@ -320,12 +322,12 @@ impl Renderer {
         for t in &self.files {
             let dest = self.render_name(&t.dest, ctx)?;
             let dest = dest.trim();
-            if dest.is_empty() {
-                return Err(RenderError::Template {
+            if let Some(reason) = unsafe_dest(dest) {
+                return Err(RenderError::UnsafeDest {
                     origin: self.origin(&t.dest),
-                    line: None,
-                    col: None,
-                    message: "renders to an empty path".to_owned(),
+                    template: t.source.clone(),
+                    dest: dest.to_owned(),
+                    reason,
                 });
             }
             let dest = match &cwd {
@@ -405,6 +407,26 @@ impl Renderer {
         self.hb
             .render_template(template, ctx.as_json())
             .map_err(|e| RenderError::from_handlebars(&origin, e))
+    }
+}
+
+/// Why a rendered `templates[].dest` is refused, if it is: the second line of defence behind the
+/// validation of pod fields at the boundary (a `host` of `../../x` must not choose where a file
+/// goes). Empty; any control character (NUL cannot be in a path, a newline has no business in
+/// one); or a `..` component, which could leave the folder the author meant, and which no
+/// legitimate dest needs (write the path without it). Checked before anything is written.
+fn unsafe_dest(dest: &str) -> Option<&'static str> {
+    if dest.is_empty() {
+        Some("it is empty")
+    } else if dest.chars().any(char::is_control) {
+        Some("it holds a control character (NUL, newline, ...)")
+    } else if Path::new(dest)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        Some("it has a `..` component")
+    } else {
+        None
     }
 }
 

@@ -13,6 +13,7 @@ mod examples;
 mod lifecycle;
 mod pid1;
 mod runner;
+mod shell_safety;
 mod showcase;
 mod showcase_scripts;
 mod sync_zk;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::*;
 
 mod fixtures;
+mod shell;
 mod templates;
 mod writes;
 use crate::model::{ClusterMap, Pod, PodState};
