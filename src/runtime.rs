@@ -114,7 +114,11 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         seq: if opts.standalone {
             1
         } else {
-            identity.ordinal.map(|o| o + 1).unwrap_or(0)
+            identity
+                .ordinal
+                .and_then(|o| o.checked_add(1))
+                .filter(|s| *s <= crate::model::MAX_SEQ)
+                .unwrap_or(0)
         },
         cluster: spec.cluster.clone(),
         namespace: spec.namespace.clone(),

@@ -185,13 +185,15 @@ impl Discovery {
         let mut pods = Vec::new();
         for (path, read) in paths.iter().zip(reads) {
             match read.await {
+                // Validated as it is read (crate::model): ctl never calls an address that is not one.
                 Ok((data, _)) => match serde_json::from_slice::<Registered>(&data) {
-                    Ok(pod) => pods.push(Target {
+                    Ok(pod) if path.rsplit('/').next() == Some(pod.uuid.as_str()) => pods.push(Target {
                         cluster: key.to_string(),
                         pod,
                     }),
+                    Ok(pod) => eprintln!("ochopod ctl: warning: {path} holds the pod {}, skipped", pod.uuid),
                     // Another tool's (or version's) mistake must not hide the other pods.
-                    Err(e) => eprintln!("ochopod ctl: warning: {path} is not a pod's JSON ({e}), skipped"),
+                    Err(e) => eprintln!("ochopod ctl: warning: {path:?} is not a valid pod ({e}), skipped"),
                 },
                 // Gone between the listing and the read: the pod left.
                 Err(zkc::Error::NoNode) => {}
