@@ -86,7 +86,11 @@ pub struct Caller {
 impl Caller {
     pub fn new(signer: Option<Signer>, parallelism: usize) -> Result<Caller, reqwest::Error> {
         // Pods are addressed by ip: a proxy from the environment would only get in the way.
-        let client = reqwest::Client::builder().no_proxy().build()?;
+        // Pods close idle connections after 5 s: reuse one for less than that.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()?;
         Ok(Caller {
             client,
             signer,

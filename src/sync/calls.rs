@@ -46,8 +46,11 @@ const MAX_ERROR_BODY: usize = 8 << 10;
 impl Caller {
     pub fn new(signer: Option<Signer>, timeout: Duration, parallelism: usize) -> Caller {
         // Peers are addressed directly; an HTTP proxy from the environment must not get in the way.
+        // Pods close idle connections after 5 s (control::server): reuse one for less than that,
+        // so that a request never races the pod closing it.
         let http = reqwest::Client::builder()
             .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Caller {

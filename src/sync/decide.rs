@@ -58,7 +58,12 @@ impl Pending {
     /// Updates the damper from a fresh view of the world; returns the status line, which names
     /// the rejected registrations whatever else it says.
     pub(super) fn decide(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
-        let line = self.decide_line(spec, w, now);
+        let mut line = self.decide_line(spec, w, now);
+        if let Some(path) = &w.cycle {
+            // An error in the pod.yamls, said first; the cluster's own membership is configured
+            // anyway (a cycle's `min` gates are not enforced: they would wait for each other).
+            line = format!("dependency cycle: {}; {line}", path.join(" -> "));
+        }
         if w.rejected.is_empty() {
             return line;
         }
@@ -78,11 +83,6 @@ impl Pending {
     fn decide_line(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
-        if let Some(path) = &w.cycle {
-            // Configuring would wait forever for `min`, or follow a loop of reconfigurations.
-            self.damper.clear();
-            return format!("dependency cycle: {}", path.join(" -> "));
-        }
         let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
         if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
@@ -103,7 +103,8 @@ impl Pending {
                 self.damper.clear();
                 return format!("waiting for min_size: {}/{min} pods", w.live.len());
             }
-            if let Some((d, n)) = plan::unmet_min(&spec.depends_on, &w.resolved, &w.deps) {
+            let on_cycle = w.cycle.as_deref().unwrap_or_default();
+            if let Some((d, n)) = plan::unmet_min(&spec.depends_on, &w.resolved, &w.deps, on_cycle) {
                 self.damper.clear();
                 return format!("waiting for dependency {}: {n}/{} pods", d.cluster, d.min);
             }

@@ -229,11 +229,16 @@ pub fn unmet_min<'a>(
     deps: &'a [Dependency],
     resolved: &[ResolvedDep],
     pods: &BTreeMap<String, Pods>,
+    on_cycle: &[String],
 ) -> Option<(&'a Dependency, usize)> {
     deps.iter().enumerate().find_map(|(i, d)| {
-        let n: usize = resolved
+        let matched: Vec<&ResolvedDep> = resolved.iter().filter(|r| r.entry == i).collect();
+        // Clusters on a dependency cycle would each wait for the other's `min`.
+        if !matched.is_empty() && matched.iter().all(|r| on_cycle.contains(&r.key)) {
+            return None;
+        }
+        let n: usize = matched
             .iter()
-            .filter(|r| r.entry == i)
             .map(|r| pods.get(&r.name).map_or(0, |p| p.len()))
             .sum();
         (n < d.min).then_some((d, n))
@@ -446,9 +451,14 @@ mod tests {
         }];
         let resolved = resolve("default", "default.kafka", &deps, &[]);
         let mut found = BTreeMap::from([("zookeeper".to_string(), pods(&[("a", 1), ("b", 2)]))]);
-        assert_eq!(unmet_min(&deps, &resolved, &found).map(|(_, n)| n), Some(2));
+        assert_eq!(unmet_min(&deps, &resolved, &found, &[]).map(|(_, n)| n), Some(2));
+        let cycle = ["default.kafka".to_string(), "default.zookeeper".to_string()];
+        assert!(
+            unmet_min(&deps, &resolved, &found, &cycle).is_none(),
+            "a dependency on a cycle does not gate"
+        );
         found.insert("zookeeper".into(), pods(&[("a", 1), ("b", 2), ("c", 3)]));
-        assert!(unmet_min(&deps, &resolved, &found).is_none());
+        assert!(unmet_min(&deps, &resolved, &found, &[]).is_none());
     }
 
     #[test]

@@ -265,7 +265,7 @@ async fn dependencies_resolve_relative_absolute_and_wildcards_to_live_configured
         );
     }
     assert!(
-        plan::unmet_min(&web.depends_on, &resolved, &found).is_none(),
+        plan::unmet_min(&web.depends_on, &resolved, &found, &[]).is_none(),
         "2 live zookeeper pods meet min: 2"
     );
 }
