@@ -4,15 +4,18 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::server::Connections;
 use super::{error, Api};
 use crate::supervise::ProcessState;
 
-pub async fn metrics(State(api): State<Api>) -> Response {
+/// `conns` is there when the router runs under [`super::server::serve`].
+pub async fn metrics(State(api): State<Api>, conns: Option<Extension<Connections>>) -> Response {
     let s = api.supervise.status().borrow().clone();
     let view = api.cluster.borrow().clone();
     let mut registry = Registry::with_prefix("ochopod");
@@ -80,6 +83,27 @@ pub async fn metrics(State(api): State<Api>) -> Response {
         "While leading: znodes under the cluster's pods/ refused as invalid pods (left out of every map)",
         i64::try_from(view.rejected).unwrap_or(i64::MAX),
     );
+    if let Some(Extension(conns)) = conns {
+        let c = conns.stats();
+        counter(
+            &mut registry,
+            "http_connections_shed",
+            "HTTP connections closed at the connection cap (the one waiting longest for its request, or a newcomer when all were busy)",
+            c.shed,
+        );
+        gauge(
+            &mut registry,
+            "http_connections",
+            "HTTP connections open",
+            i64::try_from(c.open).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut registry,
+            "http_connections_max",
+            "The HTTP connection cap (a quarter of the soft RLIMIT_NOFILE, within 16..=1024)",
+            i64::try_from(c.cap).unwrap_or(i64::MAX),
+        );
+    }
     let mut text = String::new();
     if let Err(e) = encode(&mut text, &registry) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e);

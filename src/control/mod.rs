@@ -2,8 +2,9 @@
 //!
 //! It owns nothing: reads come from the `watch` channels the other loops publish (process status,
 //! cluster role), and every change is a request to the loop that owns the state (supervise for
-//! the process, sync for the ZooKeeper session). The server stops accepting with the shutdown
-//! token and lets requests in flight finish.
+//! the process, sync for the ZooKeeper session). The server ([`server`]) bounds how long a client
+//! may take to send a request and how many connections are open; it stops accepting with the
+//! shutdown token and lets requests in flight finish.
 //!
 //! Every answer is JSON, errors included (`{"error": "..."}`): malformed JSON and oversized
 //! bodies are 4xx before any handler runs, so bad input changes nothing.
@@ -11,6 +12,7 @@
 pub mod client;
 mod handlers;
 mod metrics;
+pub mod server;
 
 use std::time::Instant;
 
@@ -88,11 +90,9 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-/// Serves the API on `listener` until `shutdown` fires.
+/// Serves the API on `listener` until `shutdown` fires, with the limits of [`server`].
 pub async fn serve(listener: TcpListener, api: Api, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    server::serve(listener, router(api), shutdown).await
 }
 
 /// A JSON error answer.

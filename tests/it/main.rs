@@ -10,6 +10,7 @@ mod cluster_faults;
 mod ctl;
 mod deploy;
 mod examples;
+mod http_limits;
 mod lifecycle;
 mod pid1;
 mod runner;
