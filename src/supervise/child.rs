@@ -146,7 +146,10 @@ impl Running {
     /// (`grace` zero means wait forever). Waits for the group's last member, not only the direct
     /// child, so that nothing of this run outlives the stop. Returns how the child ended.
     pub async fn stop(mut self, signal: Signal, grace: Duration) -> Exit {
-        let deadline = (!grace.is_zero()).then(|| tokio::time::Instant::now() + grace);
+        // grace is at most spec::MAX_DURATION; out of the clock's range it counts as forever.
+        let deadline = (!grace.is_zero())
+            .then(|| tokio::time::Instant::now().checked_add(grace))
+            .flatten();
         let _ = self.signal_group(signal);
         let exit = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, self.wait()).await {
