@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::reaper;
-use crate::logs::LogRing;
+use crate::logs::{marker, LineSplitter, LogRing, LINE_BYTES};
 use crate::spec::CommandLine;
 
 /// How a run ended, as a shell would report it.
@@ -190,28 +190,35 @@ pub fn group_alive(pid: u32) -> bool {
     killpg(Pid::from_raw(pid as i32), None).is_ok()
 }
 
-/// Copies one output stream line by line to ochopod's own stream and the ring. Bytes that are
-/// not UTF-8 are kept on ochopod's stream as they are and shown lossily in the ring.
-async fn copy_lines(stream: impl AsyncRead + Unpin, ring: LogRing, stderr: bool) {
-    let mut reader = BufReader::new(stream);
+/// Copies one output stream line by line to ochopod's own stream and the ring, each line cut at
+/// [`LINE_BYTES`] with a marker: a line that never ends costs that much memory, not more. Bytes
+/// that are not UTF-8 are kept on ochopod's stream as they are and shown lossily in the ring.
+async fn copy_lines(mut stream: impl AsyncRead + Unpin, ring: LogRing, stderr: bool) {
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if stderr {
         Box::new(tokio::io::stderr())
     } else {
         Box::new(tokio::io::stdout())
     };
-    let mut line = Vec::with_capacity(256);
+    let mut lines = LineSplitter::new(LINE_BYTES);
+    let mut chunk = vec![0u8; 8192];
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                ring.push(&String::from_utf8_lossy(&line));
-                let _ = out.write_all(&line).await;
-                if line.last() != Some(&b'\n') {
-                    let _ = out.write_all(b"\n").await;
-                }
-                let _ = out.flush().await;
+        let (done, eof) = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => (lines.finish().into_iter().collect(), true),
+            Ok(n) => (lines.feed(&chunk[..n]), false),
+        };
+        for line in &done {
+            ring.push_cut(&String::from_utf8_lossy(&line.kept), line.dropped);
+            let _ = out.write_all(&line.kept).await;
+            if line.dropped > 0 {
+                let _ = out.write_all(marker(line.dropped).as_bytes()).await;
             }
+            let _ = out.write_all(b"\n").await;
+        }
+        if !done.is_empty() {
+            let _ = out.flush().await;
+        }
+        if eof {
+            break;
         }
     }
 }

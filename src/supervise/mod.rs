@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use backoff::Backoff;
 pub use child::Exit;
 pub use reaper::{become_subreaper, reap_orphans, run as run_reaper};
-pub use shell::{Output as ShellOutput, ShellError};
+pub use shell::{Output as ShellOutput, ShellError, MAX_STDOUT};
 
 use crate::logs::LogRing;
 use crate::model::{ClusterMap, Pod, PodState};
@@ -209,14 +209,29 @@ pub struct Handle {
 
 /// Renders a command field against `map` and runs it as hooks run: under the reaper, with the
 /// map in `$OCHOPOD_CLUSTER_FILE`, the pod in `$OCHOPOD_POD_JSON`, output in the log ring and
-/// `settings.timeout`. The leader's `apply` and `probe` use it too.
+/// `settings.timeout`. The leader's `apply` and `probe` use it too; since they read its stdout,
+/// a stdout over [`MAX_STDOUT`] fails it.
 pub async fn run_with_map(
     ctx: &PodContext,
     what: &str,
     line: &crate::spec::CommandLine,
     map: &ClusterMap,
 ) -> Result<ShellOutput, ControlError> {
-    actor::run_command(ctx, what, line, map, None).await
+    let out = actor::run_command(ctx, what, line, map, None).await?;
+    whole_stdout(what, &out)?;
+    Ok(out)
+}
+
+/// Refuses an output whose stdout was cut: a caller that reads the answer must not act on half
+/// of it.
+fn whole_stdout(what: &str, out: &ShellOutput) -> Result<(), ControlError> {
+    if out.stdout_dropped > 0 {
+        return Err(ControlError::Failed(format!(
+            "{what}: printed more than {MAX_STDOUT} bytes on stdout ({} over); its answer is refused",
+            out.stdout_dropped
+        )));
+    }
+    Ok(())
 }
 
 /// Starts the supervise loop.
@@ -368,6 +383,7 @@ impl Handle {
                 out.exit.shell_code()
             )));
         }
+        whole_stdout("hooks.signaled", &out)?;
         let text = out.stdout.trim();
         if text.is_empty() {
             return Ok(serde_json::json!({}));

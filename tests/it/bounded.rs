@@ -3,8 +3,29 @@
 //! environment, durations bounded, and the process dying with ochopod.
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::pod::{binary, PodDir};
+use crate::harness::eventually;
+use crate::harness::pod::{binary, Pod, PodDir, PodOptions};
+
+const T: Duration = Duration::from_secs(20);
+
+/// The `/log` lines.
+async fn log_lines(pod: &Pod) -> Vec<String> {
+    let (status, log) = pod.get("/log?lines=100000").await;
+    assert_eq!(status, 200, "{log}");
+    serde_json::from_value(log["lines"].clone()).expect("lines")
+}
+
+/// The peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
 
 #[test]
 fn check_refuses_a_duration_beyond_30_days_with_its_position() {
@@ -21,4 +42,69 @@ fn check_refuses_a_duration_beyond_30_days_with_its_position() {
     let at = format!("{}:5:12: process.stop.grace:", dir.path().display());
     assert!(err.contains(&at), "{err}");
     assert!(err.contains("maximum of 720h (30 days)"), "{err}");
+}
+
+#[tokio::test]
+async fn a_child_printing_a_huge_line_without_newline_costs_a_bounded_amount() {
+    // 64 MiB on one line, then a short line, then the child waits.
+    let dir = PodDir::new(
+        r#"
+cluster: chatty
+process:
+  command: "head -c 67108864 /dev/zero | tr '\\0' x; echo; echo after the long line; exec sleep 60"
+  stop: { grace: 1s }
+"#,
+    );
+    let pod = Pod::start(&dir, PodOptions::default());
+    pod.info().await;
+    let lines = eventually(T, "the line after the long one in /log", || async {
+        let lines = log_lines(&pod).await;
+        lines.iter().any(|l| l == "after the long line").then_some(lines)
+    })
+    .await;
+    let long = lines
+        .iter()
+        .find(|l| l.starts_with("xxxx"))
+        .expect("the long line, cut, in /log");
+    let dropped = (64u64 << 20) - ochopod::logs::LINE_BYTES as u64;
+    assert!(
+        long.ends_with(&format!("… [truncated {dropped} bytes]")),
+        "ends with {:?}",
+        &long[long.len().saturating_sub(60)..]
+    );
+    assert!(
+        long.len() < ochopod::logs::LINE_BYTES + 64,
+        "{} bytes",
+        long.len()
+    );
+    // Reading the line whole would take 64 MiB at least (more with a growing buffer).
+    let peak = peak_rss_kib(pod.pid());
+    assert!(peak < 40 * 1024, "ochopod peaked at {peak} KiB");
+}
+
+#[tokio::test]
+async fn the_log_ring_is_bounded_in_bytes() {
+    // 2500 lines of 5000 bytes: 12.5 MB, more than the ring may hold.
+    let dir = PodDir::new(
+        r#"
+cluster: chatty
+process:
+  command: "yes \"$(head -c 5000 /dev/zero | tr '\\0' y)\" | head -n 2500; echo end of output; exec sleep 60"
+  stop: { grace: 1s }
+"#,
+    );
+    let pod = Pod::start(&dir, PodOptions::default());
+    pod.info().await;
+    let lines = eventually(T, "the end of the output in /log", || async {
+        let lines = log_lines(&pod).await;
+        lines.iter().any(|l| l == "end of output").then_some(lines)
+    })
+    .await;
+    let bytes: usize = lines.iter().map(String::len).sum();
+    assert!(
+        bytes <= ochopod::logs::RING_BYTES,
+        "/log holds {bytes} bytes in {} lines",
+        lines.len()
+    );
+    assert!(lines.iter().filter(|l| l.starts_with("yyy")).count() > 100);
 }
