@@ -160,6 +160,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         env: template_env,
         state_dir: state_dir.clone(),
         ring: opts.ring.clone(),
+        hook_slots: tokio::sync::Semaphore::new(supervise::HOOKS_IN_FLIGHT),
     });
 
     let address = format!("{}:{}", identity.bind, identity.listen_port);

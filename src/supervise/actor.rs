@@ -670,6 +670,13 @@ pub(super) async fn run_command(
     stdin: Option<Vec<u8>>,
 ) -> Result<Output, ControlError> {
     let fail = |e: String| ControlError::Failed(format!("{what}: {e}"));
+    // Waits for a turn before anything else (the cluster file included). The semaphore is never
+    // closed, so acquiring cannot fail.
+    let _permit = ctx
+        .hook_slots
+        .acquire()
+        .await
+        .map_err(|_| fail("closed".into()))?;
     let context = Context::new(&ctx.spec, map, None, &ctx.env).map_err(|e| fail(e.to_string()))?;
     let render = |t: &str| {
         ctx.renderer

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 pub use backoff::Backoff;
 pub use child::Exit;
@@ -184,7 +184,16 @@ pub struct PodContext {
     pub env: BTreeMap<String, String>,
     pub state_dir: PathBuf,
     pub ring: LogRing,
+    /// Every hook, `reload.command`, `apply` and `probe` runs holding one of these permits
+    /// ([`HOOKS_IN_FLIGHT`]): `/control/check`, `/ok` and `/signal` run their hooks outside the
+    /// actor, and parallel calls must queue rather than fork without bound. Checks do not take
+    /// one: at most one ready and one sanity check run at a time, and a slow hook must not make
+    /// them fail.
+    pub hook_slots: Semaphore,
 }
+
+/// How many hooks and commands may run at once (see [`PodContext::hook_slots`]).
+pub const HOOKS_IN_FLIGHT: usize = 4;
 
 impl std::fmt::Debug for PodContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

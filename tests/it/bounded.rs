@@ -5,8 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::harness::eventually;
-use crate::harness::pod::{binary, Pod, PodDir, PodOptions};
+use crate::harness::pod::{binary, read, Pod, PodDir, PodOptions};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -107,4 +109,47 @@ process:
         lines.len()
     );
     assert!(lines.iter().filter(|l| l.starts_with("yyy")).count() > 100);
+}
+
+#[tokio::test]
+async fn parallel_signals_run_at_most_four_hooks_at_once() {
+    let runs = tempfile::tempdir().expect("tempdir");
+    let at = runs.path().display();
+    // Each run marks itself in `inflight`, counts who is there, waits a little, leaves.
+    let dir = PodDir::new(&format!(
+        r#"
+cluster: hooks
+process:
+  command: ["sleep", "60"]
+  stop: {{ grace: 1s }}
+hooks:
+  signaled: "touch {at}/inflight/$$; ls {at}/inflight | wc -l >> {at}/counts; sleep 0.5; rm {at}/inflight/$$; echo '{{\"ok\": 1}}'"
+"#
+    ));
+    std::fs::create_dir(runs.path().join("inflight")).expect("mkdir");
+    let pod = Pod::start(&dir, PodOptions::default());
+    pod.wait_info("running", T, |i| i["process"] == "running").await;
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let req = pod.client.post(pod.url("/control/signal")).body("{}");
+            tokio::spawn(async move {
+                let resp = req.send().await.expect("POST /control/signal");
+                (resp.status().as_u16(), resp.json::<Value>().await.expect("JSON"))
+            })
+        })
+        .collect();
+    for call in calls {
+        let (status, body) = call.await.expect("the call task");
+        assert_eq!((status, body), (200, serde_json::json!({"ok": 1})));
+    }
+    let counts: Vec<usize> = read(&runs.path().join("counts"))
+        .lines()
+        .map(|l| l.trim().parse().expect("a count"))
+        .collect();
+    assert_eq!(counts.len(), 12, "{counts:?}");
+    let most = counts.iter().copied().max().unwrap_or(0);
+    assert!(
+        most <= ochopod::supervise::HOOKS_IN_FLIGHT,
+        "{most} hooks ran at once: {counts:?}"
+    );
 }
