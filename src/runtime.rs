@@ -152,7 +152,11 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     if reap && supervise::become_subreaper() {
         tokio::spawn(supervise::run_reaper(shutdown.child_token()));
     }
-    let template_env: BTreeMap<String, String> = std::env::vars().collect();
+    // ochopod's secrets stay out of templates (and out of every process it starts, see
+    // supervise::child::command).
+    let template_env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(name, _)| !spec::is_secret_env(name))
+        .collect();
     let supervise = supervise::spawn(PodContext {
         spec: spec.clone(),
         renderer,

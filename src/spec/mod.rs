@@ -199,6 +199,15 @@ pub struct Hooks {
     pub finalize: Option<String>,
 }
 
+/// Whether an environment variable holds one of ochopod's own secrets: `OCHOPOD_TOKEN*` (the
+/// control API's tokens, or the file holding them) and `OCHOPOD_ZK_AUTH*` (the ZooKeeper
+/// credentials, or their file). Such variables stay with ochopod: the process, hooks, checks,
+/// `apply` and `probe` run without them, and templates do not see them in `env` (SPEC §4). A
+/// process that needs one gets it through an explicit `process.env` entry written literally.
+pub fn is_secret_env(name: &str) -> bool {
+    name.starts_with("OCHOPOD_TOKEN") || name.starts_with("OCHOPOD_ZK_AUTH")
+}
+
 impl PodSpec {
     /// `<namespace>.<cluster>`, the cluster's key in ZooKeeper.
     pub fn key(&self) -> String {

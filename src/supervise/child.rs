@@ -62,8 +62,12 @@ pub struct Launch {
 }
 
 /// Builds a tokio command for a command line: a list is exec'd as is, a string runs under sh -c.
+///
+/// Every process ochopod starts (the process, hooks, checks, `apply`, `probe`) is built here, so
+/// ochopod's secrets are in none of their environments (see [`crate::spec::is_secret_env`]; a
+/// caller's explicit `envs` afterwards still wins).
 pub fn command(line: &CommandLine) -> Command {
-    match line {
+    let mut cmd = match line {
         CommandLine::Exec(argv) => {
             let mut cmd = Command::new(argv.first().map(String::as_str).unwrap_or("/bin/false"));
             cmd.args(argv.iter().skip(1));
@@ -74,7 +78,13 @@ pub fn command(line: &CommandLine) -> Command {
             cmd.arg("-c").arg(script);
             cmd
         }
+    };
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(crate::spec::is_secret_env) {
+            cmd.env_remove(name);
+        }
     }
+    cmd
 }
 
 /// A running process.

@@ -153,3 +153,78 @@ hooks:
         "{most} hooks ran at once: {counts:?}"
     );
 }
+
+#[tokio::test]
+async fn secrets_stay_out_of_the_process_hooks_checks_and_templates() {
+    let home_hint = "{{env.OCHOPOD_HOME}}";
+    let dir = PodDir::new(&format!(
+        r#"
+cluster: secrets
+process:
+  command: "env > {home_hint}/process.env; exec sleep 60"
+  env: {{ APP_TOKEN: "{{{{env.APP_SOURCE}}}}", GIVEN: "literal" }}
+  stop: {{ grace: 1s }}
+checks:
+  ready: {{ command: "env > {home_hint}/ready.env", every: 1s }}
+hooks:
+  pre_start: "env > {home_hint}/pre_start.env"
+  signaled: "echo {{{{env.OCHOPOD_TOKEN}}}}"
+"#
+    ));
+    let token_file = dir.dir.path().join("token");
+    std::fs::write(&token_file, "s3cret").expect("token file");
+    let mut opts = PodOptions::default();
+    for (k, v) in [
+        ("OCHOPOD_TOKEN", "s3cret"),
+        ("OCHOPOD_TOKEN_FILE", token_file.to_str().expect("utf-8 path")),
+        ("OCHOPOD_TOKEN_OLD", "older"),
+        ("OCHOPOD_ZK_AUTH", "digest:ochopod:zk-password"),
+        ("OCHOPOD_ZK_AUTH_FILE", "/nonexistent/zk-auth"),
+        ("APP_SOURCE", "for-the-app"),
+    ] {
+        opts.env.insert(k.into(), v.into());
+    }
+    opts.token = Some("s3cret".into());
+    let pod = Pod::start(&dir, opts);
+    pod.wait_info("ready", T, |i| i["process"] == "running" && i["ready"] == true)
+        .await;
+    for file in ["process.env", "ready.env", "pre_start.env"] {
+        let env = read(&pod.home_file(file));
+        assert!(
+            env.contains("OCHOPOD_HOME="),
+            "{file} is a dump of the environment: {env}"
+        );
+        for secret in [
+            "OCHOPOD_TOKEN",
+            "OCHOPOD_ZK_AUTH",
+            "s3cret",
+            "zk-password",
+            "older",
+        ] {
+            assert!(!env.contains(secret), "{file} holds {secret}:\n{env}");
+        }
+    }
+    let env = read(&pod.home_file("process.env"));
+    assert!(env.contains("APP_TOKEN=for-the-app\n"), "{env}");
+    assert!(env.contains("GIVEN=literal\n"), "{env}");
+    // A template cannot reach the token either: strict rendering fails on it.
+    let (status, body) = pod.post("/control/signal", "{}").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.to_string().contains("s3cret"), "{body}");
+    assert!(body.to_string().contains("OCHOPOD_TOKEN"), "{body}");
+}
+
+#[test]
+fn check_refuses_a_template_that_reads_a_secret() {
+    let dir = PodDir::new("cluster: secrets\nprocess:\n  command: \"run --token {{env.OCHOPOD_TOKEN}}\"\n");
+    let out = Command::new(binary())
+        .arg("check")
+        .arg(dir.path())
+        .env("OCHOPOD_TOKEN", "s3cret")
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("OCHOPOD_TOKEN"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
