@@ -64,8 +64,9 @@ pub struct Launch {
 /// Builds a tokio command for a command line: a list is exec'd as is, a string runs under sh -c.
 ///
 /// Every process ochopod starts (the process, hooks, checks, `apply`, `probe`) is built here, so
-/// ochopod's secrets are in none of their environments (see [`crate::spec::is_secret_env`]; a
-/// caller's explicit `envs` afterwards still wins).
+/// two things hold for all of them: ochopod's secrets are not in their environment (see
+/// [`crate::spec::is_secret_env`]; a caller's explicit `envs` afterwards still wins), and, when
+/// ochopod is not PID 1, they are killed if ochopod dies (see [`die_with_ochopod`]).
 pub fn command(line: &CommandLine) -> Command {
     let mut cmd = match line {
         CommandLine::Exec(argv) => {
@@ -84,7 +85,39 @@ pub fn command(line: &CommandLine) -> Command {
             cmd.env_remove(name);
         }
     }
+    die_with_ochopod(&mut cmd);
     cmd
+}
+
+/// Makes the kernel SIGKILL the started process when ochopod dies (`PR_SET_PDEATHSIG`), so a
+/// crash or a `kill -9` of ochopod never leaves an orphaned server holding its ports. Not needed
+/// when ochopod is PID 1: the kernel then kills its whole PID namespace with it.
+///
+/// The death signal fires when the *thread* that forked exits, not only the process. tokio forks
+/// from the thread that polls the spawning task: a runtime worker (or the main thread in
+/// `block_on`), never a `spawn_blocking` thread, and those live as long as the runtime, which is
+/// as long as ochopod. Only the direct child is covered: what it forks in turn is reached through
+/// its process group while ochopod lives, and is re-parented when it does not.
+fn die_with_ochopod(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    if parent.as_raw() == 1 {
+        return;
+    }
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed. It makes two system calls (prctl, getppid) and builds an `io::Error`
+    // from a raw errno, none of which allocates or takes a lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            // ochopod died between the fork and the prctl: the signal will never come.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A running process.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::eventually;
-use crate::harness::pod::{binary, read, Pod, PodDir, PodOptions};
+use crate::harness::pod::{alive, binary, read, Pod, PodDir, PodOptions};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -227,4 +227,30 @@ fn check_refuses_a_template_that_reads_a_secret() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("OCHOPOD_TOKEN"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[tokio::test]
+async fn the_process_dies_with_ochopod_killed_hard() {
+    let dir = PodDir::new("cluster: orphan\nprocess:\n  command: [\"sleep\", \"1000\"]\n");
+    let mut pod = Pod::start(&dir, PodOptions::default());
+    let info = pod
+        .wait_info("running", T, |i| i["process"] == "running" && i["pid"].is_u64())
+        .await;
+    let child = u32::try_from(info["pid"].as_u64().expect("pid")).expect("a pid");
+    assert!(alive(child));
+    // kill -9 ochopod alone, not its process group: nobody stops the child but the kernel.
+    let mut ochopod = pod.child.take().expect("running");
+    ochopod.kill().expect("kill -9 ochopod");
+    ochopod.wait().expect("reap ochopod");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(child) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if alive(child) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("the child {child} outlived ochopod by 5 s");
+    }
 }
