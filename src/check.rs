@@ -11,8 +11,11 @@ use crate::model::ClusterMap;
 use crate::render::{self, Context, Renderer};
 use crate::spec;
 
+/// The environment templates see: ochopod's secrets are not in it, as at run time.
 fn env() -> BTreeMap<String, String> {
-    std::env::vars().collect()
+    std::env::vars()
+        .filter(|(name, _)| !spec::is_secret_env(name))
+        .collect()
 }
 
 /// `ochopod check POD_YAML`: 0 when clean, 2 with every problem printed.

@@ -147,7 +147,11 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     if reap && supervise::become_subreaper() {
         tokio::spawn(supervise::run_reaper(shutdown.child_token()));
     }
-    let template_env: BTreeMap<String, String> = std::env::vars().collect();
+    // ochopod's secrets stay out of templates (and out of every process it starts, see
+    // supervise::child::command).
+    let template_env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(name, _)| !spec::is_secret_env(name))
+        .collect();
     let supervise = supervise::spawn(PodContext {
         spec: spec.clone(),
         renderer,
@@ -155,6 +159,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         env: template_env,
         state_dir: state_dir.clone(),
         ring: opts.ring.clone(),
+        hook_slots: tokio::sync::Semaphore::new(supervise::HOOKS_IN_FLIGHT),
     });
 
     let address = format!("{}:{}", identity.bind, identity.listen_port);

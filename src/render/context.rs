@@ -261,7 +261,8 @@ pub fn sample_env(spec: &PodSpec, base: &BTreeMap<String, String>) -> BTreeMap<S
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(rest.len());
             let name = &rest[..end];
-            if !preceded && !name.is_empty() && !env.contains_key(name) {
+            // ochopod's secrets get no placeholder: they are never in `env`, and check says so.
+            if !preceded && !name.is_empty() && !env.contains_key(name) && !crate::spec::is_secret_env(name) {
                 env.insert(name.to_owned(), format!("<{name}>"));
             }
         }

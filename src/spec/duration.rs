@@ -1,8 +1,18 @@
 //! Durations as pod.yaml writes them: `500ms`, `10s`, `2m`, `1h`, `0`.
+//!
+//! Every duration is at most [`MAX_DURATION`] (30 days). Nothing in a pod needs longer, and the
+//! bound keeps every `Instant + Duration` and `Duration * n` the program does far from overflow:
+//! an unbounded `grace: 9999999999999999h` used to pass `check` and then panic on the first stop
+//! (an abort in release builds, PID 1 gone and the process orphaned).
 
 use std::time::Duration;
 
-/// Parses `500ms`, `10s`, `2m`, `1h` (and a bare `0`). Returns a message fit for a diagnostic.
+/// The longest duration a pod.yaml (or an environment variable read with [`parse_duration`]) may
+/// give: 30 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (and a bare `0`), at most [`MAX_DURATION`]. Returns a
+/// message fit for a diagnostic.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t == "0" {
@@ -11,14 +21,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let expected = || format!("expected a duration like 500ms, 10s or 2m, found {text:?}");
-    let n: u64 = digits.parse().map_err(|_| expected())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
+    let too_long = || {
+        format!(
+            "{text:?} is longer than the maximum of {} (30 days)",
+            format_duration(MAX_DURATION)
+        )
+    };
+    let scale: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(expected()),
     };
+    if digits.is_empty() {
+        return Err(expected());
+    }
+    // Only digits are left: a parse failure means more than u64 can hold.
+    let n: u64 = digits.parse().map_err(|_| too_long())?;
+    let d = n
+        .checked_mul(scale)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(too_long)?;
     Ok(d)
 }
 
@@ -27,6 +52,8 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
     } else if ms % 60_000 == 0 {
         format!("{}m", ms / 60_000)
     } else if ms % 1000 == 0 {
@@ -45,10 +72,41 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3h"), Ok(Duration::from_secs(3 * 3600)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1.5s").is_err());
+    }
+
+    #[test]
+    fn refuses_anything_longer_than_30_days() {
+        assert_eq!(parse_duration("720h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("43200m"), Ok(MAX_DURATION));
+        for text in [
+            "721h",
+            "2592000001ms",
+            "9999999999999999h",
+            "99999999999999999999999s",
+            "18446744073709551615ms",
+        ] {
+            let e = parse_duration(text).expect_err("too long");
+            assert!(e.contains("longer than the maximum of 720h"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn formats_back_to_what_parses() {
+        for d in [
+            Duration::from_millis(1500),
+            Duration::from_secs(10),
+            Duration::from_secs(120),
+            Duration::from_secs(7200),
+            MAX_DURATION,
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, MAX_DURATION};
 pub use error::{Diagnostic, Diagnostics};
 pub use load::{load, load_str, load_with_env, parse_signal};
 pub use nix::sys::signal::Signal;
@@ -197,6 +197,15 @@ pub struct Hooks {
     pub signaled: Option<String>,
     pub tear_down: Option<String>,
     pub finalize: Option<String>,
+}
+
+/// Whether an environment variable holds one of ochopod's own secrets: `OCHOPOD_TOKEN*` (the
+/// control API's tokens, or the file holding them) and `OCHOPOD_ZK_AUTH*` (the ZooKeeper
+/// credentials, or their file). Such variables stay with ochopod: the process, hooks, checks,
+/// `apply` and `probe` run without them, and templates do not see them in `env` (SPEC §4). A
+/// process that needs one gets it through an explicit `process.env` entry written literally.
+pub fn is_secret_env(name: &str) -> bool {
+    name.starts_with("OCHOPOD_TOKEN") || name.starts_with("OCHOPOD_ZK_AUTH")
 }
 
 impl PodSpec {

@@ -254,6 +254,7 @@ fn an_unreadable_file_is_one_diagnostic_without_position() {
 /// Each broken fixture with every diagnostic it must produce, exactly.
 const BROKEN: &[(&str, &[&str])] = &[
     ("bad-duration.yaml", &["5:12: process.stop.grace: expected a duration like 500ms, 10s or 2m, found \"ten\""]),
+    ("huge-duration.yaml", &["5:12: process.stop.grace: \"9999999999999999h\" is longer than the maximum of 720h (30 days)"]),
     ("unknown-key.yaml", &["6:5: unknown key `retries`, expected one of policy, backoff, max_backoff"]),
     ("bad-signal.yaml", &["4:19: process.stop.signal: expected a signal name like TERM, HUP or SIGUSR1, found \"TERMINATE\""]),
     ("empty-command.yaml", &["3:12: process.command: expected a command, found an empty string"]),

@@ -351,7 +351,7 @@ impl Actor {
                 self.publish(|s| {
                     s.process = ProcessState::Running;
                     s.pid = Some(pid);
-                    s.incarnation += 1;
+                    s.incarnation = s.incarnation.wrapping_add(1);
                     s.ready = ready;
                     s.sanity_failures = 0;
                     s.status = if ready {
@@ -449,13 +449,18 @@ impl Actor {
             return;
         }
         let delay = self.backoff.next_delay(ran_for);
-        self.restart_at = Some(Instant::now() + delay);
+        // A delay is at most max_backoff, itself at most spec::MAX_DURATION: a monotonic clock
+        // cannot overflow adding that, but a panic here would take PID 1 down, so check anyway.
+        self.restart_at = Instant::now().checked_add(delay);
+        if self.restart_at.is_none() {
+            tracing::error!(?delay, "restart delay out of range: not restarting");
+        }
         self.publish(|s| {
             s.process = ProcessState::Stopped;
             s.pid = None;
             s.ready = false;
             s.last_exit = Some(exit);
-            s.restarts += 1;
+            s.restarts = s.restarts.saturating_add(1);
             s.status = format!("{what}; restarting in {}", crate::spec::format_duration(delay));
         });
     }
@@ -525,7 +530,11 @@ impl Actor {
                     .as_ref()
                     .map(|c| c.failures)
                     .unwrap_or(1);
-                let failures = if ok { 0 } else { self.current().sanity_failures + 1 };
+                let failures = if ok {
+                    0
+                } else {
+                    self.current().sanity_failures.saturating_add(1)
+                };
                 self.publish(|s| s.sanity_failures = failures);
                 if failures >= budget.max(1) {
                     tracing::error!(failures, "sanity check failed too often: turning the pod off");
@@ -651,6 +660,13 @@ pub(super) async fn run_command(
     stdin: Option<Vec<u8>>,
 ) -> Result<Output, ControlError> {
     let fail = |e: String| ControlError::Failed(format!("{what}: {e}"));
+    // Waits for a turn before anything else (the cluster file included). The semaphore is never
+    // closed, so acquiring cannot fail.
+    let _permit = ctx
+        .hook_slots
+        .acquire()
+        .await
+        .map_err(|_| fail("closed".into()))?;
     let context = Context::new(&ctx.spec, map, None, &ctx.env).map_err(|e| fail(e.to_string()))?;
     let render = |t: &str| {
         ctx.renderer

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::reaper;
-use crate::logs::LogRing;
+use crate::logs::{marker, LineSplitter, LogRing, LINE_BYTES};
 use crate::spec::CommandLine;
 
 /// How a run ended, as a shell would report it.
@@ -62,8 +62,13 @@ pub struct Launch {
 }
 
 /// Builds a tokio command for a command line: a list is exec'd as is, a string runs under sh -c.
+///
+/// Every process ochopod starts (the process, hooks, checks, `apply`, `probe`) is built here, so
+/// two things hold for all of them: ochopod's secrets are not in their environment (see
+/// [`crate::spec::is_secret_env`]; a caller's explicit `envs` afterwards still wins), and, when
+/// ochopod is not PID 1, they are killed if ochopod dies (see [`die_with_ochopod`]).
 pub fn command(line: &CommandLine) -> Command {
-    match line {
+    let mut cmd = match line {
         CommandLine::Exec(argv) => {
             let mut cmd = Command::new(argv.first().map(String::as_str).unwrap_or("/bin/false"));
             cmd.args(argv.iter().skip(1));
@@ -74,6 +79,44 @@ pub fn command(line: &CommandLine) -> Command {
             cmd.arg("-c").arg(script);
             cmd
         }
+    };
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(crate::spec::is_secret_env) {
+            cmd.env_remove(name);
+        }
+    }
+    die_with_ochopod(&mut cmd);
+    cmd
+}
+
+/// Makes the kernel SIGKILL the started process when ochopod dies (`PR_SET_PDEATHSIG`), so a
+/// crash or a `kill -9` of ochopod never leaves an orphaned server holding its ports. Not needed
+/// when ochopod is PID 1: the kernel then kills its whole PID namespace with it.
+///
+/// The death signal fires when the *thread* that forked exits, not only the process. tokio forks
+/// from the thread that polls the spawning task: a runtime worker (or the main thread in
+/// `block_on`), never a `spawn_blocking` thread, and those live as long as the runtime, which is
+/// as long as ochopod. Only the direct child is covered: what it forks in turn is reached through
+/// its process group while ochopod lives, and is re-parented when it does not.
+fn die_with_ochopod(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    if parent.as_raw() == 1 {
+        return;
+    }
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed. It makes two system calls (prctl, getppid) and builds an `io::Error`
+    // from a raw errno, none of which allocates or takes a lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            // ochopod died between the fork and the prctl: the signal will never come.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -146,7 +189,10 @@ impl Running {
     /// (`grace` zero means wait forever). Waits for the group's last member, not only the direct
     /// child, so that nothing of this run outlives the stop. Returns how the child ended.
     pub async fn stop(mut self, signal: Signal, grace: Duration) -> Exit {
-        let deadline = (!grace.is_zero()).then(|| tokio::time::Instant::now() + grace);
+        // grace is at most spec::MAX_DURATION; out of the clock's range it counts as forever.
+        let deadline = (!grace.is_zero())
+            .then(|| tokio::time::Instant::now().checked_add(grace))
+            .flatten();
         let _ = self.signal_group(signal);
         let exit = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, self.wait()).await {
@@ -187,28 +233,35 @@ pub fn group_alive(pid: u32) -> bool {
     killpg(Pid::from_raw(pid as i32), None).is_ok()
 }
 
-/// Copies one output stream line by line to ochopod's own stream and the ring. Bytes that are
-/// not UTF-8 are kept on ochopod's stream as they are and shown lossily in the ring.
-async fn copy_lines(stream: impl AsyncRead + Unpin, ring: LogRing, stderr: bool) {
-    let mut reader = BufReader::new(stream);
+/// Copies one output stream line by line to ochopod's own stream and the ring, each line cut at
+/// [`LINE_BYTES`] with a marker: a line that never ends costs that much memory, not more. Bytes
+/// that are not UTF-8 are kept on ochopod's stream as they are and shown lossily in the ring.
+async fn copy_lines(mut stream: impl AsyncRead + Unpin, ring: LogRing, stderr: bool) {
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if stderr {
         Box::new(tokio::io::stderr())
     } else {
         Box::new(tokio::io::stdout())
     };
-    let mut line = Vec::with_capacity(256);
+    let mut lines = LineSplitter::new(LINE_BYTES);
+    let mut chunk = vec![0u8; 8192];
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                ring.push(&String::from_utf8_lossy(&line));
-                let _ = out.write_all(&line).await;
-                if line.last() != Some(&b'\n') {
-                    let _ = out.write_all(b"\n").await;
-                }
-                let _ = out.flush().await;
+        let (done, eof) = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => (lines.finish().into_iter().collect(), true),
+            Ok(n) => (lines.feed(&chunk[..n]), false),
+        };
+        for line in &done {
+            ring.push_cut(&String::from_utf8_lossy(&line.kept), line.dropped);
+            let _ = out.write_all(&line.kept).await;
+            if line.dropped > 0 {
+                let _ = out.write_all(marker(line.dropped).as_bytes()).await;
             }
+            let _ = out.write_all(b"\n").await;
+        }
+        if !done.is_empty() {
+            let _ = out.flush().await;
+        }
+        if eof {
+            break;
         }
     }
 }

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 pub use backoff::Backoff;
 pub use child::Exit;
 pub use reaper::{become_subreaper, reap_orphans, run as run_reaper};
-pub use shell::{Output as ShellOutput, ShellError};
+pub use shell::{Output as ShellOutput, ShellError, MAX_STDOUT};
 
 use crate::logs::LogRing;
 use crate::model::{ClusterMap, Pod, PodState};
@@ -188,7 +188,16 @@ pub struct PodContext {
     pub env: BTreeMap<String, String>,
     pub state_dir: PathBuf,
     pub ring: LogRing,
+    /// Every hook, `reload.command`, `apply` and `probe` runs holding one of these permits
+    /// ([`HOOKS_IN_FLIGHT`]): `/control/check`, `/ok` and `/signal` run their hooks outside the
+    /// actor, and parallel calls must queue rather than fork without bound. Checks do not take
+    /// one: at most one ready and one sanity check run at a time, and a slow hook must not make
+    /// them fail.
+    pub hook_slots: Semaphore,
 }
+
+/// How many hooks and commands may run at once (see [`PodContext::hook_slots`]).
+pub const HOOKS_IN_FLIGHT: usize = 4;
 
 impl std::fmt::Debug for PodContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,14 +222,29 @@ pub struct Handle {
 
 /// Renders a command field against `map` and runs it as hooks run: under the reaper, with the
 /// map in `$OCHOPOD_CLUSTER_FILE`, the pod in `$OCHOPOD_POD_JSON`, output in the log ring and
-/// `settings.timeout`. The leader's `apply` and `probe` use it too.
+/// `settings.timeout`. The leader's `apply` and `probe` use it too; since they read its stdout,
+/// a stdout over [`MAX_STDOUT`] fails it.
 pub async fn run_with_map(
     ctx: &PodContext,
     what: &str,
     line: &crate::spec::CommandLine,
     map: &ClusterMap,
 ) -> Result<ShellOutput, ControlError> {
-    actor::run_command(ctx, what, line, map, None).await
+    let out = actor::run_command(ctx, what, line, map, None).await?;
+    whole_stdout(what, &out)?;
+    Ok(out)
+}
+
+/// Refuses an output whose stdout was cut: a caller that reads the answer must not act on half
+/// of it.
+fn whole_stdout(what: &str, out: &ShellOutput) -> Result<(), ControlError> {
+    if out.stdout_dropped > 0 {
+        return Err(ControlError::Failed(format!(
+            "{what}: printed more than {MAX_STDOUT} bytes on stdout ({} over); its answer is refused",
+            out.stdout_dropped
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a map may be applied by this pod, given what it applied last (SPEC §6, §7): it must be
@@ -403,6 +427,7 @@ impl Handle {
                 out.exit.shell_code()
             )));
         }
+        whole_stdout("hooks.signaled", &out)?;
         let text = out.stdout.trim();
         if text.is_empty() {
             return Ok(serde_json::json!({}));

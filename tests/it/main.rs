@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod bounded;
 mod cluster;
 mod cluster_deps;
 mod cluster_faults;

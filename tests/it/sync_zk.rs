@@ -40,6 +40,7 @@ fn pod_context(spec: &Arc<PodSpec>, uuid: &str, state_dir: &Path) -> Arc<ochopod
         env: BTreeMap::new(),
         state_dir: state_dir.to_path_buf(),
         ring: Default::default(),
+        hook_slots: tokio::sync::Semaphore::new(ochopod::supervise::HOOKS_IN_FLIGHT),
     })
 }
 
