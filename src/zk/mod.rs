@@ -156,11 +156,13 @@ pub enum ZkError {
         problem: String,
         fix: String,
     },
-    #[error("cannot connect to ZooKeeper at {connect}: {source}")]
+    /// `hint`: what the servers' behaviour says (see [`diagnose`]), else empty.
+    #[error("cannot connect to ZooKeeper at {connect}: {source}{hint}")]
     Connect {
         connect: String,
         #[source]
         source: zkc::Error,
+        hint: String,
     },
     #[error("while {doing} {path}: {source}")]
     Op {
@@ -327,15 +329,63 @@ async fn connect_with(cfg: &ZkConfig, eager: bool, session: Option<SessionInfo>)
     )
     .await
     {
-        Ok(r) => r.map_err(|source| ZkError::Connect {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(source)) => Err(ZkError::Connect {
+            hint: diagnose(&cfg.connect).await,
             connect: cfg.connect.clone(),
             source,
         }),
         Err(_) => Err(ZkError::Connect {
+            hint: diagnose(&cfg.connect).await,
             connect: cfg.connect.clone(),
             source: zkc::Error::Timeout,
         }),
     }
+}
+
+/// Why no server gave a session, when their behaviour tells: ZooKeeper accepts the connection
+/// and closes it at once when it refuses the client (more than `maxClientCnxns` connections from
+/// one IP, 60 by default) or does not serve (no quorum). The client only says "no available
+/// hosts". Each server gets one plain TCP connection, all at once; empty when none closed it.
+/// Bounded to 750 ms, as it delays the next attempt.
+async fn diagnose(connect: &str) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let hosts = connect.split('/').next().unwrap_or_default();
+    let mut probes = tokio::task::JoinSet::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let host = host.to_string();
+        probes.spawn(async move {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+            let connect = tokio::net::TcpStream::connect(&host);
+            let mut stream = match tokio::time::timeout(Duration::from_millis(500), connect).await {
+                Ok(Ok(stream)) => stream,
+                // Closed so fast that the connect itself sees it.
+                Ok(Err(e)) if matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {
+                    return Some(host)
+                }
+                // Refused (nothing listens) or unreachable: the client's message says enough.
+                _ => return None,
+            };
+            // A serving ZooKeeper waits for the client's first request: nothing to read. One that
+            // refuses closes within a millisecond.
+            match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut [0u8; 1])).await {
+                Ok(Ok(0)) | Ok(Err(_)) => Some(host),
+                _ => None,
+            }
+        });
+    }
+    let mut closing: Vec<String> = probes.join_all().await.into_iter().flatten().collect();
+    if closing.is_empty() {
+        return String::new();
+    }
+    closing.sort();
+    format!(
+        "; {} accepted the connection and closed it at once: ZooKeeper refuses this client \
+         (more than its maxClientCnxns connections from this IP, 60 by default: count the \
+         sessions of this machine's pods and tools, or raise it) or is not serving (no quorum: \
+         see its log)",
+        closing.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -294,3 +294,24 @@ async fn an_unreadable_or_empty_credentials_file_stops_run_with_exit_2() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("OCHOPOD_ZK_SESSION_TIMEOUT"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_server_closing_connections_at_once_is_told_apart_and_maxclientcnxns_named() {
+    // Two connections from 127.0.0.1 at most: the observers below take both.
+    let zk = ZkServer::start_with("maxClientCnxns=2\n");
+    let _a = zk.observer().await;
+    let _b = zk.observer().await;
+    let err = ochopod::zk::try_connect(&zk_config(&zk)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("closed it at once") && text.contains("maxClientCnxns"),
+        "{text}"
+    );
+    // A server that is not there at all is not mistaken for one that refuses.
+    let gone = ZkConfig {
+        connect: format!("127.0.0.1:{}", free_port("127.0.0.1")),
+        ..zk_config(&zk)
+    };
+    let text = ochopod::zk::try_connect(&gone).await.unwrap_err().to_string();
+    assert!(!text.contains("maxClientCnxns"), "{text}");
+}
