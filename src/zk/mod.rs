@@ -156,7 +156,8 @@ pub enum ZkError {
         problem: String,
         fix: String,
     },
-    /// `hint`: what the servers' behaviour says (see [`diagnose`]), else empty.
+    /// `hint`: what the servers' behaviour says (a server that closes connections at once:
+    /// `maxClientCnxns`, no quorum), else empty.
     #[error("cannot connect to ZooKeeper at {connect}: {source}{hint}")]
     Connect {
         connect: String,
