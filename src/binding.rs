@@ -44,6 +44,18 @@ pub struct Identity {
     pub ordinal: Option<u32>,
 }
 
+impl Identity {
+    /// The seq this pod asks for first: a StatefulSet ordinal + 1 (within the seqs peers
+    /// accept, [`crate::model::MAX_SEQ`]), else 0 (any).
+    pub fn preferred_seq(&self) -> u32 {
+        // ordinal_of leaves room for the + 1; checked all the same, as HOSTNAME is input.
+        self.ordinal
+            .and_then(|o| o.checked_add(1))
+            .filter(|s| *s <= crate::model::MAX_SEQ)
+            .unwrap_or(0)
+    }
+}
+
 /// A variable holds a value ochopod cannot use. Fatal at start: the operator fixes the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindingError {
@@ -224,7 +236,9 @@ fn ordinal_of(hostname: &str) -> Option<u32> {
     if n.is_empty() || (n.len() > 1 && n.starts_with('0')) {
         return None;
     }
-    n.parse().ok()
+    // Kubernetes counts replicas in an i32: anything larger is some other naming scheme (and
+    // the seq, ordinal + 1, always fits).
+    n.parse().ok().filter(|&o: &u32| o <= i32::MAX as u32)
 }
 
 #[cfg(test)]
@@ -445,6 +459,23 @@ mod tests {
         assert_eq!(ordinal_of("zk-"), None);
         assert_eq!(ordinal_of("zk-007"), None);
         assert_eq!(ordinal_of("web-5f7b9-x2k8p"), None);
+        assert_eq!(ordinal_of("web-2147483647"), Some(2147483647));
+        assert_eq!(
+            ordinal_of("web-4294967295"),
+            None,
+            "u32::MAX: its seq would overflow"
+        );
+        assert_eq!(ordinal_of("web-99999999999"), None);
+    }
+
+    #[test]
+    fn the_preferred_seq_is_the_ordinal_plus_one_and_never_overflows() {
+        let mut id = detect_with(&[("KUBERNETES_SERVICE_HOST", "k"), ("HOSTNAME", "zk-2")], &[]).unwrap();
+        assert_eq!(id.preferred_seq(), 3);
+        id.ordinal = Some(u32::MAX);
+        assert_eq!(id.preferred_seq(), 0);
+        id.ordinal = None;
+        assert_eq!(id.preferred_seq(), 0);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! an exit code.
 //!
 //! Exit codes: the process's own code for `run` (128+n when signal n killed it); 0 success;
-//! 1 failure; 2 bad input (pod.yaml problems, usage); 3 timeout (`ctl wait`).
+//! 1 failure; 2 bad input (pod.yaml problems, usage, `OCHOPOD_ZK*` settings, a ZooKeeper tree
+//! ochopod refuses to run on); 3 timeout (`ctl wait`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -143,6 +144,10 @@ fn run(opts: RunOptions) -> i32 {
         }
         Ok(Err(e @ (StartError::Token(_) | StartError::Identity(_)))) => {
             eprintln!("ochopod: {e}");
+            2
+        }
+        Ok(Err(StartError::Zk(e))) => {
+            eprintln!("ochopod: {:#}", anyhow::Error::from(e));
             2
         }
         Ok(Err(StartError::Other(e))) | Err(e) => {

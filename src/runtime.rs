@@ -43,7 +43,8 @@ pub struct RunOptions {
     pub ring: LogRing,
 }
 
-/// Why `run` could not even start. Exit code 2 for the pod.yaml, 1 otherwise.
+/// Why `run` could not even start. Exit code 2 for the pod.yaml and the ZooKeeper settings, 1
+/// otherwise.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
@@ -57,6 +58,9 @@ pub enum StartError {
     /// This pod's own identity would be refused by its peers (exit 2).
     #[error("this pod's identity is not valid (OCHOPOD_IP, OCHOPOD_HOST, ...): {0}")]
     Identity(#[from] crate::model::Invalid),
+    /// `OCHOPOD_ZK*` ochopod refuses (exit 2): a bad value, unreadable credentials.
+    #[error(transparent)]
+    Zk(crate::zk::ZkError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -109,16 +113,19 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
     }
     let renderer = Renderer::new(&spec).map_err(|e| StartError::Template(e.to_string()))?;
+    // Before anything starts: a bad setting or unreadable credentials must not leave a process
+    // running without its cluster (nor a pod registered without auth).
+    let zk = if opts.standalone {
+        None
+    } else {
+        Some(ZkConfig::from_env().map_err(StartError::Zk)?)
+    };
     let me = Pod {
         uuid: uuid.clone(),
         seq: if opts.standalone {
             1
         } else {
-            identity
-                .ordinal
-                .and_then(|o| o.checked_add(1))
-                .filter(|s| *s <= crate::model::MAX_SEQ)
-                .unwrap_or(0)
+            identity.preferred_seq()
         },
         cluster: spec.cluster.clone(),
         namespace: spec.namespace.clone(),
@@ -180,19 +187,17 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         rejected: 0,
     });
     let http_stop = CancellationToken::new();
-    let sync = if opts.standalone {
-        None
-    } else {
-        Some(start_sync(
-            &spec,
+    let sync = zk.map(|zk| {
+        start_sync(
+            zk,
             &me,
             &state_dir,
             tokens.as_ref(),
             &supervise,
             view_tx,
             shutdown.child_token(),
-        )?)
-    };
+        )
+    });
     let api = control::Api {
         supervise: supervise.clone(),
         cluster: view,
@@ -224,7 +229,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         });
     }
 
-    let code = wait_for_the_end(&spec, &supervise, sync.as_ref().map(|s| &s.handle)).await;
+    let code = wait_for_the_end(&spec, &supervise, sync.as_ref()).await;
     // Leaving ZooKeeper and draining HTTP are bounded: a leader busy configuring, or a peer
     // holding a keep-alive connection, must not keep a stopping container alive. Whatever is
     // left ends with the process (the session's ephemeral nodes go with it).
@@ -271,20 +276,22 @@ struct Sync {
     handle: sync::Handle,
     /// `POST /reset` sends here; a task turns it into [`sync::Handle::reset`].
     reset: mpsc::Sender<()>,
+    /// Cancelled when the sync loop has stopped. Before the runtime asked it to (deregister,
+    /// shutdown), that is a refusal ([`crate::zk::ZkError::is_fatal`]): ochopod stops, exit 2.
+    stopped: CancellationToken,
 }
 
 /// Starts the sync loop and the small tasks that bridge it to the other loops: the pod's state
 /// (supervise → sync, for the znode) and the cluster view (sync → control, for `/info`).
 fn start_sync(
-    spec: &Arc<PodSpec>,
+    zk: ZkConfig,
     me: &Pod,
     state_dir: &Path,
     tokens: Option<&crate::auth::Tokens>,
     supervise: &supervise::Handle,
     view_tx: watch::Sender<ClusterView>,
     shutdown: CancellationToken,
-) -> anyhow::Result<Sync> {
-    let zk = ZkConfig::from_env().map_err(|e| anyhow!(e))?;
+) -> Sync {
     tracing::info!(zk = %zk.connect, "joining the cluster through ZooKeeper");
     let (state_tx, state_rx) = watch::channel(supervise.status().borrow().state);
     let mut status = supervise.status();
@@ -295,7 +302,7 @@ fn start_sync(
         }
     });
     let cfg = SyncConfig {
-        spec: spec.clone(),
+        spec: supervise.context().spec.clone(),
         me: me.clone(),
         state_dir: state_dir.to_path_buf(),
         zk,
@@ -303,6 +310,8 @@ fn start_sync(
         pod: supervise.context().clone(),
     };
     let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
+    let stopped = CancellationToken::new();
+    let stopped_tx = stopped.clone();
     tokio::spawn(async move {
         loop {
             let view = {
@@ -322,6 +331,8 @@ fn start_sync(
             };
             view_tx.send_replace(view);
             if sync_status.changed().await.is_err() {
+                // Its sender is gone: the sync loop has stopped.
+                stopped_tx.cancel();
                 break;
             }
         }
@@ -333,12 +344,27 @@ fn start_sync(
             reset_handle.reset().await;
         }
     });
-    Ok(Sync { handle, reset })
+    Sync {
+        handle,
+        reset,
+        stopped,
+    }
 }
+
+/// The exit code when the sync loop refused to run (a tree it may not trust): a setting to fix,
+/// like a bad pod.yaml.
+const EXIT_REFUSED: i32 = 2;
 
 /// Handles OS signals until the pod must stop, stops the process, and returns the exit code.
 /// The only task that touches OS signals.
-async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: Option<&sync::Handle>) -> i32 {
+async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: Option<&Sync>) -> i32 {
+    let sync_stopped = async {
+        match sync {
+            Some(s) => s.stopped.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sync_stopped);
     let mut status = supervise.status();
     let (mut term, mut int, mut hup, mut usr1, mut usr2) = match (
         signal(SignalKind::terminate()),
@@ -360,6 +386,11 @@ async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: O
             _ = hup.recv() => supervise.forward(Signal::SIGHUP).await,
             _ = usr1.recv() => supervise.forward(Signal::SIGUSR1).await,
             _ = usr2.recv() => supervise.forward(Signal::SIGUSR2).await,
+            _ = &mut sync_stopped => {
+                tracing::error!(code = EXIT_REFUSED, "the sync loop refused to run (see above): stopping");
+                let _ = supervise.shutdown().await;
+                return EXIT_REFUSED;
+            }
             changed = status.changed() => {
                 if changed.is_err() { return 1; }
                 let code = status.borrow_and_update().exit_code;
@@ -377,7 +408,7 @@ async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: O
     supervise.leave().await;
     if let Some(sync) = sync {
         tokio::select! {
-            _ = sync.leave(spec.process.stop.drain) => {}
+            _ = sync.handle.leave(spec.process.stop.drain) => {}
             _ = term.recv() => tracing::info!("second SIGTERM: not waiting for the drain"),
             _ = int.recv() => tracing::info!("second SIGINT: not waiting for the drain"),
         }

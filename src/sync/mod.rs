@@ -307,6 +307,12 @@ impl Actor {
             match self.register(&client).await {
                 Ok(state) => break Some(state),
                 Err(e) if e.is_session_lost() => return SessionEnd::Again,
+                // A tree ochopod may not trust (zk::acl): the loop ends, the runtime exits 2.
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(error = %e, "refusing to run on this ZooKeeper tree");
+                    self.status(|s| s.status = format!("refusing to run: {e}"));
+                    return SessionEnd::Stop;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "registration failed, retrying");
                     self.status(|s| s.status = format!("registration failed: {e}; retrying"));
@@ -422,6 +428,7 @@ impl Actor {
     /// Claims the seq, publishes the pod; returns the state written.
     async fn register(&mut self, client: &Client) -> Result<PodState, ZkError> {
         register::ensure_layout(client, &self.paths, self.acls).await?;
+        zk::acl::secure(client, &self.paths, &self.cfg.zk).await?;
         // This session's claim, else the identity given (StatefulSet ordinal + 1), else the one
         // kept in the state dir by an earlier run.
         let preferred = match (self.ctx.status.borrow().seq, self.cfg.me.seq) {

@@ -20,5 +20,6 @@ mod showcase;
 mod showcase_scripts;
 mod sync_zk;
 mod up;
+mod zk_acl;
 mod zk_layer;
 mod zk_reconnect;

@@ -31,6 +31,11 @@ impl ZkServer {
     /// Starts a server and waits until it answers `imok`. Fails, naming the package, when
     /// ZooKeeper is not installed: these tests must not pass by skipping.
     pub fn start() -> ZkServer {
+        ZkServer::start_with("")
+    }
+
+    /// As [`ZkServer::start`], with `extra` lines appended to zoo.cfg (`maxClientCnxns=2\n`).
+    pub fn start_with(extra: &str) -> ZkServer {
         for jar in JARS {
             assert!(
                 Path::new(jar).exists(),
@@ -43,7 +48,7 @@ impl ZkServer {
         std::fs::create_dir_all(&data).expect("data dir");
         let cfg = format!(
             "tickTime={TICK_MS}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             admin.enableServer=false\n4lw.commands.whitelist=*\nmaxSessionTimeout=60000\n",
+             admin.enableServer=false\n4lw.commands.whitelist=*\nmaxSessionTimeout=60000\n{extra}",
             data.display()
         );
         std::fs::write(dir.path().join("zoo.cfg"), cfg).expect("zoo.cfg");
