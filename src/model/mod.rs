@@ -6,7 +6,7 @@
 //! **This is the trust boundary for data.** ZooKeeper (writable by anybody without
 //! `OCHOPOD_ZK_AUTH`) and the control port are untrusted, and these values end up in shell
 //! commands, file paths and config files. So a [`Pod`] or a [`ClusterMap`] can only be
-//! deserialized valid: both go through [`check`] (`#[serde(try_from)]`), which refuses addresses
+//! deserialized valid: both go through [`check_pod`] and the map checks (`#[serde(try_from)]`), which refuses addresses
 //! that are not IP addresses, names outside strict character sets, out-of-range numbers and any
 //! control character. Code past deserialization never checks again. Unknown fields are ignored,
 //! so that a newer ochopod can add some without breaking older pods during a rolling upgrade.
