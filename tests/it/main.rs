@@ -11,6 +11,7 @@ mod ctl;
 mod deploy;
 mod examples;
 mod lifecycle;
+mod monitoring;
 mod pid1;
 mod runner;
 mod shell_safety;
