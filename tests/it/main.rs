@@ -11,6 +11,7 @@ mod ctl;
 mod deploy;
 mod examples;
 mod lifecycle;
+mod man;
 mod monitoring;
 mod pid1;
 mod runner;
