@@ -61,6 +61,9 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (ochopod.1, ochopod-run.1, ochopod-ctl.1, ...) into DIR (docs/man).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 fn init_logging(format: LogFormat, ring: &LogRing) {
@@ -81,7 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let logging = |ring: &LogRing| init_logging(cli.log_format, ring);
     let code = match cli.command {
-        // ctl and completions are clients: their output is theirs, no log ring or tracing.
+        // ctl, completions and man are clients: their output is theirs, no log ring or tracing.
         Command::Ctl(args) => ochopod::ctl::run(args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -97,6 +100,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Man { dir } => match man_pages(&dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ochopod: cannot write the man pages into {}: {e}", dir.display());
+                1
+            }
+        },
         Command::Run { pod_yaml, standalone } => {
             let ring = LogRing::default();
             logging(&ring);
@@ -125,6 +135,23 @@ fn main() -> ExitCode {
         }
     };
     exit(code)
+}
+
+/// Writes one page per visible command, `ochopod.1`, `ochopod-ctl.1`, `ochopod-ctl-ls.1`...
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    fn each(cmd: &clap::Command, dir: &std::path::Path, source: &str) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            each(sub, dir, source)?;
+        }
+        clap_mangen::Man::new(cmd.clone())
+            .source(source)
+            .generate_to(dir)
+            .map(drop)
+    }
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // Gives every subcommand its full name (`ochopod-ctl-ls`).
+    cmd.build();
+    each(&cmd, dir, &format!("ochopod {}", env!("CARGO_PKG_VERSION")))
 }
 
 fn exit(code: i32) -> ExitCode {

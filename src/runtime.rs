@@ -185,6 +185,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         seq: me.seq,
         connected: false,
         rejected: 0,
+        leader: None,
     });
     let http_stop = CancellationToken::new();
     let sync = zk.map(|zk| {
@@ -327,6 +328,7 @@ fn start_sync(
                     seq: s.seq,
                     connected: s.connected,
                     rejected: s.rejected,
+                    leader: (s.role == Role::Leader).then(|| s.leader.clone()),
                 }
             };
             view_tx.send_replace(view);

@@ -45,6 +45,9 @@ pub struct ClusterView {
     pub connected: bool,
     /// While leading: registrations refused as invalid.
     pub rejected: usize,
+    /// While leading: the cluster and its configurations as the leader sees them (`/metrics`).
+    #[serde(skip)]
+    pub leader: Option<crate::sync::LeaderStats>,
 }
 
 /// Everything the handlers read or ask.

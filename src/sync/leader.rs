@@ -204,6 +204,7 @@ pub(super) async fn lead(
     stop: &CancellationToken,
 ) -> Result<Ended, ZkError> {
     let settings = &ctx.spec.settings;
+    ctx.status.send_modify(|s| s.leader.lead(settings.min_size));
     let (wake_tx, mut wake) = mpsc::channel(1);
     let mut watches = Watches {
         wake: wake_tx,
@@ -240,6 +241,8 @@ pub(super) async fn lead(
         let mut publish_failed = false;
         if let Some(world) = &world {
             report_rejected(ctx, &mut reported, &world.rejected);
+            ctx.status
+                .send_if_modified(|s| s.leader.observed(world, settings));
             if let Some(why) = resignation(&ctx.uuid, world) {
                 return Ok(Ended::Resigned(why));
             }
@@ -283,7 +286,10 @@ pub(super) async fn lead(
             _ = sleep_until(deadline) => {
                 let Some(world) = world else { continue };
                 ctx.say(format!("configuring {} pods", world.live.len()));
-                match configure(ctx, client, me, &world, &mut evictions, committed).await {
+                ctx.status.send_modify(|s| s.leader.started());
+                let done = configure(ctx, client, me, &world, &mut evictions, committed).await;
+                ctx.status.send_modify(|s| s.leader.finished(done.is_ok()));
+                match done {
                     Ok(generation) => {
                         committed = generation;
                         pending.done();

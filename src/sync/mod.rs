@@ -77,6 +77,108 @@ pub struct SyncStatus {
     pub generation: u64,
     /// While leading: registrations under `pods/` refused as invalid (left out of every map).
     pub rejected: usize,
+    /// What the leader saw and did (`/metrics`); meaningful while `role` is `Leader`.
+    pub leader: LeaderStats,
+}
+
+/// What a leader publishes about its cluster and its configurations (`/metrics`). Everything but
+/// the attempt counters starts afresh with each leadership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaderStats {
+    /// `settings.min_size`.
+    pub min_size: usize,
+    /// Registered pods by their state, as last read.
+    pub pods: PodCounts,
+    /// Pods a configuration includes: running and not evicted.
+    pub live: usize,
+    /// Running pods left out after failing `evict_after` times.
+    pub evicted: usize,
+    /// The longest a configuration of the live pods may take ([`configuration_bound`]).
+    pub bound: Duration,
+    /// When the configuration under way started.
+    pub configuring: Option<std::time::Instant>,
+    /// The last configuration that ended: how long it took, whether it succeeded.
+    pub last: Option<(Duration, bool)>,
+    /// When the last successful configuration ended.
+    pub last_success: Option<std::time::SystemTime>,
+    /// Configurations this pod ran while leading (all its leaderships), by result.
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// Registered pods by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodCounts {
+    pub running: usize,
+    pub held: usize,
+    pub failed: usize,
+    pub leaving: usize,
+}
+
+impl LeaderStats {
+    /// A leadership starts: nothing seen or configured yet (the counters go on).
+    fn lead(&mut self, min_size: usize) {
+        *self = LeaderStats {
+            min_size,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            ..LeaderStats::default()
+        };
+    }
+
+    /// The cluster as just read. False when nothing changed.
+    fn observed(&mut self, w: &leader::World, settings: &crate::spec::Settings) -> bool {
+        let mut pods = PodCounts::default();
+        for r in w.registered.values() {
+            let n = match r.pod.state {
+                PodState::Running => &mut pods.running,
+                PodState::Held => &mut pods.held,
+                PodState::Failed => &mut pods.failed,
+                PodState::Leaving => &mut pods.leaving,
+            };
+            *n = n.saturating_add(1);
+        }
+        let before = (self.pods, self.live, self.evicted, self.bound);
+        self.pods = pods;
+        self.live = w.live.len();
+        self.evicted = w.evicted.len();
+        self.bound = configuration_bound(settings, w.live.len());
+        before != (self.pods, self.live, self.evicted, self.bound)
+    }
+
+    fn started(&mut self) {
+        self.configuring = Some(std::time::Instant::now());
+    }
+
+    fn finished(&mut self, ok: bool) {
+        let took = self.configuring.take().map_or(Duration::ZERO, |t| t.elapsed());
+        self.last = Some((took, ok));
+        if ok {
+            self.last_success = Some(std::time::SystemTime::now());
+            self.succeeded = self.succeeded.saturating_add(1);
+        } else {
+            self.failed = self.failed.saturating_add(1);
+        }
+    }
+}
+
+/// The longest a configuration of `pods` pods can take when every call uses up its
+/// `settings.timeout` (SPEC §3): a round of `check`, of `off` with `full_shutdown`, of `on` (one
+/// call per pod when `sequential`), of `ok`, each round `parallelism` calls at a time, then
+/// `apply`. ZooKeeper round trips come on top.
+pub fn configuration_bound(settings: &crate::spec::Settings, pods: usize) -> Duration {
+    let rounds = pods.max(1).div_ceil(settings.parallelism.max(1));
+    let on = if settings.sequential { pods.max(1) } else { rounds };
+    let off = if settings.full_shutdown { rounds } else { 0 };
+    let apply = usize::from(settings.apply.is_some());
+    let calls = rounds
+        .saturating_mul(2)
+        .saturating_add(on)
+        .saturating_add(off)
+        .saturating_add(apply);
+    settings
+        .timeout
+        .saturating_mul(u32::try_from(calls).unwrap_or(u32::MAX))
 }
 
 /// Requests to the sync loop; each answers on its oneshot once done.
@@ -135,6 +237,7 @@ pub fn spawn(
         connected: false,
         generation: 0,
         rejected: 0,
+        leader: LeaderStats::default(),
     };
     let (status_tx, status_rx) = watch::channel(initial);
     let actor = Actor::new(cfg, pod_state, status_tx, rx, shutdown);
@@ -453,5 +556,54 @@ impl Actor {
             s.status = "registered".into();
         });
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn settings(yaml: &str) -> crate::spec::Settings {
+        let text = format!("cluster: c\nsettings: {yaml}\nprocess: {{ command: 'true' }}\n");
+        crate::spec::load_with_env(std::path::Path::new("pod.yaml"), &text, &|_| None)
+            .unwrap()
+            .settings
+            .clone()
+    }
+
+    #[test]
+    fn a_configuration_is_bounded_by_one_timeout_per_round_of_calls() {
+        let secs = Duration::from_secs;
+        // check, on, ok: one round each with the default parallelism.
+        assert_eq!(configuration_bound(&settings("{ timeout: 10s }"), 5), secs(30));
+        // Two at a time: 3 rounds per phase for 5 pods.
+        assert_eq!(
+            configuration_bound(&settings("{ timeout: 10s, parallelism: 2 }"), 5),
+            secs(90)
+        );
+        // One by one: one `on` per pod; off and apply add theirs.
+        let all =
+            settings("{ timeout: 10s, sequential: true, full_shutdown: true, apply: { command: 'true' } }");
+        assert_eq!(configuration_bound(&all, 5), secs(10 * (1 + 5 + 1 + 1 + 1)));
+        // No pods yet still means one round.
+        assert_eq!(configuration_bound(&settings("{ timeout: 10s }"), 0), secs(30));
+    }
+
+    #[test]
+    fn a_new_leadership_keeps_only_the_attempt_counters() {
+        let mut s = LeaderStats::default();
+        s.lead(3);
+        s.started();
+        assert!(s.configuring.is_some());
+        s.finished(false);
+        s.started();
+        s.finished(true);
+        assert_eq!((s.succeeded, s.failed), (1, 1));
+        assert!(s.configuring.is_none() && s.last_success.is_some());
+        assert_eq!(s.last.map(|(_, ok)| ok), Some(true));
+        s.lead(2);
+        assert_eq!((s.succeeded, s.failed, s.min_size), (1, 1, 2));
+        assert!(s.last.is_none() && s.last_success.is_none());
     }
 }

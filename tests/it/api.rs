@@ -155,8 +155,19 @@ async fn on_off_generations_and_kill() {
     let (status, metrics) = pod.get("/metrics").await;
     assert_eq!(status, 200);
     let text = metrics.as_str().expect("text");
-    assert!(text.contains("ochopod_configurations_total 3"), "{text}");
-    assert!(text.contains("ochopod_process_running 1"), "{text}");
+    let labels = r#"{ochopod_namespace="default",ochopod_cluster="api"}"#;
+    assert!(
+        text.contains(&format!("ochopod_configurations_total{labels} 3")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ochopod_process_running{labels} 1")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ochopod_leader"),
+        "standalone: no leader series\n{text}"
+    );
 
     // Kill: finalize, stop for good, exit 0.
     assert_eq!(pod.post("/control/kill", "").await.0, 200);

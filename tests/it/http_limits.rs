@@ -68,9 +68,16 @@ async fn healthz_answers(pod: &Pod, within: Duration) {
 }
 
 /// The value of a metric from `/metrics` text.
+/// The value of the series `name` (whatever its labels).
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let rest = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.split_once('}')?.1,
+            None => rest,
+        };
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
 }
 
 #[tokio::test]

@@ -13,6 +13,8 @@ mod deploy;
 mod examples;
 mod http_limits;
 mod lifecycle;
+mod man;
+mod monitoring;
 mod pid1;
 mod runner;
 mod shell_safety;
