@@ -21,6 +21,7 @@ mod shell_safety;
 mod showcase;
 mod showcase_scripts;
 mod sync_zk;
+mod trust;
 mod up;
 mod zk_acl;
 mod zk_layer;

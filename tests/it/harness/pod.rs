@@ -11,9 +11,13 @@ use serde_json::Value;
 
 use super::{eventually, free_port};
 
-/// The ochopod binary under test.
+/// The ochopod binary under test: this build's, or the one `OCHOPOD_IT_BINARY` names (to run
+/// the tests against another build, e.g. to show that a test fails without a change).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_ochopod")
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("OCHOPOD_IT_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ochopod").to_string())
+    })
 }
 
 static NEXT_IP: AtomicU32 = AtomicU32::new(0);
