@@ -178,7 +178,10 @@ pub async fn log(
 
 pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
     match parse_map(body) {
-        Ok(Some(map)) => done(api.supervise.check(map).await),
+        Ok(Some(map)) => match api.supervise.check(map).await {
+            Ok(action) => Json(json!({ "ok": true, "action": action })).into_response(),
+            Err(e) => e.into_response(),
+        },
         Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),
         Err(r) => *r,
     }

@@ -77,6 +77,22 @@ impl PodState {
     }
 }
 
+/// What applying a map would do to the pod's process: `POST /control/check` answers it
+/// (`{"ok": true, "action": ...}`), so that the leader can restart pods a few at a time
+/// (`settings.rolling`). An older pod answers without it: the leader then assumes `restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// The process is not running: it would start.
+    Start,
+    /// Nothing it sees changes: it keeps running.
+    Keep,
+    /// Its files or command change and `process.reload` is declared.
+    Reload,
+    /// Its files or command change (or `strict`): it would be stopped and started again.
+    Restart,
+}
+
 /// The body of `POST /control/on` and `/control/check` (SPEC §7).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "check::RawMap")]

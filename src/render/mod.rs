@@ -53,6 +53,12 @@ pub struct Rendered {
 }
 
 impl Rendered {
+    /// Whether the process would see the same thing as with `other` (what "changed" means for
+    /// `on`, see [`RenderState::apply`]; an `if-absent` file's content does not count).
+    pub fn same_as(&self, other: &Rendered) -> bool {
+        write::Record::of(self).same_as(&write::Record::of(other))
+    }
+
     /// sha256 (hex) of a canonical form of everything rendered: same digest, same render.
     pub fn digest(&self) -> String {
         write::Record::of(self).digest()

@@ -172,7 +172,7 @@ impl Record {
     /// Whether the process would see the same thing. The content of an `if-absent` file is
     /// left out: once written, it belongs to the process (ZooKeeper's dynamic config), so a new
     /// render of it changes nothing.
-    fn same_as(&self, new: &Record) -> bool {
+    pub(super) fn same_as(&self, new: &Record) -> bool {
         self.command == new.command
             && self.env == new.env
             && self.cwd == new.cwd

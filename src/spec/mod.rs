@@ -62,6 +62,10 @@ pub struct Settings {
     pub damper_max: Duration,
     pub sequential: bool,
     pub order: Order,
+    /// Pods that would restart on a new map are restarted `max_unavailable` at a time, each
+    /// ready before the next (SPEC §3).
+    pub rolling: bool,
+    pub max_unavailable: usize,
     pub parallelism: usize,
     pub full_shutdown: bool,
     pub timeout: Duration,

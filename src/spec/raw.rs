@@ -53,6 +53,8 @@ pub struct RawSettings {
     pub damper_max: Option<S<String>>,
     pub sequential: Option<bool>,
     pub order: Option<S<String>>,
+    pub rolling: Option<bool>,
+    pub max_unavailable: Option<S<i64>>,
     pub parallelism: Option<S<i64>>,
     pub full_shutdown: Option<bool>,
     pub timeout: Option<S<String>>,

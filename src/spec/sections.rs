@@ -71,6 +71,8 @@ impl Validator {
                 &[("seq", Order::Seq), ("added-first", Order::AddedFirst)],
                 Order::Seq,
             ),
+            rolling: s.rolling.unwrap_or(false),
+            max_unavailable: self.int("settings.max_unavailable", s.max_unavailable.as_ref(), 1, 1),
             parallelism: self.int("settings.parallelism", s.parallelism.as_ref(), 1, 16),
             full_shutdown: s.full_shutdown.unwrap_or(false),
             timeout: self.period("settings.timeout", s.timeout.as_ref(), Duration::from_secs(60)),

@@ -18,7 +18,7 @@ use super::child::{Exit, Launch, Running};
 use super::shell::{self, Output};
 use super::{Command, ControlError, Origin, PodContext, ProcessState, Status};
 use crate::model::{ClusterMap, PodState};
-use crate::render::{Context, RenderState};
+use crate::render::{Context, RenderState, Rendered};
 use crate::spec::{Check, CommandLine, ReloadAction, ReloadFailure, RestartPolicy};
 
 /// What check tasks report.
@@ -36,6 +36,8 @@ pub(super) struct Actor {
     rx: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
     last_map: watch::Sender<Option<Arc<ClusterMap>>>,
+    /// What the last applied map rendered (for `check` to tell what a new one would change).
+    rendered: watch::Sender<Option<Arc<Rendered>>>,
     /// Check tasks hold clones of the sender.
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
@@ -72,6 +74,7 @@ impl Actor {
         rx: mpsc::Receiver<Command>,
         status: watch::Sender<Status>,
         last_map: watch::Sender<Option<Arc<ClusterMap>>>,
+        rendered: watch::Sender<Option<Arc<Rendered>>>,
     ) -> Actor {
         let (events_tx, events_rx) = mpsc::channel(16);
         let restart = &ctx.spec.process.restart;
@@ -88,6 +91,7 @@ impl Actor {
             rx,
             status,
             last_map,
+            rendered,
             events_tx,
             events_rx,
             running: None,
@@ -231,6 +235,7 @@ impl Actor {
             .collect();
         let (generation, epoch) = (map.generation, map.epoch);
         self.last_map.send_replace(Some(Arc::new(map)));
+        self.rendered.send_replace(Some(Arc::new(rendered)));
         let held = now.state == PodState::Held;
         self.publish(|s| {
             s.generation = generation;

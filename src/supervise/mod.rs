@@ -30,8 +30,8 @@ pub use reaper::{become_subreaper, reap_orphans, run as run_reaper};
 pub use shell::{Output as ShellOutput, ShellError, MAX_STDOUT};
 
 use crate::logs::LogRing;
-use crate::model::{ClusterMap, Pod, PodState};
-use crate::render::Renderer;
+use crate::model::{Action, ClusterMap, Pod, PodState};
+use crate::render::{Context, Rendered, Renderer};
 use crate::spec::{PodSpec, Signal};
 
 /// What the process is doing.
@@ -217,6 +217,8 @@ pub struct Handle {
     status: watch::Receiver<Status>,
     /// The last applied map, published by the actor (for `check`, `ok`, `signal`).
     last_map: watch::Receiver<Option<Arc<ClusterMap>>>,
+    /// What the last applied map rendered, published by the actor (for `check`).
+    rendered: watch::Receiver<Option<Arc<Rendered>>>,
     ctx: Arc<PodContext>,
 }
 
@@ -285,11 +287,13 @@ pub fn spawn(ctx: PodContext) -> Handle {
     let (tx, rx) = mpsc::channel(32);
     let (status_tx, status) = watch::channel(Status::new(ctx.spec.process.start));
     let (map_tx, last_map) = watch::channel(None);
-    tokio::spawn(actor::Actor::new(ctx.clone(), rx, status_tx, map_tx).run());
+    let (rendered_tx, rendered) = watch::channel(None);
+    tokio::spawn(actor::Actor::new(ctx.clone(), rx, status_tx, map_tx, rendered_tx).run());
     Handle {
         tx,
         status,
         last_map,
+        rendered,
         ctx,
     }
 }
@@ -325,18 +329,42 @@ impl Handle {
         admit(&self.ctx, &self.status.borrow(), map)
     }
 
-    /// `POST /control/check`: can this pod take `map`? Runs `hooks.can_configure`.
-    pub async fn check(&self, map: ClusterMap) -> Result<(), ControlError> {
+    /// `POST /control/check`: can this pod take `map`? Runs `hooks.can_configure`, and answers
+    /// what applying it would do to the process.
+    pub async fn check(&self, map: ClusterMap) -> Result<Action, ControlError> {
         self.refuse_if_gone()?;
         self.admits(&map)?;
+        let action = self.action(&map);
         let Some(hook) = self.ctx.spec.hooks.can_configure.clone() else {
-            return Ok(());
+            return Ok(action);
         };
         let out = actor::run_hook(&self.ctx, "hooks.can_configure", &hook, &map, None).await?;
         if out.success() {
-            Ok(())
+            Ok(action)
         } else {
             Err(ControlError::Vetoed(format!("exit {}", out.exit.shell_code())))
+        }
+    }
+
+    /// What applying `map` would do to the process, as `on` would decide it: start it when it
+    /// does not run, restart it when `strict`, else compare what `map` renders with what the
+    /// last map rendered. A map that does not render says `restart` (its `on` will fail).
+    fn action(&self, map: &ClusterMap) -> Action {
+        let spec = &self.ctx.spec;
+        if self.status.borrow().process != ProcessState::Running {
+            return Action::Start;
+        }
+        if spec.process.strict {
+            return Action::Restart;
+        }
+        let previous = self.last_map();
+        let new = Context::new(spec, map, previous.as_deref(), &self.ctx.env)
+            .and_then(|context| self.ctx.renderer.render_pod(&context));
+        let last = self.rendered.borrow().clone();
+        match (new, last) {
+            (Ok(new), Some(last)) if new.same_as(&last) => Action::Keep,
+            (Ok(_), Some(_)) if spec.process.reload.is_some() => Action::Reload,
+            _ => Action::Restart,
         }
     }
 

@@ -14,12 +14,13 @@ use tokio::task::JoinSet;
 
 use crate::auth::Signer;
 use crate::control::client;
-use crate::model::{ClusterMap, Pod};
+use crate::model::{Action, ClusterMap, Pod};
 
 /// What a pod answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    Ok,
+    /// 2xx; for `check`, what `on` would do to the pod's process (None from an older pod).
+    Ok(Option<Action>),
     /// 406: the pod vetoes this configuration (`can_configure`): retry later.
     Veto,
     /// 410: the pod was killed for good: drop it.
@@ -82,7 +83,13 @@ impl Caller {
             &body,
         );
         match req.body(body).send().await {
-            Ok(r) if r.status().is_success() => Answer::Ok,
+            Ok(r) if r.status().is_success() => {
+                let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
+                let action = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v.get("action")?.clone()).ok());
+                Answer::Ok(action)
+            }
             Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
             Ok(r) if r.status().as_u16() == 409 => {
                 let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();

@@ -8,10 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use tokio::task::JoinSet;
+
 use super::calls::{Answer, Caller};
 use super::leader::{Ctx, World};
 use super::plan::{self, Pods};
-use crate::model::{ClusterMap, Pod};
+use crate::model::{Action, ClusterMap, Pod};
 use crate::render::fields;
 use crate::zk::cluster::Registered;
 use crate::zk::election::{still_leads, Candidate};
@@ -120,9 +122,15 @@ pub(super) async fn configure(
     let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
     let mut vetoes = Vec::new();
     let mut failures = Vec::new();
+    // What `on` would do to each pod's process (for a rolling restart).
+    let mut actions = BTreeMap::new();
     for (uuid, answer) in answers {
         match answer {
-            Answer::Ok => {}
+            Answer::Ok(action) => {
+                if let Some(a) = action {
+                    actions.insert(uuid, a);
+                }
+            }
             Answer::Veto => vetoes.push(name(&pods, &uuid)),
             Answer::Gone => {
                 tracing::info!(uuid, "pod is gone (410), dropped");
@@ -162,32 +170,12 @@ pub(super) async fn configure(
 
     still_leads(client, me).await?;
     let mut failures = Vec::new();
-    if settings.sequential {
-        for uuid in plan::call_order(&pods, &map.added, settings.order) {
-            let Some(pod) = pods.get(&uuid) else { continue };
-            let body = ClusterMap {
-                key: uuid.clone(),
-                ..map.clone()
-            };
-            match caller.post(pod, "/control/on", Some(&body)).await {
-                Answer::Ok => evictions.succeed(&uuid),
-                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
-            }
-            // One by one means each waits for the previous to be ready: stop at the first failure.
-            if !failures.is_empty() {
-                break;
-            }
-        }
-    } else {
-        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/on", Some(&map)).await {
-            match answer {
-                Answer::Ok => evictions.succeed(&uuid),
-                Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-                Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-                Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
-            }
+    for (uuid, answer) in turn_on(ctx, &caller, &pods, &map, &actions).await {
+        match answer {
+            Answer::Ok(_) => evictions.succeed(&uuid),
+            Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
+            Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
+            Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
         }
     }
     if !failures.is_empty() {
@@ -237,6 +225,99 @@ pub(super) async fn configure(
     };
     snapshot::commit(client, ctx.acls, &commit).await?;
     Ok(generation)
+}
+
+/// The `on` phase; the answers in the order they came. All pods at once (up to `parallelism`),
+/// or one at a time in `order` when `sequential`, or, when `rolling`, the pods whose process
+/// would not restart (new ones, reloads, no change) at once and then those that would, at most
+/// `max_unavailable` at a time. An `on` answers once its pod is ready, so each restart waits for
+/// the previous ones to be ready; one at a time or rolling, the first failure stops the calls
+/// (the pods not called yet keep their process and their last map).
+async fn turn_on(
+    ctx: &Ctx,
+    caller: &Caller,
+    pods: &Pods,
+    map: &ClusterMap,
+    actions: &BTreeMap<String, Action>,
+) -> Vec<(String, Answer)> {
+    let settings = &ctx.spec.settings;
+    let order = plan::call_order(pods, &map.added, settings.order);
+    if settings.sequential {
+        return in_windows(ctx, caller, pods, map, &order, 1, "configuring one by one").await;
+    }
+    if !settings.rolling {
+        return caller
+            .fan_out(&list(pods), "/control/on", Some(map))
+            .await
+            .into_iter()
+            .collect();
+    }
+    // An older pod does not say what `on` would do: count it as a restart.
+    let restarts =
+        |u: &String| !map.added.contains(u) && actions.get(u).is_none_or(|a| *a == Action::Restart);
+    let (roll, at_once): (Vec<String>, Vec<String>) = order.into_iter().partition(restarts);
+    let first: Vec<Pod> = at_once.iter().filter_map(|u| pods.get(u).cloned()).collect();
+    let mut answers: Vec<(String, Answer)> = caller
+        .fan_out(&first, "/control/on", Some(map))
+        .await
+        .into_iter()
+        .collect();
+    if answers.iter().all(|(_, a)| matches!(a, Answer::Ok(_))) {
+        let window = settings.max_unavailable.max(1);
+        answers.extend(in_windows(ctx, caller, pods, map, &roll, window, "rolling restart").await);
+    }
+    answers
+}
+
+/// `on` to the pods of `order`, at most `window` in flight, starting no new one after a failure.
+async fn in_windows(
+    ctx: &Ctx,
+    caller: &Caller,
+    pods: &Pods,
+    map: &ClusterMap,
+    order: &[String],
+    window: usize,
+    what: &str,
+) -> Vec<(String, Answer)> {
+    let mut answers = Vec::new();
+    let mut next = order.iter().filter_map(|u| pods.get(u));
+    let mut flying = JoinSet::new();
+    let mut stopped = false;
+    loop {
+        while !stopped && flying.len() < window {
+            let Some(pod) = next.next() else { break };
+            let done = answers.len();
+            tracing::info!(seq = pod.seq, uuid = %pod.uuid, done, of = order.len(), "{what}: configuring");
+            ctx.say(format!(
+                "{what}: {done}/{} done, configuring seq {}",
+                order.len(),
+                pod.seq
+            ));
+            let (caller, pod) = (caller.clone(), pod.clone());
+            let body = ClusterMap {
+                key: pod.uuid.clone(),
+                ..map.clone()
+            };
+            flying.spawn(async move {
+                let answer = caller.post(&pod, "/control/on", Some(&body)).await;
+                (pod.uuid, answer)
+            });
+        }
+        let Some(joined) = flying.join_next().await else {
+            break;
+        };
+        // A call task does not panic; one that did counts as not answered.
+        let Ok((uuid, answer)) = joined else { continue };
+        if !matches!(answer, Answer::Ok(_)) && !stopped {
+            tracing::warn!(
+                uuid,
+                "{what}: stopped at this pod; the others keep their process and map"
+            );
+            stopped = true;
+        }
+        answers.push((uuid, answer));
+    }
+    answers
 }
 
 /// The registered, running pods left out of `pods` as evicted, by seq.

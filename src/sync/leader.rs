@@ -80,7 +80,7 @@ impl Ctx {
         }
     }
 
-    fn say(&self, status: String) {
+    pub(super) fn say(&self, status: String) {
         self.status.send_if_modified(|s| {
             let changed = s.status != status;
             s.status = status;

@@ -16,6 +16,7 @@ mod lifecycle;
 mod man;
 mod monitoring;
 mod pid1;
+mod rolling;
 mod runner;
 mod shell_safety;
 mod showcase;

@@ -34,6 +34,8 @@ pub(super) fn spec() -> PodSpec {
             damper_max: Duration::from_secs(60),
             sequential: false,
             order: Order::Seq,
+            rolling: false,
+            max_unavailable: 1,
             parallelism: 16,
             full_shutdown: false,
             timeout: Duration::from_secs(60),
