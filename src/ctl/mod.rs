@@ -25,10 +25,12 @@
 //! | 3 | `wait` timed out |
 
 mod discover;
+mod events;
 mod http;
 mod table;
 mod verbs;
 mod wait;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -180,6 +182,15 @@ pub enum Verb {
         /// Give up (exit 3) after this long.
         #[arg(long, default_value = "120s", value_parser = duration)]
         timeout: Duration,
+    },
+    /// What changes, one line per change (JSON lines with --json): pods registered, left,
+    /// expired, held, failed; configurations, leaders, evictions, dependencies.
+    Events {
+        /// Cluster names, relative to the namespace; `*` and `?` wildcards.
+        clusters: Vec<String>,
+        /// Keep printing changes as they happen (else: the current state, then exit).
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 

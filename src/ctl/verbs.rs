@@ -158,6 +158,7 @@ pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
             count,
             timeout,
         } => wait::wait(&ctx, &select, state, count, timeout).await,
+        Verb::Events { clusters, follow } => super::events::run(ctx, clusters, follow).await,
     }
 }
 
