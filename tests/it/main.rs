@@ -17,6 +17,7 @@ mod shell_safety;
 mod showcase;
 mod showcase_scripts;
 mod sync_zk;
+mod ui;
 mod up;
 mod zk_layer;
 mod zk_reconnect;

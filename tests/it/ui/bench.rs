@@ -1,0 +1,1 @@
+//! Figures for docs/benchmarks.md (ignored tests, run by bench/live.sh).
