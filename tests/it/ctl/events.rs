@@ -19,7 +19,12 @@ pub struct Follow {
 
 impl Follow {
     pub fn start(zk: &str, args: &[&str]) -> Follow {
-        let mut child = tokio::process::Command::new(binary())
+        Follow::start_with(binary(), zk, args)
+    }
+
+    /// With another ochopod binary (the benchmark's release build).
+    pub fn start_with(bin: &str, zk: &str, args: &[&str]) -> Follow {
+        let mut child = tokio::process::Command::new(bin)
             .args(["ctl", "--zk", zk, "events", "--follow", "--json"])
             .args(args)
             .env_remove("OCHOPOD_TOKEN")

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
 
 mod errors;
-mod events;
+pub mod events;
 mod synced;
 mod verbs;
 
