@@ -131,7 +131,7 @@ impl Discovery {
         Ok(())
     }
 
-    fn client(&self) -> zkc::Client {
+    pub(super) fn client(&self) -> zkc::Client {
         match self.client.lock() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

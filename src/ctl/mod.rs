@@ -25,10 +25,13 @@
 //! | 3 | `wait` timed out |
 
 mod discover;
+mod events;
 mod http;
 mod table;
+mod ui;
 mod verbs;
 mod wait;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -181,6 +184,26 @@ pub enum Verb {
         #[arg(long, default_value = "120s", value_parser = duration)]
         timeout: Duration,
     },
+    /// What changes, one line per change (JSON lines with --json): pods registered, left,
+    /// expired, held, failed; configurations, leaders, evictions, dependencies.
+    Events {
+        /// Cluster names, relative to the namespace; `*` and `?` wildcards.
+        clusters: Vec<String>,
+        /// Keep printing changes as they happen (else: the current state, then exit).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// A read-only web page of the clusters, live: pods, leaders, dependencies, logs.
+    Ui {
+        /// Cluster names as for the other verbs (none: every cluster of every namespace).
+        clusters: Vec<String>,
+        /// Where to serve the page. It shows logs: keep it on loopback, or behind a proxy.
+        #[arg(long, default_value = "127.0.0.1:8070")]
+        listen: std::net::SocketAddr,
+        /// Also re-read each pod's /info this often (0s: only when ZooKeeper changes).
+        #[arg(long, default_value = "10s", value_parser = duration)]
+        refresh: Duration,
+    },
 }
 
 /// What `wait` waits for.
@@ -221,6 +244,12 @@ pub enum CtlError {
     Usage(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot serve on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn existing_clusters(existing: &[String]) -> String {

@@ -158,6 +158,12 @@ pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
             count,
             timeout,
         } => wait::wait(&ctx, &select, state, count, timeout).await,
+        Verb::Events { clusters, follow } => super::events::run(ctx, clusters, follow).await,
+        Verb::Ui {
+            clusters,
+            listen,
+            refresh,
+        } => super::ui::run(ctx, clusters, listen, refresh, args.parallelism).await,
     }
 }
 

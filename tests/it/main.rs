@@ -23,6 +23,7 @@ mod showcase;
 mod showcase_scripts;
 mod sync_zk;
 mod trust;
+mod ui;
 mod up;
 mod zk_acl;
 mod zk_layer;

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (COMMON.md)
 
 mod errors;
+pub mod events;
 mod synced;
 mod verbs;
 
