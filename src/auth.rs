@@ -2,17 +2,19 @@
 //!
 //! The token is a shared secret and never travels in a request ochopod or `ochopod ctl` sends:
 //! they **sign** each request with HMAC-SHA256 keyed by the first token of the list, over the
-//! method, the address called, the path, a timestamp, a nonce and the body's SHA-256:
+//! method, the uuid and address of the pod called, the path, a timestamp, a nonce and the body's
+//! SHA-256:
 //!
 //! ```text
 //! Authorization: Ochopod-HMAC-SHA256 t=<unix ms>,n=<nonce>,s=<hex signature>
 //!
-//! signed = "ochopod-v1\n" METHOD "\n" HOST ":" PORT "\n" PATH?QUERY "\n" t "\n" n "\n" hex(sha256(body))
+//! signed = "ochopod-v1\n" METHOD "\n" UUID "\n" HOST ":" PORT "\n" PATH?QUERY "\n" t "\n" n "\n" hex(sha256(body))
 //! ```
 //!
 //! A pod accepts a signature made with any token of its list (rotation), from a clock within
-//! [`WINDOW`] of its own, addressed to one of its own addresses (so that a request captured on its
-//! way to one pod cannot be replayed to another), and only once (the pod remembers the signatures
+//! [`WINDOW`] of its own, addressed to its own uuid at one of its own addresses (so that a request
+//! captured on its way to one pod cannot be replayed to another, even one sharing its address),
+//! and only once (the pod remembers the signatures
 //! it accepted until they leave the window). A listener that registered itself through ZooKeeper
 //! receives signatures, which reveal nothing of the token and are no good anywhere else.
 //!
@@ -122,12 +124,23 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// The `Authorization` header value for one request to `host` (`ip:port`, IPv6 without
-    /// brackets), `path` (with its query) and `body`.
-    pub fn authorization(&self, method: &str, host: &str, path: &str, body: &[u8]) -> String {
+    /// The `Authorization` header value for one request to the pod `to` (its uuid) at `host`
+    /// (`ip:port`, IPv6 without brackets), `path` (with its query) and `body`.
+    pub fn authorization(&self, method: &str, to: &str, host: &str, path: &str, body: &[u8]) -> String {
         let t = unix_ms(SystemTime::now());
         let n = uuid::Uuid::new_v4().simple().to_string();
-        let s = hex::encode(sign(&self.key, method, host, path, t, &n, body));
+        let s = hex::encode(sign(
+            &self.key,
+            &Signed {
+                method,
+                to,
+                host,
+                path,
+                t,
+                n: &n,
+            },
+            body,
+        ));
         format!("{SCHEME} t={t},n={n},s={s}")
     }
 }
@@ -142,15 +155,34 @@ fn mac(key: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
 
-fn sign(key: &[u8], method: &str, host: &str, path: &str, t: u64, n: &str, body: &[u8]) -> Vec<u8> {
+/// What a signature covers, besides the body.
+struct Signed<'a> {
+    method: &'a str,
+    /// The uuid of the pod called.
+    to: &'a str,
+    host: &'a str,
+    path: &'a str,
+    t: u64,
+    n: &'a str,
+}
+
+fn sign(key: &[u8], s: &Signed, body: &[u8]) -> Vec<u8> {
     let mut m = mac(key);
-    m.update(canonical(method, host, path, t, n, body).as_bytes());
+    m.update(canonical(s, body).as_bytes());
     m.finalize().into_bytes().to_vec()
 }
 
-fn canonical(method: &str, host: &str, path: &str, t: u64, n: &str, body: &[u8]) -> String {
+fn canonical(s: &Signed, body: &[u8]) -> String {
     let digest = hex::encode(Sha256::digest(body));
-    format!("ochopod-v1\n{method}\n{host}\n{path}\n{t}\n{n}\n{digest}")
+    let Signed {
+        method,
+        to,
+        host,
+        path,
+        t,
+        n,
+    } = s;
+    format!("ochopod-v1\n{method}\n{to}\n{host}\n{path}\n{t}\n{n}\n{digest}")
 }
 
 /// Why a request was not let in. Each is a 401 but [`Denied::Busy`] (503).
@@ -178,6 +210,8 @@ pub enum Denied {
 #[derive(Clone)]
 pub struct Verifier {
     tokens: Tokens,
+    /// This pod's uuid: a signature names the pod it is for.
+    uuid: Arc<str>,
     /// `ip:port` / `name:port` this pod is called at (IPv6 without brackets).
     addresses: Arc<Vec<String>>,
     seen: Arc<Mutex<Seen>>,
@@ -221,10 +255,11 @@ impl Seen {
 }
 
 impl Verifier {
-    /// `addresses`: every `host:port` a caller may use to reach this pod.
-    pub fn new(tokens: Tokens, addresses: Vec<String>) -> Verifier {
+    /// `uuid`: this pod's; `addresses`: every `host:port` a caller may use to reach it.
+    pub fn new(tokens: Tokens, uuid: &str, addresses: Vec<String>) -> Verifier {
         Verifier {
             tokens,
+            uuid: Arc::from(uuid),
             addresses: Arc::new(addresses),
             seen: Arc::new(Mutex::new(Seen::default())),
         }
@@ -240,22 +275,35 @@ impl Verifier {
         path: &str,
         body: &[u8],
     ) -> Result<(), Denied> {
-        self.check_at(authorization, method, host, path, body, SystemTime::now())
+        let now = SystemTime::now();
+        match self.precheck_at(authorization, host, now)? {
+            Pending::Bearer => Ok(()),
+            Pending::Signed(p) => self.finish_at(p, method, path, body, now),
+        }
     }
 
-    fn check_at(
+    /// Everything that can be checked before reading the body (the token of a bearer request;
+    /// a signed request's form, clock and address), so that a caller without the token is
+    /// refused before the pod reads anything it sends.
+    pub fn precheck(&self, authorization: Option<&str>, host: Option<&str>) -> Result<Pending, Denied> {
+        self.precheck_at(authorization, host, SystemTime::now())
+    }
+
+    /// The rest of a signed request's check, over its body.
+    pub fn finish(&self, p: PendingSignature, method: &str, path: &str, body: &[u8]) -> Result<(), Denied> {
+        self.finish_at(p, method, path, body, SystemTime::now())
+    }
+
+    fn precheck_at(
         &self,
         authorization: Option<&str>,
-        method: &str,
         host: Option<&str>,
-        path: &str,
-        body: &[u8],
         now: SystemTime,
-    ) -> Result<(), Denied> {
+    ) -> Result<Pending, Denied> {
         let header = authorization.ok_or(Denied::Missing)?.trim();
         if let Some(token) = header.strip_prefix("Bearer ") {
             return match self.tokens.accepts(token.trim()) {
-                true => Ok(()),
+                true => Ok(Pending::Bearer),
                 false => Err(Denied::BadToken),
             };
         }
@@ -282,8 +330,7 @@ impl Verifier {
             .and_then(|s| hex::decode(s).ok())
             .filter(|s| s.len() == 32)
             .ok_or(Denied::Malformed("s must be 64 hex digits"))?;
-        let now_ms = unix_ms(now);
-        let skew = i128::from(t) - i128::from(now_ms);
+        let skew = i128::from(t) - i128::from(unix_ms(now));
         if skew.unsigned_abs() > WINDOW.as_millis() {
             let skew_s = i64::try_from(skew / 1000).unwrap_or(i64::MAX);
             return Err(Denied::Skew { skew_s });
@@ -292,20 +339,63 @@ impl Verifier {
         if !self.addresses.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
             return Err(Denied::Elsewhere(host.chars().take(80).collect()));
         }
-        let text = canonical(method, &host, path, t, n, body);
+        Ok(Pending::Signed(PendingSignature {
+            t,
+            n: n.to_string(),
+            s,
+            host,
+        }))
+    }
+
+    fn finish_at(
+        &self,
+        p: PendingSignature,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), Denied> {
+        let signed = Signed {
+            method,
+            to: &self.uuid,
+            host: &p.host,
+            path,
+            t: p.t,
+            n: &p.n,
+        };
+        let text = canonical(&signed, body);
         let good = self.tokens.0.iter().any(|key| {
             let mut m = mac(key.as_bytes());
             m.update(text.as_bytes());
-            m.verify_slice(&s).is_ok()
+            m.verify_slice(&p.s).is_ok()
         });
         if !good {
             return Err(Denied::BadSignature);
         }
         // Remembered until the timestamp leaves the window: after that the skew check refuses it.
-        let until = t.saturating_add(u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX));
+        let until =
+            p.t.saturating_add(u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX));
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.admit(&hex::encode(&s), until, now_ms)
+        seen.admit(&hex::encode(&p.s), until, unix_ms(now))
     }
+}
+
+/// A request that passed [`Verifier::precheck`].
+#[derive(Debug)]
+pub enum Pending {
+    /// A good bearer token: nothing left to check.
+    Bearer,
+    /// A well-formed signature, in the window, for this pod's address: its body is still to check.
+    Signed(PendingSignature),
+}
+
+/// A signature waiting for the body it covers.
+#[derive(Debug)]
+pub struct PendingSignature {
+    t: u64,
+    n: String,
+    s: Vec<u8>,
+    host: String,
 }
 
 /// `[::1]:8080` → `::1:8080`: the form signed, whatever the Host header's.
@@ -320,7 +410,7 @@ mod tests {
 
     fn verifier(tokens: &[&str]) -> Verifier {
         let tokens = Tokens(Arc::new(tokens.iter().map(|t| t.to_string()).collect()));
-        Verifier::new(tokens, vec!["127.0.0.2:8080".into(), "::1:8080".into()])
+        Verifier::new(tokens, "me", vec!["127.0.0.2:8080".into(), "::1:8080".into()])
     }
 
     fn vars(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
@@ -331,9 +421,10 @@ mod tests {
     #[test]
     fn a_signed_request_passes_once_and_only_where_it_was_sent() {
         let v = verifier(&["old", "new"]);
-        let a = Tokens::one("old")
-            .signer()
-            .authorization("POST", "127.0.0.2:8080", "/control/on", b"{}");
+        let a =
+            Tokens::one("old")
+                .signer()
+                .authorization("POST", "me", "127.0.0.2:8080", "/control/on", b"{}");
         assert!(!a.contains("old"), "the token never travels: {a}");
         let check =
             |a: &str, host: &str, path: &str, body: &[u8]| v.check(Some(a), "POST", Some(host), path, body);
@@ -357,13 +448,21 @@ mod tests {
         // Any token of the rotation list; IPv6 hosts arrive bracketed.
         let b = Tokens::one("new")
             .signer()
-            .authorization("GET", "::1:8080", "/info", b"");
+            .authorization("GET", "me", "::1:8080", "/info", b"");
         assert_eq!(v.check(Some(&b), "GET", Some("[::1]:8080"), "/info", b""), Ok(()));
         let c = Tokens::one("other")
             .signer()
-            .authorization("GET", "::1:8080", "/info", b"");
+            .authorization("GET", "me", "::1:8080", "/info", b"");
         assert_eq!(
             v.check(Some(&c), "GET", Some("[::1]:8080"), "/info", b""),
+            Err(Denied::BadSignature)
+        );
+        // Signed for another pod at the same address (a shared host ip): refused.
+        let d = Tokens::one("new")
+            .signer()
+            .authorization("GET", "other-pod", "::1:8080", "/info", b"");
+        assert_eq!(
+            v.check(Some(&d), "GET", Some("[::1]:8080"), "/info", b""),
             Err(Denied::BadSignature)
         );
     }
@@ -373,17 +472,25 @@ mod tests {
         let v = verifier(&["k"]);
         let now = SystemTime::now();
         let at = |t: u64| {
-            let s = hex::encode(sign(b"k", "GET", "127.0.0.2:8080", "/info", t, "abc", b""));
+            let signed = Signed {
+                method: "GET",
+                to: "me",
+                host: "127.0.0.2:8080",
+                path: "/info",
+                t,
+                n: "abc",
+            };
+            let s = hex::encode(sign(b"k", &signed, b""));
             format!("{SCHEME} t={t},n=abc,s={s}")
         };
         let late = unix_ms(now) - 301_000;
-        let e = v.check_at(Some(&at(late)), "GET", Some("127.0.0.2:8080"), "/info", b"", now);
+        let e = v.precheck_at(Some(&at(late)), Some("127.0.0.2:8080"), now);
         assert!(matches!(e, Err(Denied::Skew { skew_s: -301 })), "{e:?}");
         let soon = unix_ms(now) + 299_000;
-        assert_eq!(
-            v.check_at(Some(&at(soon)), "GET", Some("127.0.0.2:8080"), "/info", b"", now),
-            Ok(())
-        );
+        let Ok(Pending::Signed(p)) = v.precheck_at(Some(&at(soon)), Some("127.0.0.2:8080"), now) else {
+            panic!("a signature 299 s ahead is in the window")
+        };
+        assert_eq!(v.finish_at(p, "GET", "/info", b"", now), Ok(()));
         for bad in [
             format!("{SCHEME} t=x,n=abc,s=00"),
             format!("{SCHEME} t=1,n=a;b,s=00"),

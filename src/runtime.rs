@@ -204,7 +204,8 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         cluster: view,
         reset: sync.as_ref().map(|s| s.reset.clone()),
         me: me.clone(),
-        auth: tokens.map(|t| crate::auth::Verifier::new(t, own_addresses(&me, identity.listen_port))),
+        auth: tokens
+            .map(|t| crate::auth::Verifier::new(t, &me.uuid, own_addresses(&me, identity.listen_port))),
         ring: opts.ring.clone(),
         started: Instant::now(),
     };

@@ -11,19 +11,25 @@ pub fn address(ip: &str, port: u16) -> String {
     }
 }
 
-/// Adds the signature of a request to `ip:port` (see [`crate::auth`]) when there is a signer.
+/// Adds the signature of a request to `pod` (see [`crate::auth`]) when there is a signer.
 pub fn sign(
     req: reqwest::RequestBuilder,
     signer: Option<&Signer>,
     method: &str,
-    (ip, port): (&str, u16),
+    pod: &crate::model::Pod,
     path: &str,
     body: &[u8],
 ) -> reqwest::RequestBuilder {
     match signer {
         Some(s) => req.header(
             reqwest::header::AUTHORIZATION,
-            s.authorization(method, &format!("{ip}:{port}"), path, body),
+            s.authorization(
+                method,
+                &pod.uuid,
+                &format!("{}:{}", pod.ip, pod.control_port),
+                path,
+                body,
+            ),
         ),
         None => req,
     }

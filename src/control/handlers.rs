@@ -3,15 +3,16 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{error, Api};
-use crate::auth::Denied;
+use crate::auth::{Denied, Pending};
 use crate::model::ClusterMap;
 use crate::supervise::{ControlError, Origin};
 
@@ -37,45 +38,95 @@ fn done(result: Result<(), ControlError>) -> Response {
     }
 }
 
-/// Lets a request through when it is signed with one of the tokens, or carries one as a bearer
-/// token (see [`crate::auth`]); every guarded route goes through here when tokens are set. The
-/// body is read here (within the body limit) because the signature covers it.
-pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let Some(verifier) = &api.auth else {
-        return next.run(request).await;
-    };
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, super::MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
+/// Bodies being read at once, all requests together, in KiB: with the per-request limit
+/// ([`super::MAX_BODY`]) this bounds what a flood of large requests can make the pod hold.
+const BODY_BUDGET_KIB: usize = 64 << 10;
+
+static BODY_BUDGET: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+
+/// Reserves room for the request's body in [`BODY_BUDGET_KIB`]: its `Content-Length`, or the
+/// limit for a chunked one. 413 when it says more than the limit, 503 while the budget is spent.
+fn reserve_body(headers: &HeaderMap) -> Result<SemaphorePermit<'static>, Box<Response>> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bytes = match declared {
+        Some(n) if n > super::MAX_BODY as u64 => {
+            return Err(Box::new(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over {} bytes, or was cut short", super::MAX_BODY),
-            )
+                format!("the body is over {} bytes", super::MAX_BODY),
+            )))
         }
+        Some(n) => usize::try_from(n).unwrap_or(super::MAX_BODY),
+        // Chunked: as much as the limit. Neither header: no body (HTTP/1.1).
+        None if headers.contains_key(header::TRANSFER_ENCODING) => super::MAX_BODY,
+        None => 0,
     };
+    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    let budget = BODY_BUDGET.get_or_init(|| Semaphore::new(BODY_BUDGET_KIB));
+    budget.try_acquire_many(kib).map_err(|_| {
+        Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many large requests at once; retry later",
+        ))
+    })
+}
+
+/// Lets a request through when it is signed with one of the tokens, or carries one as a bearer
+/// token (see [`crate::auth`]); every guarded route goes through here. Everything that does not
+/// need the body is checked first, so a caller without the token is refused before the pod reads
+/// what it sends; a body is read only within the pod's budget for bodies in flight.
+pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
     let header = |name| {
         parts
             .headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let checked = verifier.check(
-        header(header::AUTHORIZATION),
-        parts.method.as_str(),
-        header(header::HOST),
-        path,
-        &body,
-    );
-    match checked {
-        Ok(()) => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Err(e @ Denied::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => {
-            tracing::warn!(method = %parts.method, path, reason = %e, "control request refused");
+    let refused = |e: Denied| match e {
+        Denied::Busy => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        e => {
+            tracing::warn!(method = %parts.method, path = parts.uri.path(), reason = %e, "control request refused");
             error(StatusCode::UNAUTHORIZED, e)
         }
-    }
+    };
+    let pending = match &api.auth {
+        None => None,
+        Some(v) => match v.precheck(header(header::AUTHORIZATION), header(header::HOST)) {
+            Ok(Pending::Bearer) => None,
+            Ok(Pending::Signed(p)) => Some((v, p)),
+            Err(e) => return refused(e),
+        },
+    };
+    let permit = match reserve_body(&parts.headers) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let body = match pending {
+        // The handler reads the body, within the limit and the reservation.
+        None => body,
+        Some((verifier, p)) => {
+            let bytes = match axum::body::to_bytes(body, super::MAX_BODY).await {
+                Ok(b) => b,
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body is over {} bytes, or was cut short", super::MAX_BODY),
+                    )
+                }
+            };
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Err(e) = verifier.finish(p, parts.method.as_str(), path, &bytes) {
+                return refused(e);
+            }
+            Body::from(bytes)
+        }
+    };
+    let response = next.run(Request::from_parts(parts, body)).await;
+    drop(permit);
+    response
 }
 
 /// A body that is empty (None) or a cluster map; anything else is a 4xx.

@@ -21,19 +21,9 @@ use super::CtlError;
 /// Where every cluster lives (SPEC §6).
 pub const CLUSTERS: &str = "/ochopod/clusters";
 
-/// What ctl needs of a registered pod's JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Registered {
-    pub uuid: String,
-    pub seq: u32,
-    pub ip: String,
-    pub control_port: u16,
-    #[serde(default)]
-    pub ports: BTreeMap<String, u16>,
-    /// `running`, `held`, `failed`, `leaving` (absent from older pods: running).
-    #[serde(default)]
-    pub state: String,
-}
+/// A pod as registered (SPEC §6), validated as it is read like everywhere else
+/// ([`crate::model`]): ctl never calls or prints an address that is not one.
+pub type Registered = crate::model::Pod;
 
 /// One pod to call: its cluster key and its registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,7 +245,8 @@ pub fn lowest_election_node(names: &[String]) -> Option<&String> {
     names
         .iter()
         .filter_map(|n| {
-            let digits = n.len().checked_sub(10).map(|i| &n[i..])?;
+            // `get`: a name that is not ASCII has no char boundary there (and is no election node).
+            let digits = n.len().checked_sub(10).and_then(|i| n.get(i..))?;
             let seq: u64 = digits.parse().ok()?;
             Some((seq, n))
         })

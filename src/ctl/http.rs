@@ -18,7 +18,7 @@ use crate::auth::Signer;
 use crate::control::client;
 
 /// At most this much of a pod's answer is read (`/log` of many lines is the largest).
-const MAX_ANSWER: usize = 32 << 20;
+const MAX_ANSWER: usize = 8 << 20;
 
 /// Why a call to one pod failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +90,8 @@ impl Caller {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(2))
+            // A pod answers; it does not send ctl elsewhere (SSRF).
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Caller {
             client,
@@ -110,8 +112,14 @@ impl Caller {
             ),
             false => ("GET", self.client.get(&url)),
         };
-        let pod = (target.pod.ip.as_str(), target.pod.control_port);
-        let builder = client::sign(builder, self.signer.as_ref(), method, pod, &req.path, &body);
+        let builder = client::sign(
+            builder,
+            self.signer.as_ref(),
+            method,
+            &target.pod,
+            &req.path,
+            &body,
+        );
         let builder = match req.post {
             true => builder.body(body),
             false => builder,

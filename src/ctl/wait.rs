@@ -301,7 +301,7 @@ async fn whole_again(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use serde_json::json;
 
@@ -316,8 +316,7 @@ mod tests {
                 seq: 1,
                 ip: "127.0.0.2".into(),
                 control_port: 8080,
-                ports: BTreeMap::new(),
-                state: "running".into(),
+                ..Registered::default()
             },
         }
     }

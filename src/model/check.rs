@@ -159,7 +159,12 @@ fn check_map(m: &ClusterMap) -> Result<(), Invalid> {
         uuid("added/removed", u)?;
     }
     for (dep, pods) in &m.dependencies {
-        word("dependencies", dep, 256, &['.', '-', '_', '/'])?;
+        // As written in depends_on (`db`, `/ns.db`), or the `ns.name` a wildcard matched.
+        let bare = dep.strip_prefix('/').unwrap_or(dep);
+        if bare.is_empty() {
+            return Err(invalid("dependencies", "an empty name"));
+        }
+        word("dependencies", bare, 256, &['.', '-'])?;
         filed(&format!("dependencies.{dep}"), pods)?;
     }
     Ok(())
@@ -261,9 +266,16 @@ fn dns_name(field: &str, text: &str) -> Result<(), Invalid> {
 }
 
 /// ASCII letters, digits and the few `extra` punctuation marks; at most `max` bytes; may be empty.
+/// Never only dots (`..` in a path) nor starting with `-` (an option to a command).
 fn word(field: &str, text: &str, max: usize, extra: &[char]) -> Result<(), Invalid> {
     if text.len() > max {
         return Err(invalid(field, format!("longer than {max} characters")));
+    }
+    if text.starts_with('-') || (!text.is_empty() && text.bytes().all(|b| b == b'.')) {
+        return Err(invalid(
+            field,
+            format!("{} cannot start with '-' or be only dots", printable(text)),
+        ));
     }
     match text
         .chars()
@@ -344,6 +356,8 @@ mod tests {
             ("node", json!("n1;reboot"), "node:"),
             ("task", json!("t\u{7}"), "task:"),
             ("version", json!("1.0 $(id)"), "version:"),
+            ("node", json!(".."), "node:"),
+            ("task", json!("-rf"), "task:"),
             ("seq", json!(MAX_SEQ + 1), "seq:"),
             ("control_port", json!(0), "control_port: port 0"),
             ("ports", json!({"x": 1}), "ports.\"x\""),

@@ -52,6 +52,8 @@ impl Caller {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_idle_timeout(Duration::from_secs(2))
+            // A pod answers; it does not send the leader elsewhere (SSRF).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Caller {
@@ -74,14 +76,7 @@ impl Caller {
             .post(&url)
             .timeout(self.timeout)
             .header("content-type", "application/json");
-        let req = client::sign(
-            req,
-            self.signer.as_ref(),
-            "POST",
-            (&pod.ip, pod.control_port),
-            path,
-            &body,
-        );
+        let req = client::sign(req, self.signer.as_ref(), "POST", pod, path, &body);
         match req.body(body).send().await {
             Ok(r) if r.status().is_success() => {
                 let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();

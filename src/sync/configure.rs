@@ -212,6 +212,7 @@ pub(super) async fn configure(
         hash: plan::config_hash(&pods, &w.deps),
         depends_on: w.depends_on.clone(),
         failed: evicted(w, &pods, evictions, settings.evict_after),
+        dependencies: w.dependencies.clone(),
         pods,
     };
     let path = ctx.paths.snapshot();

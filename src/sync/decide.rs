@@ -215,6 +215,7 @@ mod tests {
             graph: BTreeMap::new(),
             evicted: Vec::new(),
             rejected: Vec::new(),
+            dependencies: BTreeMap::new(),
         }
     }
 

@@ -37,7 +37,7 @@ use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{self, HeldSeq, Registered, Rejected};
 use crate::zk::election::Candidate;
 use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
-use crate::zk::snapshot::{self, Snapshot};
+use crate::zk::snapshot::{self, DependencyRecord, Snapshot};
 use crate::zk::{Acls, Client, ZkError};
 
 /// What the leader needs from the sync loop.
@@ -108,6 +108,8 @@ pub(super) struct World {
     pub evicted: Vec<String>,
     /// Znodes under `pods/` that are not valid pods: left out, named in the status.
     pub rejected: Vec<Rejected>,
+    /// Each dependency (by key) as read: its generation and pods (recorded in the snapshot).
+    pub dependencies: BTreeMap<String, DependencyRecord>,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -369,8 +371,18 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Resul
     };
     let resolved = plan::resolve(&spec.namespace, &ctx.paths.key, &spec.depends_on, &clusters);
     let mut deps = BTreeMap::new();
+    let mut dependencies = BTreeMap::new();
     for r in &resolved {
-        deps.insert(r.name.clone(), cluster::dependency_pods(client, &r.key).await?);
+        let (generation, pods) = cluster::dependency_pods(client, &r.key).await?;
+        let uuids = pods.keys().cloned().collect();
+        dependencies.insert(
+            r.key.clone(),
+            DependencyRecord {
+                generation,
+                pods: uuids,
+            },
+        );
+        deps.insert(r.name.clone(), pods);
     }
     let held = cluster::held_seqs(client, &ctx.paths).await?;
     let hash = plan::config_hash(&live, &deps);
@@ -390,6 +402,7 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Resul
         hash,
         evicted: Vec::new(),
         rejected,
+        dependencies,
     };
     world.evicted = evicted(&world, &world.live, evictions, limit);
     Ok(world)

@@ -13,7 +13,7 @@ use zookeeper_client as zkc;
 
 use super::{leader, Role};
 use crate::zk::paths::ClusterPaths;
-use crate::zk::{election, snapshot, Client, ZkError};
+use crate::zk::{cluster, election, snapshot, Client, ZkError};
 
 /// Election, then leadership, for one session; re-enters the election after a recoverable error.
 pub(super) async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) {
@@ -74,7 +74,8 @@ async fn elect_and_lead(
     r
 }
 
-/// Waits up to `drain` for a snapshot of this cluster without `uuid`, then answers.
+/// Waits up to `drain` for a snapshot of this cluster without `uuid`, then for every cluster that
+/// depends on this one to have been configured without it too (SPEC §8), then answers.
 pub(super) async fn drain_then_reply(
     client: Client,
     paths: ClusterPaths,
@@ -87,9 +88,12 @@ pub(super) async fn drain_then_reply(
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = tokio::time::sleep(drain) => tracing::warn!("drain time over, leaving anyway"),
-            r = wait_unconfigured(&client, &paths, &uuid) => {
+            r = async {
+                wait_unconfigured(&client, &paths, &uuid).await?;
+                wait_dependents(&client, &paths.key, &uuid).await
+            } => {
                 if let Err(e) = r {
-                    tracing::warn!(error = %e, "cannot watch the snapshot, leaving anyway");
+                    tracing::warn!(error = %e, "cannot watch the snapshots, leaving anyway");
                 }
             }
         }
@@ -117,6 +121,57 @@ async fn wait_unconfigured(client: &Client, paths: &ClusterPaths, uuid: &str) ->
             return Err(ZkError::Op {
                 doing: "watching",
                 path,
+                source: zkc::Error::SessionExpired,
+            });
+        }
+    }
+}
+
+/// Returns once no cluster depending on `own` (its snapshot's `depends_on` lists it) still lists
+/// `uuid` among the pods it was configured from (its snapshot's `dependencies`). A dependent with
+/// no live pod, or whose leader does not record what it used (an older ochopod), is not waited
+/// for. Woken by one-shot watches on the dependents' snapshots.
+async fn wait_dependents(client: &Client, own: &str, uuid: &str) -> Result<(), ZkError> {
+    loop {
+        let mut waiting = Vec::new();
+        let mut watches = Vec::new();
+        for key in cluster::list_clusters(client).await? {
+            if key == own {
+                continue;
+            }
+            let paths = ClusterPaths::new(&key);
+            let path = paths.snapshot();
+            let (data, _, watcher) = match client.get_and_watch_data(&path).await {
+                Ok(r) => r,
+                Err(zkc::Error::NoNode) => continue,
+                Err(e) => return Err(ZkError::op("watching", &path)(e)),
+            };
+            // A snapshot that is not one (another tool's) is not ours to wait for.
+            let Ok(s) = snapshot::decode(&path, &data) else {
+                continue;
+            };
+            let lists_me = s
+                .dependencies
+                .get(own)
+                .is_some_and(|d| d.pods.iter().any(|p| p == uuid));
+            if !s.depends_on.iter().any(|d| d == own) || !lists_me {
+                continue;
+            }
+            let registered = cluster::registered(client, &paths).await?.pods;
+            if registered.values().any(|r| r.pod.state.is_live()) {
+                waiting.push(key);
+                watches.push(Box::pin(async move { watcher.changed().await }));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(dependents = ?waiting, "waiting for dependents to be configured without this pod");
+        let (event, _, _) = futures_util::future::select_all(watches).await;
+        if event.event_type == zkc::EventType::Session && event.session_state.is_terminated() {
+            return Err(ZkError::Op {
+                doing: "watching",
+                path: format!("the snapshots of {}", waiting.join(", ")),
                 source: zkc::Error::SessionExpired,
             });
         }

@@ -57,11 +57,19 @@ pub async fn registered(client: &Client, paths: &ClusterPaths) -> Result<Registr
             Err(zkc::Error::NoNode) => continue,
             Err(e) => return Err(ZkError::op("reading", path)(e)),
         };
+        // The reason may quote the znode's text: escaped, it cannot forge lines or terminal codes.
         let reject = |reason: String| Rejected {
             name: name.chars().take(80).collect(),
             czxid: stat.czxid,
-            reason,
+            reason: reason.chars().take(200).flat_map(char::escape_debug).collect(),
         };
+        if stat.ephemeral_owner == 0 {
+            // ochopod registers with ephemeral znodes: a persistent one would outlive any session
+            // (planted before ACLs were set, it would survive their repair).
+            out.rejected
+                .push(reject("not ephemeral: no ochopod registered it".into()));
+            continue;
+        }
         match serde_json::from_slice::<Pod>(&data) {
             Ok(pod) if pod.uuid == *name => {
                 let czxid = stat.czxid;
@@ -124,18 +132,19 @@ pub async fn list_clusters(client: &Client) -> Result<Vec<String>, ZkError> {
 }
 
 /// A dependency's pods as its dependents see them (SPEC §6): the pods of its snapshot still
-/// registered and running, with their registered JSON.
-pub async fn dependency_pods(client: &Client, key: &str) -> Result<BTreeMap<String, Pod>, ZkError> {
+/// registered and running, with their registered JSON; and that snapshot's generation.
+pub async fn dependency_pods(client: &Client, key: &str) -> Result<(u64, BTreeMap<String, Pod>), ZkError> {
     let paths = ClusterPaths::new(key);
     let Some((snapshot, _)) = super::snapshot::read(client, &paths.snapshot()).await? else {
-        return Ok(BTreeMap::new());
+        return Ok((0, BTreeMap::new()));
     };
     let registered = registered(client, &paths).await?.pods;
-    Ok(snapshot
+    let pods = snapshot
         .pods
         .keys()
         .filter_map(|uuid| registered.get(uuid))
         .filter(|r| r.pod.state.is_live())
         .map(|r| (r.pod.uuid.clone(), r.pod.clone()))
-        .collect())
+        .collect();
+    Ok((snapshot.generation, pods))
 }

@@ -33,6 +33,19 @@ pub struct Snapshot {
     /// `evict_after` times, or gone), so that the next leader leaves them out too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
+    /// What this configuration was made from, per dependency (`<namespace>.<cluster>`): the
+    /// dependency's snapshot generation and the pods used. A pod leaving a dependency waits until
+    /// every dependent's snapshot no longer lists it (SPEC §8).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dependencies: BTreeMap<String, DependencyRecord>,
+}
+
+/// A dependency as a configuration used it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyRecord {
+    pub generation: u64,
+    /// The uuids of its pods in the map.
+    pub pods: Vec<String>,
 }
 
 fn valid_pods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Pod>, D::Error> {

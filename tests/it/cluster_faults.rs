@@ -16,7 +16,7 @@ use crate::cluster::{
     cluster_status, configured, converged, entries, info, leader, pod_yaml, start, Member, PEERS, T,
 };
 use crate::harness::eventually;
-use crate::harness::pod::{Pod, PodDir, PodOptions};
+use crate::harness::pod::{read, Pod, PodDir, PodOptions};
 use crate::harness::zk::ZkServer;
 
 fn refs(pods: &[Member]) -> Vec<&Member> {
@@ -322,5 +322,44 @@ async fn a_second_sigterm_cuts_the_drain_short() {
     assert!(
         second.elapsed() < Duration::from_secs(20),
         "the drain (60 s) was cut short"
+    );
+}
+
+#[tokio::test]
+async fn a_leaving_pod_waits_for_its_dependents_to_drop_it() {
+    // SPEC §8: with `stop.drain`, a pod stops only once its own cluster and every cluster that
+    // depends on it were configured without it. The dependent (a load balancer, say) is slower
+    // to reconfigure (damper 3 s) than the pod's own cluster (200 ms): without the wait, the pod
+    // would stop while the dependent still lists it.
+    let zk = ZkServer::start();
+    let web = || {
+        let dir = pod_yaml("leave9", "web", "settings: { damper: 200ms }", PEERS);
+        let text = std::fs::read_to_string(dir.path()).unwrap().replace(
+            "  stop: { grace: 2s }",
+            "  stop: { signal: TERM, grace: 2s, drain: 30s }",
+        );
+        std::fs::write(dir.path(), text).unwrap();
+        dir
+    };
+    let lb = pod_yaml(
+        "leave9",
+        "lb",
+        "depends_on: [{ cluster: web }]\nsettings: { damper: 3s }",
+        "{{#each dependencies.web.pods}}{{ip}}\n{{/each}}",
+    );
+    let a = start(&zk, web(), None);
+    let mut b = start(&zk, web(), None);
+    let l = start(&zk, lb, None);
+    eventually(T, "the dependent configured with both web pods", || async {
+        let text = read(&l.home_file("peers.txt"));
+        (text.contains(&a.ip) && text.contains(&b.ip)).then_some(())
+    })
+    .await;
+    b.signal(Signal::SIGTERM);
+    assert_eq!(b.pod.wait_exit(T).await, 128 + 15);
+    let seen = read(&l.home_file("peers.txt"));
+    assert!(
+        !seen.contains(&b.ip) && seen.contains(&a.ip),
+        "when the leaving pod stopped, its dependent no longer listed it: {seen}"
     );
 }

@@ -154,8 +154,11 @@ async fn post_as(m: &Member, path: &str, body: &str, authorization: Option<&str>
 
 /// The `Authorization` of a request signed with `token` for `m` (what the leader and `ctl` send).
 fn signed(token: &str, method: &str, m: &Member, path: &str, body: &[u8]) -> String {
+    // The pod's uuid, from its state dir (the signature names the pod it is for).
+    let uuid = std::fs::read_to_string(m.home_file(".ochopod/uuid")).unwrap();
     ochopod::auth::Tokens::one(token).signer().authorization(
         method,
+        uuid.trim(),
         &format!("{}:{}", m.ip, m.port),
         path,
         body,
@@ -281,9 +284,14 @@ async fn metric(m: &Member, name: &str) -> Option<String> {
         .text()
         .await
         .ok()?;
+    // `name{labels} value` → `name value`.
     text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match (l.split_once('{'), l.rsplit_once('}')) {
+            (Some((n, _)), Some((_, v))) => format!("{n}{v}"),
+            _ => l.to_string(),
+        })
         .find(|l| l.split(' ').next() == Some(name))
-        .map(String::from)
 }
 
 // 1. Remote code execution from a registration.
@@ -904,4 +912,51 @@ async fn a_signed_request_is_taken_once_and_only_by_the_pod_it_was_signed_for() 
     let (status, body) = post_as(&a, "/control/kill", "", Some(&auth)).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(a.info().await["process"], "running");
+}
+
+/// Sends the head of a request announcing a large body, and reads the answer that comes before
+/// any of the body is sent (None: no answer within a second).
+async fn answer_before_the_body(m: &Member, head: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((m.ip.as_str(), m.port))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test]
+async fn a_caller_without_the_token_is_refused_before_its_body_is_read() {
+    let dir = PodDir::new("cluster: early\nprocess:\n  command: \"sleep 300\"\n");
+    let m = standalone(dir, Some("early-token"));
+    m.wait_info("the process running", T, |i| i["process"] == "running")
+        .await;
+    let host = format!("{}:{}", m.ip, m.port);
+    // No token, 16 MiB announced: 401 at once, nothing buffered.
+    let head = format!("POST /control/kill HTTP/1.1\r\nhost: {host}\r\ncontent-length: 16777215\r\n\r\n");
+    let answer = answer_before_the_body(&m, &head)
+        .await
+        .expect("an answer before the body");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // A bad bearer token: the same.
+    let head = format!(
+        "POST /control/kill HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer nope\r\ncontent-length: 16777215\r\n\r\n"
+    );
+    let answer = answer_before_the_body(&m, &head)
+        .await
+        .expect("an answer before the body");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Announcing more than the limit, with the token: 413 before reading it.
+    let head = format!(
+        "POST /control/signal HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer early-token\r\ncontent-length: 99999999\r\n\r\n"
+    );
+    let answer = answer_before_the_body(&m, &head)
+        .await
+        .expect("an answer before the body");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }

@@ -230,7 +230,7 @@ async fn dependencies_resolve_relative_absolute_and_wildcards_to_live_configured
     )
     .await
     .unwrap();
-    let pods = cluster::dependency_pods(&c, "default.zookeeper").await.unwrap();
+    let (_, pods) = cluster::dependency_pods(&c, "default.zookeeper").await.unwrap();
     assert_eq!(pods.keys().collect::<Vec<_>>(), ["a1", "a3"]);
     // Other clusters, for the absolute and wildcard forms.
     for key in ["prod.db", "default.kafka-a", "default.kafka-b", "default.web"] {
@@ -261,7 +261,7 @@ async fn dependencies_resolve_relative_absolute_and_wildcards_to_live_configured
     for r in &resolved {
         found.insert(
             r.name.clone(),
-            cluster::dependency_pods(&c, &r.key).await.unwrap(),
+            cluster::dependency_pods(&c, &r.key).await.unwrap().1,
         );
     }
     assert!(

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::ctl::discover::{Registered, Target};
+use crate::ctl::discover::Target;
 use crate::ctl::http::{Caller, Request};
 use crate::ctl::watch::{ClusterView, Event, Model, Update};
 use crate::model::Pod;
@@ -64,14 +64,7 @@ struct Info {
 pub fn target(key: &str, pod: &Pod) -> Target {
     Target {
         cluster: key.to_string(),
-        pod: Registered {
-            uuid: pod.uuid.clone(),
-            seq: pod.seq,
-            ip: pod.ip.clone(),
-            control_port: pod.control_port,
-            ports: pod.ports.clone(),
-            state: String::new(),
-        },
+        pod: pod.clone(),
     }
 }
 
