@@ -9,7 +9,7 @@
 //!              Update { model, events } ◀── diff(old, new) ◀── re-read the dirty clusters (pipelined)
 //! ```
 //!
-//! Owns its session (a [`Discovery`], renewed after an expiry) and the task that forwards the
+//! Owns its session (a `Discovery`, renewed after an expiry) and the task that forwards the
 //! watch's notifications. Emits [`Update`]s over a bounded channel to ONE consumer (the events
 //! printer, or the UI's state actor that fans out to viewers); a slow consumer slows the watcher
 //! down instead of losing events. Stops when that consumer drops its receiver.
