@@ -67,6 +67,13 @@ pub enum RenderError {
         dest: String,
         reason: &'static str,
     },
+    /// A rendered `process.cwd` that is empty, holds a control character or a `..` component.
+    #[error("{origin}: refused the working directory {cwd:?}: {reason}")]
+    UnsafeCwd {
+        origin: Origin,
+        cwd: String,
+        reason: &'static str,
+    },
     #[error("{}: cannot {op}: {source}", .path.display())]
     Io {
         path: PathBuf,

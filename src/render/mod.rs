@@ -323,6 +323,16 @@ impl Renderer {
     /// it (`conf/zoo.cfg`), or to ochopod's own folder when there is no cwd.
     pub fn render_pod(&self, ctx: &Context) -> Result<Rendered, RenderError> {
         let cwd = self.cwd.as_ref().map(|n| self.render_name(n, ctx)).transpose()?;
+        if let (Some(name), Some(cwd)) = (&self.cwd, &cwd) {
+            // Relative dests are joined onto it: the same rules as a dest.
+            if let Some(reason) = unsafe_dest(cwd.trim()) {
+                return Err(RenderError::UnsafeCwd {
+                    origin: self.origin(name),
+                    cwd: cwd.clone(),
+                    reason,
+                });
+            }
+        }
         let mut files: Vec<RenderedFile> = Vec::new();
         let mut seen: HashMap<PathBuf, &str> = HashMap::new();
         for t in &self.files {
