@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod bounded;
+mod check_deps;
 mod cluster;
 mod cluster_deps;
 mod cluster_faults;
