@@ -17,6 +17,7 @@ mod lifecycle;
 mod man;
 mod monitoring;
 mod pid1;
+mod readiness;
 mod rolling;
 mod runner;
 mod shell_safety;
