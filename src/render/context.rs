@@ -147,8 +147,11 @@ const SAMPLE_CONTROL_PORT: u16 = 8080;
 /// declared port and the control port, unremapped), the receiver being seq 1; seq 3 was just
 /// added and a 4th pod (10.0.0.4) just removed, so templates over `cluster.added` and
 /// `cluster.removed` are exercised too. Each `depends_on` entry gets 3 pods on 10.0.N.1..3
-/// (wildcards become `<ns>.<pattern with * as "sample">`); their ports are unknown here, which
-/// the check renderer tolerates (see [`super::check`]).
+/// (wildcards become `<ns>.<pattern with * as "sample">`). A dependency's real ports are unknown
+/// here, so its sample pods serve the control port and every number written inside a `{{...}}`
+/// of the spec's templates (see [`literal_ports`]): `{{grep "db" 5432}}`, `{{port this 5432}}`,
+/// `{{lookup ports "5432"}}` and `{{ports.[5432]}}` all find it. A port computed at render time
+/// is tolerated by the check renderer instead (see [`super::check`]).
 pub fn sample_map(spec: &PodSpec) -> ClusterMap {
     let mut ports: BTreeMap<String, u16> = spec.ports.iter().map(|p| (p.to_string(), *p)).collect();
     ports.insert(SAMPLE_CONTROL_PORT.to_string(), SAMPLE_CONTROL_PORT);
@@ -170,8 +173,11 @@ pub fn sample_map(spec: &PodSpec) -> ClusterMap {
     let mut dependencies = BTreeMap::new();
     for (k, dep) in spec.depends_on.iter().enumerate() {
         let (name, namespace, cluster) = sample_dependency(&dep.cluster, &spec.namespace);
-        let control: BTreeMap<String, u16> =
-            BTreeMap::from([(SAMPLE_CONTROL_PORT.to_string(), SAMPLE_CONTROL_PORT)]);
+        let mut served: BTreeMap<String, u16> = literal_ports(spec)
+            .into_iter()
+            .map(|p| (p.to_string(), p))
+            .collect();
+        served.insert(SAMPLE_CONTROL_PORT.to_string(), SAMPLE_CONTROL_PORT);
         let members: BTreeMap<String, Pod> = (1..=3u32)
             .map(|seq| {
                 sample_pod(
@@ -180,7 +186,7 @@ pub fn sample_map(spec: &PodSpec) -> ClusterMap {
                     &cluster,
                     &namespace,
                     format!("10.0.{}.{seq}", k + 1),
-                    control.clone(),
+                    served.clone(),
                 )
             })
             .map(|p| (p.uuid.clone(), p))
@@ -199,6 +205,42 @@ pub fn sample_map(spec: &PodSpec) -> ClusterMap {
         removed_pods: BTreeMap::from([(gone.uuid.clone(), gone)]),
         dependencies,
     }
+}
+
+/// Every number from 1 to 65535 written inside a `{{...}}` of the spec's templates, as a whole
+/// token (not part of a name like `env.PORT2`): the ports its templates may ask a dependency for.
+/// Over-inclusive on purpose (`{{#if (eq pod.seq 1)}}` adds port 1): a sample dependency pod
+/// serving one port too many costs nothing, one too few fails a valid pod.yaml.
+fn literal_ports(spec: &PodSpec) -> std::collections::BTreeSet<u16> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut ports = std::collections::BTreeSet::new();
+    for text in super::template_texts(spec) {
+        let mut rest = text;
+        while let Some(open) = rest.find("{{") {
+            let inner = &rest[open + 2..];
+            let close = inner.find("}}").unwrap_or(inner.len());
+            let expr = &inner[..close];
+            rest = &inner[close..];
+            let mut start = None;
+            let mut previous = ' ';
+            // A sentinel space at the end closes a trailing run.
+            for (i, c) in expr.char_indices().chain([(expr.len(), ' ')]) {
+                match (start, c.is_ascii_digit()) {
+                    (None, true) if !word(previous) => start = Some(i),
+                    (Some(s), false) => {
+                        if !word(c) {
+                            let port = expr[s..i].parse::<u16>().ok().filter(|p| *p > 0);
+                            ports.extend(port);
+                        }
+                        start = None;
+                    }
+                    _ => {}
+                }
+                previous = c;
+            }
+        }
+    }
+    ports
 }
 
 /// (context name, namespace, cluster) of a sample dependency written `written` in depends_on.

@@ -540,8 +540,16 @@ impl Actor {
                 } else {
                     self.current().sanity_failures.saturating_add(1)
                 };
-                self.publish(|s| s.sanity_failures = failures);
-                if failures >= budget.max(1) {
+                let spent = failures >= budget.max(1);
+                // Unready in the same publish as the count that spends the budget, so that no
+                // reader sees the pod ready with its budget spent.
+                self.publish(|s| {
+                    s.sanity_failures = failures;
+                    if spent {
+                        s.ready = false;
+                    }
+                });
+                if spent {
                     tracing::error!(failures, "sanity check failed too often: turning the pod off");
                     self.enabled = false;
                     self.restart_at = None;

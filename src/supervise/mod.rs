@@ -63,9 +63,11 @@ pub struct Status {
     pub epoch: u64,
     /// How many maps were applied.
     pub configurations: u64,
-    /// The ready check passed for the current run (true at once when none is declared).
+    /// The ready check passed for the current run (true at once when none is declared); false
+    /// again once the sanity check spent its budget (`checks.sanity.failures`).
     pub ready: bool,
-    /// Consecutive sanity check failures.
+    /// Consecutive sanity check failures. Within the budget they do not make the pod unready:
+    /// `ready` is the only input of [`Status::is_ready`] the sanity check moves.
     pub sanity_failures: u32,
     /// Counts runs of the process; an `on` waits for readiness of a given run.
     #[serde(skip)]
@@ -105,12 +107,12 @@ impl Status {
         }
     }
 
-    /// `/readyz`: running, a configuration applied, ready check and sanity passing.
+    /// `/readyz`: running, a configuration applied, the ready check passed (and the sanity
+    /// budget not spent, which clears `ready`). A sanity failure within the budget does not
+    /// count: readiness would flap with every transient failure, and rolling restarts and load
+    /// balancers read it.
     pub fn is_ready(&self) -> bool {
-        self.process == ProcessState::Running
-            && self.generation > 0
-            && self.ready
-            && self.sanity_failures == 0
+        self.process == ProcessState::Running && self.generation > 0 && self.ready
     }
 }
 
@@ -482,5 +484,52 @@ impl Handle {
     /// Stops the process and the loop; the process's last exit.
     pub async fn shutdown(&self) -> Option<Exit> {
         self.ask(|reply| Command::Shutdown { reply }).await.ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> Status {
+        let mut s = Status::new(true);
+        s.process = ProcessState::Running;
+        s.generation = 1;
+        s.ready = true;
+        s
+    }
+
+    #[test]
+    fn sanity_failures_within_the_budget_keep_the_pod_ready() {
+        let mut s = running();
+        assert!(s.is_ready());
+        s.sanity_failures = 2;
+        assert!(
+            s.is_ready(),
+            "a failure within the budget does not flap readiness"
+        );
+        // The actor clears `ready` in the publish that spends the budget.
+        s.ready = false;
+        assert!(!s.is_ready());
+    }
+
+    #[test]
+    fn readiness_needs_a_running_configured_process_past_its_ready_check() {
+        for unready in [
+            Status {
+                ready: false,
+                ..running()
+            },
+            Status {
+                generation: 0,
+                ..running()
+            },
+            Status {
+                process: ProcessState::Terminating,
+                ..running()
+            },
+        ] {
+            assert!(!unready.is_ready(), "{unready:?}");
+        }
     }
 }

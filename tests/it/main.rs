@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod bounded;
+mod check_deps;
 mod cluster;
 mod cluster_deps;
 mod cluster_faults;
@@ -16,6 +17,7 @@ mod lifecycle;
 mod man;
 mod monitoring;
 mod pid1;
+mod readiness;
 mod rolling;
 mod runner;
 mod shell_safety;

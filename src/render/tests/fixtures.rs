@@ -1,5 +1,6 @@
 //! The pod.yaml files of `tests/fixtures/render/`, loaded by the real spec loader, checked and
-//! rendered: ZooKeeper with dynamic reconfiguration, Kafka depending on it.
+//! rendered: ZooKeeper with dynamic reconfiguration, Kafka depending on it, an app reading its
+//! database's port every way a template can.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ fn home(dir: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn fixtures_pass_check() {
-    for name in ["zookeeper.yaml", "kafka.yaml"] {
+    for name in ["zookeeper.yaml", "kafka.yaml", "app-db.yaml"] {
         let errors: Vec<String> = check(&load(name), &BTreeMap::new())
             .iter()
             .map(|e| e.to_string())
@@ -127,4 +128,55 @@ fn kafka_fixture_finds_zookeeper() {
         out.command,
         CommandLine::Shell("exec kafka-server-start.sh /k/server.properties".into())
     );
+}
+
+/// The sample `db` pods `check` renders against serve the port the templates ask for, so the
+/// path and `lookup` forms (which no helper can make lenient) find it too; before, they failed
+/// `check` with "a value is missing from the context".
+#[test]
+fn check_samples_dependency_ports_the_templates_name() {
+    let spec = load("app-db.yaml");
+    let sample = sample_map(&spec);
+    let db = &sample.dependencies["db"];
+    assert_eq!(db.len(), 3);
+    for p in db.values() {
+        assert_eq!(p.ports.get("5432"), Some(&5432), "{p:?}");
+        assert!(!p.ports.contains_key("0"), "{p:?}");
+    }
+    // Only numbers inside {{...}} that stand alone and can be ports: not `v0`, `PORT2` or 0.
+    let mut s = spec.clone();
+    s.process.env.insert(
+        "X".into(),
+        "v0 {{env.PORT2}} {{#if (eq pod.seq 0)}}{{/if}} {{lookup ports \"6379\"}}".into(),
+    );
+    let first = &sample_map(&s).dependencies["db"]["00000000-0000-4000-0001-000000000001"];
+    let ports: Vec<String> = first.ports.keys().cloned().collect();
+    assert_eq!(ports, ["5432", "6379", "8000", "8080"]);
+}
+
+#[test]
+fn app_db_fixture_renders_against_real_ports() {
+    let spec = load("app-db.yaml");
+    let mut map = ClusterMap {
+        generation: 1,
+        key: "app-1".into(),
+        pods: by_uuid(vec![pod("app", 1, "10.0.3.1", &[(8000, 8000)])]),
+        ..ClusterMap::default()
+    };
+    map.dependencies.insert(
+        "db".into(),
+        by_uuid(vec![
+            pod("db", 2, "10.0.1.2", &[(5432, 31432)]),
+            pod("db", 1, "10.0.1.1", &[(5432, 5432)]),
+        ]),
+    );
+    let r = Renderer::new(&spec).unwrap();
+    let ctx = Context::new(&spec, &map, None, &home(Path::new("/a"))).unwrap();
+    let out = r.render_pod(&ctx).unwrap();
+    assert_eq!(
+        out.files[0].content,
+        "backends=10.0.1.1:5432,10.0.1.2:31432\nall=10.0.1.1:5432,10.0.1.2:31432\n\
+         replica.1=10.0.1.1:5432\nreplica.2=10.0.1.2:31432\n"
+    );
+    assert_eq!(out.env["DB_PRIMARY"], "10.0.1.1:5432");
 }
