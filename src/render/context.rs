@@ -149,7 +149,7 @@ const SAMPLE_CONTROL_PORT: u16 = 8080;
 /// `cluster.removed` are exercised too. Each `depends_on` entry gets 3 pods on 10.0.N.1..3
 /// (wildcards become `<ns>.<pattern with * as "sample">`). A dependency's real ports are unknown
 /// here, so its sample pods serve the control port and every number written inside a `{{...}}`
-/// of the spec's templates (see [`literal_ports`]): `{{grep "db" 5432}}`, `{{port this 5432}}`,
+/// of the spec's templates (see `literal_ports`): `{{grep "db" 5432}}`, `{{port this 5432}}`,
 /// `{{lookup ports "5432"}}` and `{{ports.[5432]}}` all find it. A port computed at render time
 /// is tolerated by the check renderer instead (see [`super::check`]).
 pub fn sample_map(spec: &PodSpec) -> ClusterMap {
