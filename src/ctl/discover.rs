@@ -191,21 +191,9 @@ impl Discovery {
             }
         }
         pods.sort_by(|a, b| (a.pod.seq, &a.pod.uuid).cmp(&(b.pod.seq, &b.pod.uuid)));
-        let leader = match leader_names.await {
-            Ok(names) => match lowest_election_node(&names) {
-                Some(name) => {
-                    let path = format!("{leader_dir}/{name}");
-                    match client.get_data(&path).await {
-                        Ok((data, _)) => String::from_utf8(data).ok().filter(|u| !u.is_empty()),
-                        Err(zkc::Error::NoNode) => None,
-                        Err(e) => return Err(self.op("reading", &path)(e)),
-                    }
-                }
-                None => None,
-            },
-            Err(zkc::Error::NoNode) => None,
-            Err(e) => return Err(self.op("listing", &leader_dir)(e)),
-        };
+        let leader = leader_of(&client, &leader_dir, leader_names)
+            .await
+            .map_err(|(doing, path, e)| self.op(doing, &path)(e))?;
         let snapshot = match snapshot.await {
             Ok((data, _)) => serde_json::from_slice::<Snapshot>(&data)
                 .ok()
@@ -236,6 +224,29 @@ impl Discovery {
             clusters.push(read.await?);
         }
         Ok(clusters)
+    }
+}
+
+/// The uuid held by the lowest election node under `dir` (the leader), from the pending listing
+/// of `dir` (listings are pipelined with the other reads); errors say what was being done where.
+pub(super) async fn leader_of(
+    client: &zkc::Client,
+    dir: &str,
+    names: impl std::future::Future<Output = Result<Vec<String>, zkc::Error>>,
+) -> Result<Option<String>, (&'static str, String, zkc::Error)> {
+    let names = match names.await {
+        Ok(n) => n,
+        Err(zkc::Error::NoNode) => return Ok(None),
+        Err(e) => return Err(("listing", dir.to_string(), e)),
+    };
+    let Some(name) = lowest_election_node(&names) else {
+        return Ok(None);
+    };
+    let path = format!("{dir}/{name}");
+    match client.get_data(&path).await {
+        Ok((data, _)) => Ok(String::from_utf8(data).ok().filter(|u| !u.is_empty())),
+        Err(zkc::Error::NoNode) => Ok(None),
+        Err(e) => Err(("reading", path, e)),
     }
 }
 

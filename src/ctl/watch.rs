@@ -36,7 +36,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use zookeeper_client as zkc;
 
-use super::discover::{lowest_election_node, Discovery, CLUSTERS};
+use super::discover::{leader_of, Discovery, CLUSTERS};
 use super::CtlError;
 use crate::model::{Pod, PodState};
 
@@ -382,21 +382,9 @@ async fn read_cluster(
             Err(e) => return Err(zk_error(zk, "reading", path)(e)),
         }
     }
-    view.leader = match leaders.await {
-        Ok(names) => match lowest_election_node(&names) {
-            Some(name) => {
-                let path = format!("{leader_dir}/{name}");
-                match client.get_data(&path).await {
-                    Ok((data, _)) => String::from_utf8(data).ok().filter(|u| !u.is_empty()),
-                    Err(zkc::Error::NoNode) => None,
-                    Err(e) => return Err(zk_error(zk, "reading", &path)(e)),
-                }
-            }
-            None => None,
-        },
-        Err(zkc::Error::NoNode) => None,
-        Err(e) => return Err(zk_error(zk, "listing", &leader_dir)(e)),
-    };
+    view.leader = leader_of(client, &leader_dir, leaders)
+        .await
+        .map_err(|(doing, path, e)| zk_error(zk, doing, &path)(e))?;
     view.snapshot = match snapshot.await {
         // A snapshot that does not parse is shown as none: the leader will write a good one.
         Ok((data, _)) => serde_json::from_slice::<RawSnapshot>(&data)
