@@ -15,6 +15,7 @@ mod http_limits;
 mod lifecycle;
 mod man;
 mod monitoring;
+mod pause;
 mod pid1;
 mod rolling;
 mod runner;
