@@ -198,6 +198,9 @@ pub async fn info(State(api): State<Api>) -> Response {
             }),
         );
         obj.insert("cluster_status".into(), json!(view.status));
+        // The leader's alone: followers do not read the pause (null there, as when not paused).
+        let paused = view.leader.as_ref().and_then(|l| l.paused.as_ref());
+        obj.insert("paused".into(), json!(paused));
         obj.insert("connected".into(), json!(view.connected));
         obj.insert("process".into(), json!(s.process));
         obj.insert("pid".into(), json!(s.pid));

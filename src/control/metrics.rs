@@ -177,6 +177,16 @@ fn leader_metrics(x: &mut Exposition, l: &crate::sync::LeaderStats) {
         l.evicted as f64,
     );
     x.gauge(
+        "ochopod_cluster_paused",
+        "Leader only: 1 while the cluster is paused (by an operator, or by the leader for settings.max_lost): nothing is configured",
+        flag(l.paused.is_some()),
+    );
+    x.gauge(
+        "ochopod_cluster_lost_pods",
+        "Leader only: pods of the last configuration that vanished without leaving (settings.max_lost)",
+        l.lost as f64,
+    );
+    x.gauge(
         "ochopod_cluster_min_size",
         "Leader only: settings.min_size",
         l.min_size as f64,

@@ -1,13 +1,16 @@
-//! Finding pods: a read-only ZooKeeper session over the layout of SPEC §6.
+//! Finding pods: a ZooKeeper session over the layout of SPEC §6, read-only but for `pause` and
+//! `resume`.
 //!
 //! Owns one `zookeeper-client` session for the life of a `ctl` command (dropped with it: ctl
-//! creates no node, so nothing depends on the session ending cleanly). Receives cluster patterns
-//! as the user typed them; emits [`Cluster`]s with their registered pods sorted by seq, the
-//! election's current leader and the last snapshot's generation.
+//! creates no ephemeral node, so nothing depends on the session ending cleanly). With
+//! `OCHOPOD_ZK_AUTH` (or `_FILE`) it authenticates as the pods do, so that it may write the
+//! `paused` node of a secured tree. Receives cluster patterns as the user typed them; emits
+//! [`Cluster`]s with their registered pods sorted by seq, the election's current leader, the last
+//! snapshot's generation and the pause.
 //!
-//! It reads only what the contract promises other tools (`pods/<uuid>`, `snapshot`, `leader/`),
-//! and reads a pod's JSON leniently (only the fields ctl uses), so a ctl of one version can drive
-//! pods of another.
+//! It reads only what the contract promises other tools (`pods/<uuid>`, `snapshot`, `leader/`,
+//! `paused`), and reads a pod's JSON leniently (only the fields ctl uses), so a ctl of one version
+//! can drive pods of another.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -55,6 +58,8 @@ pub struct Cluster {
     pub leader: Option<String>,
     /// The last configuration: its generation and the uuids it configured.
     pub snapshot: Option<(u64, BTreeSet<String>)>,
+    /// The cluster's pause, if it is paused.
+    pub paused: Option<crate::zk::pause::Pause>,
 }
 
 /// The snapshot's fields ctl reads.
@@ -68,13 +73,20 @@ struct Snapshot {
 /// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
 /// tried (each gets its share of the timeout), so a wrong address is reported at once rather than
 /// after retrying the same refusals until the timeout.
-async fn open(connect: &str, timeout: Duration) -> Result<zkc::Client, CtlError> {
+async fn open(
+    connect: &str,
+    timeout: Duration,
+    auth: Option<&(String, String)>,
+) -> Result<zkc::Client, CtlError> {
     let started = Instant::now();
     let hosts = connect.split('/').next().unwrap_or("").split(',').count().max(1) as u32;
-    let connector = zkc::Client::connector()
+    let mut connector = zkc::Client::connector()
         .with_session_timeout(timeout.max(Duration::from_secs(2)))
         .with_connection_timeout(timeout / hosts)
         .with_fail_eagerly();
+    if let Some((user, password)) = auth {
+        connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+    }
     let unreachable = |reason: String| CtlError::ZkUnreachable {
         connect: connect.to_string(),
         after: started.elapsed(),
@@ -97,23 +109,38 @@ async fn open(connect: &str, timeout: Duration) -> Result<zkc::Client, CtlError>
 pub struct Discovery {
     connect: String,
     timeout: Duration,
+    /// `(user, password)` for the digest scheme, from `OCHOPOD_ZK_AUTH` or `_FILE`.
+    auth: Option<(String, String)>,
     /// Cloned for each read (a clone shares the session); replaced by `renew`.
     client: Mutex<zkc::Client>,
 }
 
 impl Discovery {
-    /// Opens a session, giving up after `timeout`.
-    pub async fn connect(connect: &str, timeout: Duration) -> Result<Discovery, CtlError> {
+    /// Opens a session, giving up after `timeout`; authenticated with `auth` (digest).
+    pub async fn connect(
+        connect: &str,
+        timeout: Duration,
+        auth: Option<(String, String)>,
+    ) -> Result<Discovery, CtlError> {
         Ok(Discovery {
             connect: connect.to_string(),
             timeout,
-            client: Mutex::new(open(connect, timeout).await?),
+            client: Mutex::new(open(connect, timeout, auth.as_ref()).await?),
+            auth,
+        })
+    }
+
+    /// The ACLs of nodes ctl creates: those of the pods (SPEC §5).
+    pub fn acls(&self) -> crate::zk::Acls {
+        crate::zk::Acls::new(&crate::zk::ZkConfig {
+            auth: self.auth.clone(),
+            ..crate::zk::ZkConfig::default()
         })
     }
 
     /// Replaces the session with a new one (after an expiry: the old one cannot come back).
     pub async fn renew(&self) -> Result<(), CtlError> {
-        let fresh = open(&self.connect, self.timeout).await?;
+        let fresh = open(&self.connect, self.timeout, self.auth.as_ref()).await?;
         match self.client.lock() {
             Ok(mut c) => *c = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -170,8 +197,10 @@ impl Discovery {
         let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
         let leader_dir = format!("{root}/leader");
         let snapshot_path = format!("{root}/snapshot");
+        let paused_path = format!("{root}/paused");
         let leader_names = client.list_children(&leader_dir);
         let snapshot = client.get_data(&snapshot_path);
+        let paused = client.get_data(&paused_path);
         let mut pods = Vec::new();
         for (path, read) in paths.iter().zip(reads) {
             match read.await {
@@ -201,11 +230,17 @@ impl Discovery {
             Err(zkc::Error::NoNode) => None,
             Err(e) => return Err(self.op("reading", &snapshot_path)(e)),
         };
+        let paused = match paused.await {
+            Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
+            Err(zkc::Error::NoNode) => None,
+            Err(e) => return Err(self.op("reading", &paused_path)(e)),
+        };
         Ok(Cluster {
             key: key.to_string(),
             pods,
             leader,
             snapshot,
+            paused,
         })
     }
 

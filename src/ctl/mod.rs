@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Everything lives for one command: one ZooKeeper session and one HTTP pool, dropped on return.
-//! ctl writes nothing to ZooKeeper.
+//! ctl writes nothing to ZooKeeper but the `paused` node of `pause` and `resume`
+//! ([`crate::zk::pause`]).
 //!
 //! Exit codes (the one table; `main.rs` passes them through):
 //!
@@ -27,6 +28,7 @@
 mod discover;
 mod events;
 mod http;
+mod pause;
 mod table;
 mod ui;
 mod verbs;
@@ -170,6 +172,23 @@ pub enum Verb {
         port: u16,
         #[command(flatten)]
         select: Select,
+    },
+    /// Pause clusters: their leader configures nothing (newcomers wait, lost pods stay in the
+    /// maps) until `resume`, whoever leads. Control calls still work.
+    Pause {
+        /// Cluster names, relative to the namespace; `*` and `?` wildcards.
+        #[arg(required = true)]
+        clusters: Vec<String>,
+        /// Why, shown by `ls`, `/info` and the leader's status.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift the pause of clusters (an operator's, or the leader's own for `settings.max_lost`,
+    /// whose losses are then accepted): their leader configures them again.
+    Resume {
+        /// Cluster names, relative to the namespace; `*` and `?` wildcards.
+        #[arg(required = true)]
+        clusters: Vec<String>,
     },
     /// Block until each cluster is configured with at least COUNT pods in STATE.
     Wait {

@@ -103,6 +103,18 @@ fn signer(given: Option<&str>) -> Result<Option<crate::auth::Signer>, CtlError> 
         .map_err(|e| CtlError::Usage(e.to_string()))
 }
 
+/// The pods' ZooKeeper credentials (`OCHOPOD_ZK_AUTH`, else the file `OCHOPOD_ZK_AUTH_FILE`
+/// names), read as the pods read them: a file that cannot be read fails, never "no auth".
+fn zk_auth() -> Result<Option<(String, String)>, CtlError> {
+    let var = |k: &str| match k {
+        "OCHOPOD_ZK_AUTH" | "OCHOPOD_ZK_AUTH_FILE" => std::env::var(k).ok(),
+        _ => None,
+    };
+    crate::zk::ZkConfig::from_vars(var)
+        .map(|cfg| cfg.auth)
+        .map_err(|e| CtlError::Usage(e.to_string()))
+}
+
 /// Usage the parser cannot see, checked before touching the network.
 fn check_usage(verb: &Verb) -> Result<(), CtlError> {
     match verb {
@@ -120,7 +132,7 @@ fn check_usage(verb: &Verb) -> Result<(), CtlError> {
 pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
     check_usage(&args.verb)?;
     let caller = Caller::new(signer(args.token.as_deref())?, args.parallelism)?;
-    let zk = Discovery::connect(&args.zk, args.zk_timeout).await?;
+    let zk = Discovery::connect(&args.zk, args.zk_timeout, zk_auth()?).await?;
     let ctx = Ctx {
         zk,
         caller,
@@ -152,6 +164,8 @@ pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
             action(&ctx, &select, req).await
         }
         Verb::Port { port: p, select } => port(&ctx, &select, p).await,
+        Verb::Pause { clusters, reason } => super::pause::pause(&ctx, &clusters, &reason).await,
+        Verb::Resume { clusters } => super::pause::resume(&ctx, &clusters).await,
         Verb::Wait {
             select,
             state,
@@ -274,6 +288,11 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             _ if answered.iter().any(|(_, v)| v["state"] == "standalone") => "standalone".into(),
             _ => "-".into(),
         };
+        // The pause is in ZooKeeper, leader or not: said even when no leader answers.
+        let status = match &cluster.paused {
+            Some(p) if !status.starts_with("paused ") => format!("{}; {status}", p.describe()),
+            _ => status,
+        };
         let unanswered: Vec<String> = mine
             .iter()
             .filter(|(_, r)| r.is_err())
@@ -295,6 +314,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             "leader": leader.as_ref().map(|(t, _)| json!({"seq": t.pod.seq, "uuid": t.pod.uuid, "address": t.address()})),
             "generation": generation,
             "status": status,
+            "paused": cluster.paused,
             "unanswered": unanswered,
         }));
     }
@@ -311,7 +331,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
 }
 
 async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
-    let (_, targets) = targets(ctx, select).await?;
+    let (clusters, targets) = targets(ctx, select).await?;
     let answers = infos(ctx, &targets).await;
     let mut rows = Vec::new();
     for (t, r) in &answers {
@@ -345,24 +365,32 @@ async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
         rows.push(row);
     }
     let reports: Vec<PodReport> = answers.into_iter().map(|(t, r)| PodReport::new(&t, r)).collect();
-    finish(
-        ctx,
-        &reports,
-        table::render(
-            &[
-                "POD",
-                "IP",
-                "PORTS",
-                "PROCESS",
-                "STATE",
-                "ROLE",
-                "RESTARTS",
-                "READY",
-                "GENERATION",
-            ],
-            &rows,
-        ),
-    )
+    let paused: Vec<&Cluster> = clusters.iter().filter(|c| c.paused.is_some()).collect();
+    if ctx.json {
+        let code = conclude(&reports);
+        let paused: serde_json::Map<String, Value> =
+            paused.iter().map(|c| (c.key.clone(), json!(c.paused))).collect();
+        out_json(&json!({"ok": code == EXIT_OK, "pods": reports, "paused": paused}));
+        return Ok(code);
+    }
+    let mut human = table::render(
+        &[
+            "POD",
+            "IP",
+            "PORTS",
+            "PROCESS",
+            "STATE",
+            "ROLE",
+            "RESTARTS",
+            "READY",
+            "GENERATION",
+        ],
+        &rows,
+    );
+    for c in paused.iter().filter_map(|c| Some((&c.key, c.paused.as_ref()?))) {
+        human.push_str(&format!("{} is {}\n", c.0, c.1.describe()));
+    }
+    finish(ctx, &reports, human)
 }
 
 /// Prints the table (or `{"ok", "pods"}`) and names the failures; the exit code.

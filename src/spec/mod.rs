@@ -66,6 +66,9 @@ pub struct Settings {
     /// ready before the next (SPEC §3).
     pub rolling: bool,
     pub max_unavailable: usize,
+    /// More pods of the last configuration than this vanishing without leaving (sessions
+    /// expired) pause the cluster instead of configuring the survivors (SPEC §3). None: never.
+    pub max_lost: Option<usize>,
     pub parallelism: usize,
     pub full_shutdown: bool,
     pub timeout: Duration,

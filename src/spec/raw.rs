@@ -55,6 +55,7 @@ pub struct RawSettings {
     pub order: Option<S<String>>,
     pub rolling: Option<bool>,
     pub max_unavailable: Option<S<i64>>,
+    pub max_lost: Option<S<i64>>,
     pub parallelism: Option<S<i64>>,
     pub full_shutdown: Option<bool>,
     pub timeout: Option<S<String>>,

@@ -73,6 +73,10 @@ impl Validator {
             ),
             rolling: s.rolling.unwrap_or(false),
             max_unavailable: self.int("settings.max_unavailable", s.max_unavailable.as_ref(), 1, 1),
+            max_lost: s
+                .max_lost
+                .as_ref()
+                .map(|n| self.int("settings.max_lost", Some(n), 0, 0)),
             parallelism: self.int("settings.parallelism", s.parallelism.as_ref(), 1, 16),
             full_shutdown: s.full_shutdown.unwrap_or(false),
             timeout: self.period("settings.timeout", s.timeout.as_ref(), Duration::from_secs(60)),

@@ -120,6 +120,18 @@ fn spec_example_parses_to_its_values() {
 }
 
 #[test]
+fn max_lost_is_a_count_from_zero() {
+    let with = |v: &str| load_text(&format!("{MINIMAL}settings: {{ max_lost: {v} }}\n"), &[]);
+    assert_eq!(with("0").unwrap().settings.max_lost, Some(0));
+    assert_eq!(with("2").unwrap().settings.max_lost, Some(2));
+    let e = with("-1").unwrap_err().to_string();
+    assert!(
+        e.contains("settings.max_lost: expected a number >= 0, found -1"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_minimal_file_gets_the_documented_defaults() {
     let spec = load_text(MINIMAL, &[]).unwrap();
     assert_eq!(spec.namespace, "default");
@@ -133,6 +145,7 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(s.parallelism, 16);
     assert_eq!(s.timeout, secs(60));
     assert_eq!(s.evict_after, 3);
+    assert_eq!(s.max_lost, None, "no safety net unless asked");
     assert!(s.apply.is_none() && s.probe.is_none());
     let p = &spec.process;
     assert!(p.env.is_empty() && p.cwd.is_none() && p.reload.is_none());

@@ -1,6 +1,6 @@
 //! The leader's decision, pure: whether a configuration is due (the hash of the live pods and
-//! dependencies against the snapshot's, `min_size` and `min` gates, the damper), what the status
-//! line says meanwhile, and whether this pod should lead at all.
+//! dependencies against the snapshot's, `min_size` and `min` gates, the damper, a pause), what
+//! the status line says meanwhile, and whether this pod should lead at all.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::leader::World;
 use super::plan::{self, Damper};
 use crate::spec::PodSpec;
+use crate::zk::pause::{Pause, PausedBy};
 
 /// Why this pod should hand the leadership over, if it should: it is registered but not in the
 /// live set (held, failed, leaving, evicted) while another pod is.
@@ -83,6 +84,11 @@ impl Pending {
     fn decide_line(&mut self, spec: &PodSpec, w: &World, now: Instant) -> String {
         let changed = self.seen.as_deref() != Some(w.hash.as_str());
         self.seen = Some(w.hash.clone());
+        if let Some((pause, _)) = &w.paused {
+            // Nothing is configured while paused; once resumed, a change waits `damper` afresh.
+            self.damper.clear();
+            return self.paused_line(spec, w, pause);
+        }
         let snapshot = w.snapshot.as_ref().map(|(s, _)| s);
         if let Some(s) = snapshot.filter(|s| s.hash == w.hash && !self.dirty) {
             self.damper.clear();
@@ -124,6 +130,32 @@ impl Pending {
         }
     }
 
+    /// `paused by an operator since <time>: <reason>; <what waits>`.
+    fn paused_line(&self, spec: &PodSpec, w: &World, pause: &Pause) -> String {
+        let mut parts = vec![pause.describe()];
+        match (pause.by, spec.settings.max_lost) {
+            (PausedBy::Leader, Some(max)) => parts.push(format!(
+                "resumes by itself once at most {max} are lost, or on `ochopod ctl resume`"
+            )),
+            _ if !w.lost.is_empty() => parts.push(format!("lost: {}", super::lost::names(w, &w.lost))),
+            _ => {}
+        }
+        let snapshot = w.snapshot.as_ref().map(|(s, _)| s).filter(|s| s.is_configured());
+        parts.push(match snapshot {
+            Some(s) if s.hash == w.hash && !self.dirty => {
+                format!("configured: {} pods, generation {}", s.pods.len(), s.generation)
+            }
+            Some(s) => format!(
+                "not configuring {} live pods (generation {} has {})",
+                w.live.len(),
+                s.generation,
+                s.pods.len()
+            ),
+            None => format!("not configuring {} live pods (none configured yet)", w.live.len()),
+        });
+        parts.join("; ")
+    }
+
     pub(super) fn done(&mut self) {
         self.damper.clear();
         self.failure = None;
@@ -140,7 +172,7 @@ impl Pending {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
 
     use std::collections::BTreeMap;
@@ -166,7 +198,8 @@ mod tests {
         }
     }
 
-    fn world(pods: &[(&str, PodState)], snapshot: Option<&[&str]>) -> World {
+    /// Pods by uuid and state, and the uuids of the last configuration (generation 4).
+    pub(in crate::sync) fn world(pods: &[(&str, PodState)], snapshot: Option<&[&str]>) -> World {
         let registered: BTreeMap<String, Registered> = pods
             .iter()
             .map(|(u, state)| {
@@ -216,6 +249,8 @@ mod tests {
             evicted: Vec::new(),
             rejected: Vec::new(),
             dependencies: BTreeMap::new(),
+            paused: None,
+            lost: Vec::new(),
         }
     }
 
@@ -326,6 +361,62 @@ mod tests {
         assert_eq!(
             p.decide(&s, &w, Instant::now()),
             "configured: 2 pods, generation 4; evicted: seq 3 (c)"
+        );
+    }
+
+    fn pause(by: PausedBy, reason: &str) -> Option<(Pause, i32)> {
+        Some((
+            Pause {
+                by,
+                since: 1_796_165_201_000,
+                reason: reason.into(),
+            },
+            0,
+        ))
+    }
+
+    #[test]
+    fn a_paused_cluster_configures_nothing_until_resumed() {
+        let s = spec("cluster: c\nsettings: { damper: 1s, max_lost: 1 }\nprocess: { command: 'true' }\n");
+        let mut p = pending(&s);
+        let now = Instant::now();
+        // A newcomer waits while an operator's pause lasts.
+        let mut w = world(&[("a", R), ("b", R), ("c", R)], Some(&["a", "b"]));
+        w.paused = pause(PausedBy::Operator, "kernel upgrade");
+        assert_eq!(
+            p.decide(&s, &w, now),
+            "paused by an operator since 2026-12-01T22:46:41Z: kernel upgrade; \
+             not configuring 3 live pods (generation 4 has 2)"
+        );
+        assert_eq!(p.damper.deadline(), None, "nothing is due");
+        // Resumed: the change waits the damper, as any other.
+        w.paused = None;
+        assert!(p
+            .decide(&s, &w, now)
+            .starts_with("change pending: configuring 3 pods in 1s"));
+        assert_eq!(p.damper.deadline(), Some(now + Duration::from_secs(1)));
+        // The leader's own pause names the lost pods (its reason) and says how it ends.
+        let mut w = world(&[("a", R)], Some(&["a", "b", "c"]));
+        w.paused = pause(PausedBy::Leader, "lost 2 pods");
+        w.lost = vec!["b".into(), "c".into()];
+        assert_eq!(
+            p.decide(&s, &w, now),
+            "paused by the leader since 2026-12-01T22:46:41Z: lost 2 pods; resumes by itself once \
+             at most 1 are lost, or on `ochopod ctl resume`; not configuring 1 live pods (generation 4 has 3)"
+        );
+        assert_eq!(p.damper.deadline(), None);
+        // An operator's pause at rest names the losses it holds back.
+        w.paused = pause(PausedBy::Operator, "");
+        assert_eq!(
+            p.decide(&s, &w, now),
+            "paused by an operator since 2026-12-01T22:46:41Z; lost: seq 2 (b), seq 3 (c); \
+             not configuring 1 live pods (generation 4 has 3)"
+        );
+        let mut w = world(&[("a", R), ("b", R)], Some(&["a", "b"]));
+        w.paused = pause(PausedBy::Operator, "x");
+        assert_eq!(
+            p.decide(&s, &w, now),
+            "paused by an operator since 2026-12-01T22:46:41Z: x; configured: 2 pods, generation 4"
         );
     }
 

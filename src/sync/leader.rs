@@ -2,8 +2,9 @@
 //! configuration changes (SPEC §3 settings, §6, §7).
 //!
 //! Driven by ZooKeeper watches, never by polling: a persistent recursive watch on the cluster's
-//! `pods/` (arrivals, departures, state changes), and on each dependency's `pods/` and
-//! `snapshot`, plus a persistent watch on `/ochopod/clusters` when a wildcard needs the list.
+//! `pods/` (arrivals, departures, state changes), a persistent one on its `paused` node, and on
+//! each dependency's `pods/` and `snapshot`, plus a persistent watch on `/ochopod/clusters` when a
+//! wildcard needs the list.
 //! Each watch event only wakes the loop, which re-reads everything (events can be lost across a
 //! reconnection, ZOOKEEPER-4698, so knowledge is always rebuilt, never patched).
 //!
@@ -15,6 +16,11 @@
 //! (resolved keys) in the snapshot, before the first configuration too (generation 0), follows
 //! its dependencies' snapshots transitively (bounded, each watched), and while a path leads back
 //! to its own cluster it says so in its status and configures nothing.
+//!
+//! Pause (SPEC §6 `paused`): while the node exists the leader configures nothing (a
+//! configuration under way finishes). With `settings.max_lost`, the leader writes it itself when
+//! too many pods of the last configuration are lost, and lifts it when they are back
+//! ([`super::lost`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +35,7 @@ use zookeeper_client as zkc;
 use super::calls::last_line;
 use super::configure::{configure, evicted, Evictions, Stop};
 use super::decide::{resignation, Pending};
+use super::lost::{NetAction, SafetyNet};
 use super::plan::{self, Pods, ResolvedDep};
 use super::SyncStatus;
 use crate::model::ClusterMap;
@@ -37,6 +44,7 @@ use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{self, HeldSeq, Registered, Rejected};
 use crate::zk::election::Candidate;
 use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
+use crate::zk::pause::{self, Pause};
 use crate::zk::snapshot::{self, DependencyRecord, Snapshot};
 use crate::zk::{Acls, Client, ZkError};
 
@@ -110,6 +118,11 @@ pub(super) struct World {
     pub rejected: Vec<Rejected>,
     /// Each dependency (by key) as read: its generation and pods (recorded in the snapshot).
     pub dependencies: BTreeMap<String, DependencyRecord>,
+    /// The cluster's pause and the node's version: nothing is configured while there is one.
+    pub paused: Option<(Pause, i32)>,
+    /// Pods of the last configuration that vanished without leaving, by seq (set from the
+    /// leader's [`SafetyNet`] after reading).
+    pub lost: Vec<String>,
 }
 
 /// Forwards watch events into one wake-up channel; the watches go away with it.
@@ -216,10 +229,14 @@ pub(super) async fn lead(
         failed: false,
     };
     watches.add(client, &ctx.paths.pods(), true).await?;
+    // Persistent, like the others: one path may not hold a one-shot and a persistent watch of
+    // the same session (ZOOKEEPER-4466), and the pause is only ever read, never watched once.
+    watches.add(client, &ctx.paths.paused(), false).await?;
     if ctx.spec.depends_on.iter().any(|d| plan::is_pattern(&d.cluster)) {
         watches.add(client, CLUSTERS, false).await?;
     }
     let mut pending = Pending::new(settings.damper, settings.damper_max);
+    let mut net = SafetyNet::default();
     // Rejected registrations already logged (one line each, not one per round).
     let mut reported: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut evictions = Evictions::default();
@@ -231,22 +248,41 @@ pub(super) async fn lead(
             Ok(()) => observe(ctx, client, &mut evictions).await,
             Err(e) => Err(e),
         };
-        let world = match read {
-            Ok(w) => Some(w),
+        let (world, act) = match read {
+            Ok(mut w) => {
+                let (lost, act) = net.look(&w, settings.max_lost);
+                w.lost = lost;
+                (Some(w), act)
+            }
             Err(e) if e.is_session_lost() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the cluster, retrying");
                 ctx.say(format!("leader: cannot read the cluster: {e}"));
-                None
+                (None, None)
             }
         };
         let mut publish_failed = false;
+        // A pause that could not be written holds the configuration back all the same.
+        let mut hold = false;
         if let Some(world) = &world {
             report_rejected(ctx, &mut reported, &world.rejected);
             ctx.status
                 .send_if_modified(|s| s.leader.observed(world, settings));
             if let Some(why) = resignation(&ctx.uuid, world) {
                 return Ok(Ended::Resigned(why));
+            }
+            if let Some(act) = act {
+                match safety_net(ctx, client, me, world, act).await {
+                    // Read again: the pause changed (or somebody else's did).
+                    Ok(()) => continue,
+                    Err(e) if e.is_session_lost() || matches!(e, ZkError::Deposed { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the pause, retrying");
+                        ctx.say(format!("leader: cannot write the pause: {e}"));
+                        publish_failed = true;
+                        hold = true;
+                    }
+                }
             }
             let published = world
                 .snapshot
@@ -264,6 +300,7 @@ pub(super) async fn lead(
                 }
             }
             match watch_dependencies(&mut watches, client, world).await {
+                Ok(()) if hold => pending.damper.clear(),
                 Ok(()) => ctx.say(pending.decide(&ctx.spec, world, Instant::now())),
                 Err(e) if e.is_session_lost() => return Err(e),
                 Err(e) => {
@@ -287,6 +324,17 @@ pub(super) async fn lead(
             _ = sleep_until(retry_read) => {}
             _ = sleep_until(deadline) => {
                 let Some(world) = world else { continue };
+                // A pause written since the world was read (its watch may fire at this very
+                // moment): after `ctl pause` answers, no configuration starts.
+                match pause::read(client, &ctx.paths.paused()).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    Err(e) if e.is_session_lost() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the pause, retrying");
+                        continue;
+                    }
+                }
                 ctx.say(format!("configuring {} pods", world.live.len()));
                 ctx.status.send_modify(|s| s.leader.started());
                 let done = configure(ctx, client, me, &world, &mut evictions, committed).await;
@@ -313,6 +361,34 @@ pub(super) async fn lead(
             }
         }
     }
+}
+
+/// Writes or lifts the leader's own pause (`settings.max_lost`); the next read shows the result.
+async fn safety_net(
+    ctx: &Ctx,
+    client: &Client,
+    me: &Candidate,
+    w: &World,
+    act: NetAction,
+) -> Result<(), ZkError> {
+    let path = ctx.paths.paused();
+    match act {
+        NetAction::Pause(reason) => {
+            if pause::pause_as_leader(client, ctx.acls, &me.path, &path, &reason).await? {
+                let lost = super::lost::names(w, &w.lost);
+                tracing::warn!(%lost, max_lost = ?ctx.spec.settings.max_lost, "too many pods lost: the cluster is paused instead of configuring the survivors");
+            }
+        }
+        NetAction::Resume(version) => {
+            if pause::resume_as_leader(client, &me.path, &path, version).await? {
+                tracing::info!(
+                    lost = w.lost.len(),
+                    "enough lost pods are back: the leader lifted its pause"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Logs each rejected registration once, and publishes how many there are (`/metrics`).
@@ -385,6 +461,7 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Resul
         deps.insert(r.name.clone(), pods);
     }
     let held = cluster::held_seqs(client, &ctx.paths).await?;
+    let paused = pause::read(client, &ctx.paths.paused()).await?;
     let hash = plan::config_hash(&live, &deps);
     let depends_on = plan::dependency_keys(&resolved);
     let graph = dependency_graph(client, &ctx.paths.key, &depends_on).await?;
@@ -403,6 +480,8 @@ async fn observe(ctx: &Ctx, client: &Client, evictions: &mut Evictions) -> Resul
         evicted: Vec::new(),
         rejected,
         dependencies,
+        paused,
+        lost: Vec::new(),
     };
     world.evicted = evicted(&world, &world.live, evictions, limit);
     Ok(world)

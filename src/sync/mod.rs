@@ -14,13 +14,15 @@
 //! ephemeral nodes go with it) or after [`Handle::deregister`].
 //!
 //! Inside: `member` (election, leaving), `leader` (the watch-driven loop), `decide` (whether a
-//! configuration is due, pure), `configure` (one configuration), [`calls`] (HTTP to pods and
-//! local commands), [`plan`] (hash, diff, order, dependency resolution, damper: pure).
+//! configuration is due, pure), `lost` (the lost-pods safety net, pure), `configure` (one
+//! configuration), [`calls`] (HTTP to pods and local commands), [`plan`] (hash, diff, order,
+//! dependency resolution, damper: pure).
 
 pub mod calls;
 mod configure;
 mod decide;
 mod leader;
+mod lost;
 mod member;
 pub mod plan;
 
@@ -93,6 +95,10 @@ pub struct LeaderStats {
     pub live: usize,
     /// Running pods left out after failing `evict_after` times.
     pub evicted: usize,
+    /// The cluster's pause, as last read (an operator's, or this leader's for `max_lost`).
+    pub paused: Option<crate::zk::pause::Pause>,
+    /// Pods of the last configuration that vanished without leaving (`settings.max_lost`).
+    pub lost: usize,
     /// The longest a configuration of the live pods may take ([`configuration_bound`]).
     pub bound: Duration,
     /// When the configuration under way started.
@@ -138,12 +144,16 @@ impl LeaderStats {
             };
             *n = n.saturating_add(1);
         }
-        let before = (self.pods, self.live, self.evicted, self.bound);
+        let paused = w.paused.as_ref().map(|(p, _)| p.clone());
+        let before = (self.pods, self.live, self.evicted, self.bound, self.lost);
+        let pause_changed = self.paused != paused;
         self.pods = pods;
         self.live = w.live.len();
         self.evicted = w.evicted.len();
         self.bound = configuration_bound(settings, w.live.len());
-        before != (self.pods, self.live, self.evicted, self.bound)
+        self.paused = paused;
+        self.lost = w.lost.len();
+        pause_changed || before != (self.pods, self.live, self.evicted, self.bound, self.lost)
     }
 
     fn started(&mut self) {

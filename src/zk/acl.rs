@@ -8,8 +8,9 @@
 //!
 //! [`secure`] runs each time the sync loop sets the tree up, before the pod registers. With
 //! credentials, it reads the ACL of `/ochopod`, `/ochopod/clusters`, the cluster's node and its
-//! `pods`, `seqs`, `leader` and `snapshot`. An entry is unsafe when it grants more than READ to an
-//! identity other than ochopod's own digest (`world:anyone`, an `ip`, other credentials). For each
+//! `pods`, `seqs`, `leader`, `snapshot` and `paused`. An entry is unsafe when it grants more than
+//! READ to an identity other than ochopod's own digest (`world:anyone`, an `ip`, other
+//! credentials). For each
 //! such node, ochopod asks ZooKeeper to set its ACL to its own; ZooKeeper alone decides whether
 //! this session may (it needs ADMIN on the node):
 //! - allowed: the node is repaired, with a warning naming it and what was open;
@@ -50,6 +51,7 @@ async fn secure_acls(
         paths.seqs(),
         paths.leader(),
         paths.snapshot(),
+        paths.paused(),
     ];
     // Pipelined: every read is sent at once.
     let reads: Vec<_> = nodes.iter().map(|p| (p, client.get_acl(p))).collect();

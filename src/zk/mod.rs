@@ -5,7 +5,8 @@
 //! backoff), the ACLs every created node gets, and typed operations over the layout
 //! ([`paths::ClusterPaths`]): [`register`] (seq claim and pod znode), [`election`] (one leader per
 //! cluster), [`snapshot`] (the last configuration, written in one transaction guarded by the
-//! leader's election node) and [`cluster`] (reading registered pods and dependencies).
+//! leader's election node), [`pause`] (a cluster paused by an operator or its leader) and
+//! [`cluster`] (reading registered pods and dependencies).
 //!
 //! Errors: a [`ZkError`] keeps the znode and what was being done. Whether it is worth a retry on
 //! the same session is [`ZkError::is_session_lost`]: Expired, AuthFailed and Closed are final for
@@ -18,6 +19,7 @@ pub mod acl;
 pub mod cluster;
 pub mod election;
 pub mod paths;
+pub mod pause;
 pub mod register;
 pub mod snapshot;
 

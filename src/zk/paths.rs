@@ -5,6 +5,7 @@
 //! /ochopod/clusters/<namespace>.<cluster>/seqs/<n>       persistent, the uuid holding seq n
 //! /ochopod/clusters/<namespace>.<cluster>/snapshot       persistent, the last configuration
 //! /ochopod/clusters/<namespace>.<cluster>/leader/n_      ephemeral-sequential, election
+//! /ochopod/clusters/<namespace>.<cluster>/paused         persistent, while the cluster is paused
 //! ```
 
 /// Where every cluster lives.
@@ -48,6 +49,11 @@ impl ClusterPaths {
         format!("{}/snapshot", self.root)
     }
 
+    /// Exists while the cluster is paused ([`super::pause`]).
+    pub fn paused(&self) -> String {
+        format!("{}/paused", self.root)
+    }
+
     pub fn leader(&self) -> String {
         format!("{}/leader", self.root)
     }
@@ -87,6 +93,7 @@ mod tests {
         assert_eq!(p.pod("u1"), "/ochopod/clusters/default.zookeeper/pods/u1");
         assert_eq!(p.seq(3), "/ochopod/clusters/default.zookeeper/seqs/3");
         assert_eq!(p.snapshot(), "/ochopod/clusters/default.zookeeper/snapshot");
+        assert_eq!(p.paused(), "/ochopod/clusters/default.zookeeper/paused");
         assert_eq!(p.leader_prefix(), "/ochopod/clusters/default.zookeeper/leader/n_");
     }
 

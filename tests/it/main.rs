@@ -16,6 +16,7 @@ mod http_limits;
 mod lifecycle;
 mod man;
 mod monitoring;
+mod pause;
 mod pid1;
 mod readiness;
 mod rolling;

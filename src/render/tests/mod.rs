@@ -36,6 +36,7 @@ pub(super) fn spec() -> PodSpec {
             order: Order::Seq,
             rolling: false,
             max_unavailable: 1,
+            max_lost: None,
             parallelism: 16,
             full_shutdown: false,
             timeout: Duration::from_secs(60),
