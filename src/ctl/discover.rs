@@ -17,6 +17,7 @@ use serde::Deserialize;
 use zookeeper_client as zkc;
 
 use super::CtlError;
+use crate::zk::snapshot::Reservation;
 
 /// Where every cluster lives (SPEC §6).
 pub const CLUSTERS: &str = "/ochopod/clusters";
@@ -65,6 +66,9 @@ pub struct Cluster {
     pub leader: Option<String>,
     /// The last configuration: its generation and the uuids it configured.
     pub snapshot: Option<(u64, BTreeSet<String>)>,
+    /// The snapshot's seqs reserved for pods that vanished without leaving, by seq, less those
+    /// whose pod is registered again (the next configuration drops them).
+    pub reserved: BTreeMap<u32, Reservation>,
 }
 
 /// The snapshot's fields ctl reads.
@@ -73,6 +77,8 @@ struct Snapshot {
     generation: u64,
     #[serde(default)]
     pods: BTreeMap<String, serde_json::Value>,
+    #[serde(default, deserialize_with = "crate::zk::snapshot::valid_reservations")]
+    reserved: BTreeMap<u32, Reservation>,
 }
 
 /// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
@@ -216,18 +222,21 @@ impl Discovery {
             Err(zkc::Error::NoNode) => None,
             Err(e) => return Err(self.op("listing", &leader_dir)(e)),
         };
-        let snapshot = match snapshot.await {
-            Ok((data, _)) => serde_json::from_slice::<Snapshot>(&data)
-                .ok()
-                .map(|s| (s.generation, s.pods.into_keys().collect())),
-            Err(zkc::Error::NoNode) => None,
+        let (snapshot, mut reserved) = match snapshot.await {
+            Ok((data, _)) => match serde_json::from_slice::<Snapshot>(&data) {
+                Ok(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
+                Err(_) => (None, BTreeMap::new()),
+            },
+            Err(zkc::Error::NoNode) => (None, BTreeMap::new()),
             Err(e) => return Err(self.op("reading", &snapshot_path)(e)),
         };
+        reserved.retain(|_, r| !pods.iter().any(|t| t.pod.uuid == r.uuid));
         Ok(Cluster {
             key: key.to_string(),
             pods,
             leader,
             snapshot,
+            reserved,
         })
     }
 

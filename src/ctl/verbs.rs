@@ -296,6 +296,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             "generation": generation,
             "status": status,
             "unanswered": unanswered,
+            "reserved": reserved_json(cluster),
         }));
     }
     let code = conclude(&reports);
@@ -306,12 +307,47 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             &["CLUSTER", "PODS", "LEADER", "GENERATION", "STATUS"],
             &rows,
         ));
+        out(&reserved_lines(&clusters));
     }
     Ok(code)
 }
 
+/// When a reservation ends, as people read it (UTC).
+fn until(ms: u64) -> String {
+    match std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)) {
+        Some(t) => super::watch::rfc3339(t),
+        None => format!("{ms} ms after the epoch"),
+    }
+}
+
+/// The seqs a cluster keeps for pods that vanished without leaving (SPEC §4), for `--json`.
+fn reserved_json(cluster: &Cluster) -> Value {
+    let list: Vec<Value> = cluster
+        .reserved
+        .iter()
+        .map(|(seq, r)| json!({"seq": seq, "uuid": r.uuid, "until": until(r.until), "until_ms": r.until}))
+        .collect();
+    Value::Array(list)
+}
+
+/// One line per reserved seq, below the table: `reserved: default.zk seq 1 (<uuid>) until ...`.
+fn reserved_lines(clusters: &[Cluster]) -> String {
+    let mut text = String::new();
+    for c in clusters {
+        for (seq, r) in &c.reserved {
+            text.push_str(&format!(
+                "reserved: {} seq {seq} ({}) until {}\n",
+                c.key,
+                r.uuid,
+                until(r.until)
+            ));
+        }
+    }
+    text
+}
+
 async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
-    let (_, targets) = targets(ctx, select).await?;
+    let (clusters, targets) = targets(ctx, select).await?;
     let answers = infos(ctx, &targets).await;
     let mut rows = Vec::new();
     for (t, r) in &answers {
@@ -345,24 +381,22 @@ async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
         rows.push(row);
     }
     let reports: Vec<PodReport> = answers.into_iter().map(|(t, r)| PodReport::new(&t, r)).collect();
-    finish(
-        ctx,
-        &reports,
-        table::render(
-            &[
-                "POD",
-                "IP",
-                "PORTS",
-                "PROCESS",
-                "STATE",
-                "ROLE",
-                "RESTARTS",
-                "READY",
-                "GENERATION",
-            ],
-            &rows,
-        ),
-    )
+    let mut human = table::render(
+        &[
+            "POD",
+            "IP",
+            "PORTS",
+            "PROCESS",
+            "STATE",
+            "ROLE",
+            "RESTARTS",
+            "READY",
+            "GENERATION",
+        ],
+        &rows,
+    );
+    human.push_str(&reserved_lines(&clusters));
+    finish(ctx, &reports, human)
 }
 
 /// Prints the table (or `{"ok", "pods"}`) and names the failures; the exit code.
@@ -471,4 +505,49 @@ async fn port(ctx: &Ctx, select: &Select, port: u16) -> Result<i32, CtlError> {
         out(&format!("{}\n", addresses.join(",")));
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zk::snapshot::Reservation;
+
+    #[test]
+    fn reserved_seqs_are_one_line_each_under_the_table() {
+        let cluster = Cluster {
+            key: "default.zk".into(),
+            pods: Vec::new(),
+            leader: None,
+            snapshot: None,
+            reserved: [(
+                1,
+                Reservation {
+                    uuid: "a-1".into(),
+                    until: 1_764_628_801_000,
+                },
+            )]
+            .into(),
+        };
+        assert_eq!(
+            reserved_lines(std::slice::from_ref(&cluster)),
+            "reserved: default.zk seq 1 (a-1) until 2025-12-01T22:40:01Z\n"
+        );
+        assert_eq!(
+            reserved_json(&cluster),
+            json!([{"seq": 1, "uuid": "a-1", "until": "2025-12-01T22:40:01Z", "until_ms": 1_764_628_801_000u64}])
+        );
+        // Whatever a snapshot says, a line, not a panic.
+        let far = Cluster {
+            reserved: [(
+                2,
+                Reservation {
+                    uuid: "b".into(),
+                    until: u64::MAX,
+                },
+            )]
+            .into(),
+            ..cluster
+        };
+        assert!(reserved_lines(&[far]).starts_with("reserved: default.zk seq 2 (b) until "));
+    }
 }

@@ -18,6 +18,7 @@ mod monitoring;
 mod pid1;
 mod rolling;
 mod runner;
+mod seq_hold;
 mod shell_safety;
 mod showcase;
 mod showcase_scripts;
