@@ -145,7 +145,8 @@ impl Signer {
     }
 }
 
-fn unix_ms(at: SystemTime) -> u64 {
+/// Milliseconds since the epoch (0 before it).
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

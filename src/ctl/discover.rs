@@ -20,6 +20,7 @@ use serde::Deserialize;
 use zookeeper_client as zkc;
 
 use super::CtlError;
+use crate::zk::snapshot::Reservation;
 
 /// Where every cluster lives (SPEC §6).
 pub const CLUSTERS: &str = "/ochopod/clusters";
@@ -60,6 +61,9 @@ pub struct Cluster {
     pub snapshot: Option<(u64, BTreeSet<String>)>,
     /// The cluster's pause, if it is paused.
     pub paused: Option<crate::zk::pause::Pause>,
+    /// The snapshot's seqs reserved for pods that vanished without leaving, by seq, less those
+    /// whose pod is registered again (the next configuration drops them).
+    pub reserved: BTreeMap<u32, Reservation>,
 }
 
 /// The snapshot's fields ctl reads.
@@ -68,6 +72,8 @@ struct Snapshot {
     generation: u64,
     #[serde(default)]
     pods: BTreeMap<String, serde_json::Value>,
+    #[serde(default, deserialize_with = "crate::zk::snapshot::valid_reservations")]
+    reserved: BTreeMap<u32, Reservation>,
 }
 
 /// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
@@ -223,13 +229,15 @@ impl Discovery {
         let leader = leader_of(&client, &leader_dir, leader_names)
             .await
             .map_err(|(doing, path, e)| self.op(doing, &path)(e))?;
-        let snapshot = match snapshot.await {
-            Ok((data, _)) => serde_json::from_slice::<Snapshot>(&data)
-                .ok()
-                .map(|s| (s.generation, s.pods.into_keys().collect())),
-            Err(zkc::Error::NoNode) => None,
+        let (snapshot, mut reserved) = match snapshot.await {
+            Ok((data, _)) => match serde_json::from_slice::<Snapshot>(&data) {
+                Ok(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
+                Err(_) => (None, BTreeMap::new()),
+            },
+            Err(zkc::Error::NoNode) => (None, BTreeMap::new()),
             Err(e) => return Err(self.op("reading", &snapshot_path)(e)),
         };
+        reserved.retain(|_, r| !pods.iter().any(|t| t.pod.uuid == r.uuid));
         let paused = match paused.await {
             Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
             Err(zkc::Error::NoNode) => None,
@@ -241,6 +249,7 @@ impl Discovery {
             leader,
             snapshot,
             paused,
+            reserved,
         })
     }
 

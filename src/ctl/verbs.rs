@@ -316,6 +316,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             "status": status,
             "paused": cluster.paused,
             "unanswered": unanswered,
+            "reserved": reserved_json(cluster),
         }));
     }
     let code = conclude(&reports);
@@ -326,8 +327,43 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
             &["CLUSTER", "PODS", "LEADER", "GENERATION", "STATUS"],
             &rows,
         ));
+        out(&reserved_lines(&clusters));
     }
     Ok(code)
+}
+
+/// When a reservation ends, as people read it (UTC).
+fn until(ms: u64) -> String {
+    match std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)) {
+        Some(t) => super::watch::rfc3339(t),
+        None => format!("{ms} ms after the epoch"),
+    }
+}
+
+/// The seqs a cluster keeps for pods that vanished without leaving (SPEC §4), for `--json`.
+fn reserved_json(cluster: &Cluster) -> Value {
+    let list: Vec<Value> = cluster
+        .reserved
+        .iter()
+        .map(|(seq, r)| json!({"seq": seq, "uuid": r.uuid, "until": until(r.until), "until_ms": r.until}))
+        .collect();
+    Value::Array(list)
+}
+
+/// One line per reserved seq, below the table: `reserved: default.zk seq 1 (<uuid>) until ...`.
+fn reserved_lines(clusters: &[Cluster]) -> String {
+    let mut text = String::new();
+    for c in clusters {
+        for (seq, r) in &c.reserved {
+            text.push_str(&format!(
+                "reserved: {} seq {seq} ({}) until {}\n",
+                c.key,
+                r.uuid,
+                until(r.until)
+            ));
+        }
+    }
+    text
 }
 
 async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
@@ -390,6 +426,7 @@ async fn info(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
     for c in paused.iter().filter_map(|c| Some((&c.key, c.paused.as_ref()?))) {
         human.push_str(&format!("{} is {}\n", c.0, c.1.describe()));
     }
+    human.push_str(&reserved_lines(&clusters));
     finish(ctx, &reports, human)
 }
 
@@ -499,4 +536,50 @@ async fn port(ctx: &Ctx, select: &Select, port: u16) -> Result<i32, CtlError> {
         out(&format!("{}\n", addresses.join(",")));
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zk::snapshot::Reservation;
+
+    #[test]
+    fn reserved_seqs_are_one_line_each_under_the_table() {
+        let cluster = Cluster {
+            key: "default.zk".into(),
+            pods: Vec::new(),
+            leader: None,
+            snapshot: None,
+            paused: None,
+            reserved: [(
+                1,
+                Reservation {
+                    uuid: "a-1".into(),
+                    until: 1_764_628_801_000,
+                },
+            )]
+            .into(),
+        };
+        assert_eq!(
+            reserved_lines(std::slice::from_ref(&cluster)),
+            "reserved: default.zk seq 1 (a-1) until 2025-12-01T22:40:01Z\n"
+        );
+        assert_eq!(
+            reserved_json(&cluster),
+            json!([{"seq": 1, "uuid": "a-1", "until": "2025-12-01T22:40:01Z", "until_ms": 1_764_628_801_000u64}])
+        );
+        // Whatever a snapshot says, a line, not a panic.
+        let far = Cluster {
+            reserved: [(
+                2,
+                Reservation {
+                    uuid: "b".into(),
+                    until: u64::MAX,
+                },
+            )]
+            .into(),
+            ..cluster
+        };
+        assert!(reserved_lines(&[far]).starts_with("reserved: default.zk seq 2 (b) until "));
+    }
 }

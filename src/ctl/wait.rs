@@ -328,6 +328,7 @@ mod tests {
             leader: None,
             snapshot: snapshot.map(|(g, u)| (g, u.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>())),
             paused: None,
+            reserved: Default::default(),
         }
     }
 

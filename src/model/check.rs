@@ -210,6 +210,11 @@ impl TryFrom<RawMap> for ClusterMap {
     }
 }
 
+/// Whether `text` can be a pod's uuid (see [`uuid`]): for uuids kept elsewhere than in a pod.
+pub fn is_uuid(text: &str) -> bool {
+    uuid("uuid", text).is_ok()
+}
+
 /// `[A-Za-z0-9-]`, 1 to 64 characters: a uuid, or any id another tool gives a pod.
 fn uuid(field: &str, text: &str) -> Result<(), Invalid> {
     if text.is_empty() {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use check::{check_pod, Invalid, MAX_SEQ};
+pub use check::{check_pod, is_uuid, Invalid, MAX_SEQ};
 
 /// The version of the cluster map this ochopod writes (`version` in the map). Receivers accept
 /// any version: fields they do not know are ignored.

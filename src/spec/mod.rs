@@ -73,6 +73,9 @@ pub struct Settings {
     pub full_shutdown: bool,
     pub timeout: Duration,
     pub evict_after: u32,
+    /// How long the seq of a pod that vanished without leaving stays reserved for it (SPEC §4);
+    /// zero frees it at the next configuration.
+    pub seq_hold: Duration,
     pub apply: Option<CommandLine>,
     pub probe: Option<Probe>,
 }

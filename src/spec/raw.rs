@@ -60,6 +60,7 @@ pub struct RawSettings {
     pub full_shutdown: Option<bool>,
     pub timeout: Option<S<String>>,
     pub evict_after: Option<S<i64>>,
+    pub seq_hold: Option<S<String>>,
     pub apply: Option<S<RawApply>>,
     pub probe: Option<S<RawProbe>>,
 }

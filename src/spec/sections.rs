@@ -81,6 +81,7 @@ impl Validator {
             full_shutdown: s.full_shutdown.unwrap_or(false),
             timeout: self.period("settings.timeout", s.timeout.as_ref(), Duration::from_secs(60)),
             evict_after: self.int("settings.evict_after", s.evict_after.as_ref(), 1, 3),
+            seq_hold: self.duration("settings.seq_hold", s.seq_hold.as_ref(), Duration::from_secs(300)),
             apply,
             probe,
         }

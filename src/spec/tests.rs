@@ -62,6 +62,7 @@ fn spec_example_parses_to_its_values() {
     assert!(!s.full_shutdown);
     assert_eq!(s.timeout, secs(60));
     assert_eq!(s.evict_after, 3);
+    assert_eq!(s.seq_hold, secs(300));
     assert_eq!(s.apply, Some(CommandLine::Shell("...".into())));
     let probe = s.probe.as_ref().unwrap();
     assert_eq!(probe.command, CommandLine::Shell("...".into()));
@@ -146,6 +147,7 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(s.timeout, secs(60));
     assert_eq!(s.evict_after, 3);
     assert_eq!(s.max_lost, None, "no safety net unless asked");
+    assert_eq!(s.seq_hold, secs(300));
     assert!(s.apply.is_none() && s.probe.is_none());
     let p = &spec.process;
     assert!(p.env.is_empty() && p.cwd.is_none() && p.reload.is_none());
@@ -176,6 +178,18 @@ fn section_defaults_fill_what_a_section_leaves_out() {
     assert_eq!((ready.every, ready.timeout), (secs(1), secs(60)));
     let sanity = spec.checks.sanity.unwrap();
     assert_eq!((sanity.every, sanity.failures), (secs(10), 3));
+}
+
+#[test]
+fn seq_hold_is_a_duration_and_zero_turns_it_off() {
+    let with = |v: &str| load_text(&format!("{MINIMAL}settings: {{ seq_hold: {v} }}\n"), &[]);
+    assert_eq!(with("10m").unwrap().settings.seq_hold, secs(600));
+    assert_eq!(with("0s").unwrap().settings.seq_hold, Duration::ZERO);
+    let bad = with("soon").unwrap_err().0[0].to_string();
+    assert!(
+        bad.ends_with("settings.seq_hold: expected a duration like 500ms, 10s or 2m, found \"soon\""),
+        "{bad}"
+    );
 }
 
 #[test]

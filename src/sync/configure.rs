@@ -1,7 +1,8 @@
 //! One configuration of the cluster by its leader (SPEC §3 settings, §7): `check` every pod,
 //! `off` them all when `full_shutdown`, `on` each with the map (in parallel, or one by one in
 //! `order` when `sequential`), `ok`, run `settings.apply` on the leader's own pod, then write the
-//! snapshot in one transaction that checks the leader still holds its election node.
+//! snapshot in one transaction that checks the leader still holds its election node, and that
+//! frees the seqs of the pods gone or keeps them reserved ([`plan::seqs_to_free`]).
 //!
 //! A veto (406) or a failure stops the attempt; the leader retries after the damper. A pod
 //! answering 410 is dropped at once; one failing `evict_after` times is left out ([`Evictions`]).
@@ -99,6 +100,7 @@ pub(super) async fn configure(
     me: &Candidate,
     w: &World,
     evictions: &mut Evictions,
+    left: &plan::Leavers,
     committed: u64,
 ) -> Result<u64, Stop> {
     let settings = &ctx.spec.settings;
@@ -203,7 +205,18 @@ pub(super) async fn configure(
     }
 
     let registered: BTreeSet<String> = w.registered.keys().cloned().collect();
-    let free: Vec<(String, i32)> = plan::seqs_to_free(&w.held, &pods, &registered)
+    let before = w
+        .snapshot
+        .as_ref()
+        .map(|(s, _)| s.reserved.clone())
+        .unwrap_or_default();
+    let now = crate::auth::unix_ms(std::time::SystemTime::now());
+    let seqs = plan::seqs_to_free(&w.held, &pods, &registered, left, &before, now, settings.seq_hold);
+    for (seq, r) in seqs.reserved.iter().filter(|(n, _)| !before.contains_key(n)) {
+        tracing::info!(seq, uuid = %r.uuid, until_ms = r.until, "seq reserved: its pod vanished without leaving");
+    }
+    let free: Vec<(String, i32)> = seqs
+        .free
         .into_iter()
         .map(|h| (ctx.paths.seq(h.seq), h.version))
         .collect();
@@ -213,6 +226,7 @@ pub(super) async fn configure(
         depends_on: w.depends_on.clone(),
         failed: evicted(w, &pods, evictions, settings.evict_after),
         dependencies: w.dependencies.clone(),
+        reserved: seqs.reserved,
         pods,
     };
     let path = ctx.paths.snapshot();

@@ -240,12 +240,16 @@ pub(super) async fn lead(
     // Rejected registrations already logged (one line each, not one per round).
     let mut reported: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut evictions = Evictions::default();
+    // Who was seen leaving: their seqs are freed, not reserved (plan::seqs_to_free).
+    let mut leavers = plan::Leavers::default();
     // The last generation this leadership committed (see `configure`).
     let mut committed = 0;
     let mut next_probe = settings.probe.as_ref().map(|_| Instant::now());
     loop {
         let read = match watches.renew(client).await {
-            Ok(()) => observe(ctx, client, &mut evictions).await,
+            Ok(()) => observe(ctx, client, &mut evictions)
+                .await
+                .inspect(|w| leavers.saw(&w.registered, &w.held)),
             Err(e) => Err(e),
         };
         let (world, act) = match read {
@@ -337,7 +341,7 @@ pub(super) async fn lead(
                 }
                 ctx.say(format!("configuring {} pods", world.live.len()));
                 ctx.status.send_modify(|s| s.leader.started());
-                let done = configure(ctx, client, me, &world, &mut evictions, committed).await;
+                let done = configure(ctx, client, me, &world, &mut evictions, &leavers, committed).await;
                 ctx.status.send_modify(|s| s.leader.finished(done.is_ok()));
                 match done {
                     Ok(generation) => {

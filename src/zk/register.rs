@@ -2,8 +2,9 @@
 //!
 //! A seq is a persistent `seqs/<n>` node holding the owner's uuid: creating it is the atomic
 //! claim (NodeExists → somebody else has it, try the next). Only the leader frees one, in its
-//! snapshot transaction, once a configuration no longer has the pod. A pod coming back as itself
-//! (state dir, StatefulSet ordinal) asks for its previous seq first.
+//! snapshot transaction, once a configuration no longer has the pod (for a pod that vanished
+//! without leaving, only after `settings.seq_hold`: the node stays, so newcomers skip it). A pod
+//! coming back as itself (state dir, StatefulSet ordinal) asks for its previous seq first.
 
 use std::path::Path;
 

@@ -2,11 +2,12 @@
 //! `depends_on`, the cluster's dependencies as resolved keys, which other leaders follow to find
 //! a dependency cycle (SPEC §3). A leader publishes `depends_on` before its first configuration
 //! too, as a snapshot of generation 0 without pods (which configures nothing). And `failed`, the
-//! pods evicted, which a new leader keeps out.
+//! pods evicted, which a new leader keeps out. And `reserved`, the seqs kept for pods that
+//! vanished without leaving (session expired), until when, which a new leader honours (SPEC §4).
 //!
 //! Written only by the leader, in ONE transaction that first checks the leader's election node
 //! (so a deposed leader can change nothing), and that frees the seqs of pods the configuration
-//! dropped (each delete checks the version read when planning, so a pod re-claiming its seq
+//! dropped, less the reserved ones (each delete checks the version read when planning, so a pod re-claiming its seq
 //! meanwhile makes the whole transaction fail and the leader plan again).
 
 use std::collections::BTreeMap;
@@ -38,6 +39,15 @@ pub struct Snapshot {
     /// every dependent's snapshot no longer lists it (SPEC §8).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dependencies: BTreeMap<String, DependencyRecord>,
+    /// Seqs kept for the pods that vanished without leaving (`settings.seq_hold`), by seq: a
+    /// newcomer does not get them, the pod back under its uuid does. An entry that is not valid
+    /// is dropped as the snapshot is read.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "valid_reservations"
+    )]
+    pub reserved: BTreeMap<u32, Reservation>,
 }
 
 /// A dependency as a configuration used it.
@@ -46,6 +56,35 @@ pub struct DependencyRecord {
     pub generation: u64,
     /// The uuids of its pods in the map.
     pub pods: Vec<String>,
+}
+
+/// A seq kept for `uuid` until `until` (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub uuid: String,
+    pub until: u64,
+}
+
+/// Like [`valid_pods`]: whoever can write the snapshot could have written anything here, and one
+/// bad entry must not make the whole snapshot unreadable (the leader would stop configuring).
+pub(crate) fn valid_reservations<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<u32, Reservation>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (key, value) in raw {
+        let seq = key
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=crate::model::MAX_SEQ).contains(n));
+        match (seq, serde_json::from_value::<Reservation>(value)) {
+            (Some(seq), Ok(r)) if crate::model::is_uuid(&r.uuid) => {
+                out.insert(seq, r);
+            }
+            _ => tracing::warn!(seq = ?key, "a snapshot reservation is not valid, dropped"),
+        }
+    }
+    Ok(out)
 }
 
 fn valid_pods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Pod>, D::Error> {
@@ -126,5 +165,41 @@ pub async fn commit(client: &Client, acls: Acls, c: &Commit<'_>) -> Result<(), Z
             path: c.leader_node.to_string(),
         }),
         Err(e) => Err(ZkError::op("writing", c.path)(e.into())),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_round_trip_and_bad_entries_are_dropped_not_fatal() {
+        let snap = Snapshot {
+            generation: 2,
+            reserved: BTreeMap::from([(
+                1,
+                Reservation {
+                    uuid: "a-1".into(),
+                    until: 1_700_000_000_000,
+                },
+            )]),
+            ..Snapshot::default()
+        };
+        let text = serde_json::to_string(&snap).unwrap();
+        assert!(
+            text.contains(r#""reserved":{"1":{"uuid":"a-1","until":1700000000000}}"#),
+            "{text}"
+        );
+        assert_eq!(decode("/s", text.as_bytes()).unwrap(), snap);
+        // Nothing reserved: the field is left out, as in snapshots of older versions.
+        let none = serde_json::to_string(&Snapshot::default()).unwrap();
+        assert!(!none.contains("reserved"), "{none}");
+        let hostile = r#"{"generation": 3, "hash": "", "pods": {}, "reserved": {
+            "1": {"uuid": "a-1", "until": 5}, "x": {"uuid": "b", "until": 5}, "0": {"uuid": "c", "until": 5},
+            "2": {"uuid": "../etc", "until": 5}, "3": {"uuid": "d"}, "4": 7 }}"#;
+        let read = decode("/s", hostile.as_bytes()).unwrap();
+        assert_eq!(read.generation, 3);
+        assert_eq!(read.reserved.keys().collect::<Vec<_>>(), [&1]);
     }
 }

@@ -21,6 +21,7 @@ mod pid1;
 mod readiness;
 mod rolling;
 mod runner;
+mod seq_hold;
 mod shell_safety;
 mod showcase;
 mod showcase_scripts;

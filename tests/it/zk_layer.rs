@@ -58,10 +58,21 @@ async fn seqs_are_claimed_smallest_first_and_freed_only_by_a_configuration() {
         .collect();
     let held = cluster::held_seqs(leader, &paths).await.unwrap();
     let names: BTreeSet<String> = reg.keys().cloned().collect();
-    let free: Vec<(String, i32)> = plan::seqs_to_free(&held, &pods, &names)
-        .into_iter()
-        .map(|h| (paths.seq(h.seq), h.version))
-        .collect();
+    // `seq_hold: 0s`: no reservation, the seq is freed by this configuration.
+    let none = BTreeMap::new();
+    let free: Vec<(String, i32)> = plan::seqs_to_free(
+        &held,
+        &pods,
+        &names,
+        &Default::default(),
+        &none,
+        0,
+        Duration::ZERO,
+    )
+    .free
+    .into_iter()
+    .map(|h| (paths.seq(h.seq), h.version))
+    .collect();
     assert_eq!(free.len(), 1, "{free:?}");
     let snap = Snapshot {
         generation: 1,

@@ -41,6 +41,7 @@ pub(super) fn spec() -> PodSpec {
             full_shutdown: false,
             timeout: Duration::from_secs(60),
             evict_after: 3,
+            seq_hold: Duration::from_secs(300),
             apply: None,
             probe: None,
         },
