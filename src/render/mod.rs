@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use handlebars::template::{Template, TemplateElement};
 use handlebars::Handlebars;
 
 pub use context::{sample_env, sample_map, Context};
@@ -208,8 +209,20 @@ struct Builder<'s> {
 impl Builder<'_> {
     /// Compiles `text` under `name`; returns the name for later rendering.
     fn add(&mut self, name: String, origin: Origin, text: &str) -> String {
-        if let Err(e) = self.r.hb.register_template_string(&name, text) {
-            self.errors.push(RenderError::compile(&origin, e));
+        match self.r.hb.register_template_string(&name, text) {
+            Err(e) => self.errors.push(RenderError::compile(&origin, e)),
+            Ok(()) => {
+                if let Some((line, col)) = self.r.hb.get_template(&name).and_then(first_partial) {
+                    self.errors.push(RenderError::Template {
+                        origin: origin.clone(),
+                        line: Some(line),
+                        col: Some(col),
+                        message: "partials and decorators ({{> name}}, {{#*inline}}) are not supported: \
+                                  each template stands alone"
+                            .to_owned(),
+                    });
+                }
+            }
         }
         self.r.origins.insert(name.clone(), origin);
         self.r.order.push(name.clone());
@@ -237,6 +250,33 @@ impl Builder<'_> {
         };
         self.r.commands.insert(field, compiled);
     }
+}
+
+/// Where `t` first uses a partial (`{{> name}}`, `{{#> name}}`) or a decorator (`{{#*inline}}`,
+/// which only serves partials), if it does: ochopod refuses them. Every template file and every
+/// pod.yaml field is registered in one Handlebars registry under a name, so a partial could
+/// include another template, and handlebars only stops a template including itself directly: two
+/// hooks including each other, or an inline partial including itself, recurse until the stack
+/// overflows, which aborts `ochopod check` and PID 1 rather than reporting a `file:line:col`.
+fn first_partial(t: &Template) -> Option<(usize, usize)> {
+    for (i, e) in t.elements.iter().enumerate() {
+        match e {
+            TemplateElement::PartialExpression(_)
+            | TemplateElement::PartialBlock(_)
+            | TemplateElement::DecoratorExpression(_)
+            | TemplateElement::DecoratorBlock(_) => {
+                return Some(t.mapping.get(i).map_or((1, 1), |m| (m.0, m.1)));
+            }
+            TemplateElement::HelperBlock(h) => {
+                let inner = [&h.template, &h.inverse].into_iter().flatten();
+                if let Some(at) = inner.filter_map(first_partial).next() {
+                    return Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Compiles every template of `spec`; `lenient_foreign_ports` as in [`helpers::register`].

@@ -79,7 +79,9 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
         .map_err(|_| format!("expected a signal name like TERM, HUP or SIGUSR1, found {text:?}"))
 }
 
-fn escape_controls(text: &str) -> String {
+/// `text` with its control characters escaped (`\n`, `\0`, ...): a diagnostic that quotes a value
+/// from the file or the environment stays one line of `check`'s output.
+pub(super) fn escape_controls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::load::parse_mode;
+use super::load::{escape_controls, parse_mode};
 use super::raw::{self, S};
 use super::validate::{pos, Validator, TOP};
 use super::{
@@ -256,7 +256,10 @@ impl Validator {
                         Err(e) => {
                             self.error(
                                 pos(&s.referenced),
-                                format!("{field}.source: cannot read {}: {e}", resolved.display()),
+                                format!(
+                                    "{field}.source: cannot read {}: {e}",
+                                    escape_controls(&resolved.display().to_string())
+                                ),
                             );
                             None
                         }

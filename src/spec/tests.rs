@@ -270,6 +270,22 @@ fn the_override_makes_a_self_dependency() {
     assert_eq!((d.0[0].line, d.0[0].col), (2, 14));
 }
 
+/// One diagnostic is one line of `check`'s output: values from the environment or the file are
+/// escaped wherever a message quotes them (found by the property tests: a NUL in
+/// OCHOPOD_NAMESPACE came out raw in the self-dependency message).
+#[test]
+fn messages_escape_control_characters_from_the_environment_and_the_file() {
+    let text = "cluster: web\ndepends_on: [\"/*.web\"]\nprocess: { command: x }\n\
+                templates: [{ source: \"a\\nb\\u0000\", dest: /tmp/x }]\n";
+    let d = load_text(text, &[("OCHOPOD_NAMESPACE", "n\ns\0")]).unwrap_err();
+    assert_eq!(d.0.len(), 3, "{d}");
+    for diag in &d.0 {
+        assert!(!diag.message.contains(['\n', '\0']), "{:?}", diag.message);
+    }
+    assert!(d.0[1].message.contains("own cluster n\\ns\\0.web"), "{d}");
+    assert!(d.0[2].message.contains("cannot read pods/a\\nb\\0:"), "{d}");
+}
+
 #[test]
 fn an_unreadable_file_is_one_diagnostic_without_position() {
     let d = load(Path::new("tests/fixtures/spec/does-not-exist.yaml")).unwrap_err();

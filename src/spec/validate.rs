@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use super::load::{glob, is_name, is_pattern, parse_signal};
+use super::load::{escape_controls, glob, is_name, is_pattern, parse_signal};
 use super::raw::{RawCommand, RawDependency, RawPod, S};
 use super::{parse_duration, CommandLine, Dependency, Diagnostic, PodSpec, Signal};
 
@@ -308,10 +308,13 @@ impl Validator {
                 None => glob(text, cluster),
             };
             if is_self {
+                // The names may come from the environment unchecked (a bad override is reported
+                // on its own): escaped, so the message stays one line.
+                let own = escape_controls(&format!("{namespace}.{cluster}"));
                 self.error(
                     at,
                     format!(
-                        "{field}: {text:?} names this pod's own cluster {namespace}.{cluster}: \
+                        "{field}: {text:?} names this pod's own cluster {own}: \
                          a cluster cannot depend on itself"
                     ),
                 );

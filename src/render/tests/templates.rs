@@ -348,3 +348,38 @@ fn ports_are_reachable_by_path_and_lookup() {
              {{#each cluster.pods}}{{@index}}{{@root.pod.seq}}{{#unless @last}},{{/unless}}{{/each}}";
     assert_eq!(render_one(&mut s, &map(), t).unwrap(), "31001 31001 02,12,22");
 }
+
+/// Every template and pod.yaml field is registered under a name, so a partial could include
+/// another and recurse: two hooks including each other, or an inline partial including itself,
+/// overflowed the stack and aborted `ochopod check` (and PID 1 at the hook's first run) instead
+/// of reporting. Partials and decorators are refused where they are written.
+#[test]
+fn partials_are_refused_at_their_position_rather_than_recursing() {
+    let mut s = spec();
+    s.hooks.pre_start = Some("{{> hooks.configured}}".into());
+    s.hooks.configured = Some("echo\n  {{> hooks.pre_start}}".into());
+    s.hooks.initialize = Some("{{#*inline \"a\"}}{{> a}}{{/inline}}{{> a}}".into());
+    s.templates = vec![template(
+        "t.hbs",
+        "x\n{{#each cluster.pods}}\n {{#> layout}}{{/layout}}{{/each}}",
+        "/tmp/t",
+    )];
+    let errors: Vec<String> = check(&s, &BTreeMap::new())
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let expected = [
+        "t.hbs:3:2: ",
+        "pods/zk.yaml: hooks.initialize:1:1: ",
+        "pods/zk.yaml: hooks.pre_start:1:1: ",
+        "pods/zk.yaml: hooks.configured:2:3: ",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (e, at) in errors.iter().zip(expected) {
+        assert!(
+            e.starts_with(at) && e.contains("partials"),
+            "{e} (expected at {at})"
+        );
+    }
+    assert!(Renderer::new(&s).is_err());
+}
