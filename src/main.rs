@@ -169,7 +169,7 @@ fn run(opts: RunOptions) -> i32 {
             eprintln!("{e}");
             2
         }
-        Ok(Err(e @ (StartError::Token(_) | StartError::Identity(_)))) => {
+        Ok(Err(e @ (StartError::Token(_) | StartError::Identity(_) | StartError::Binding(_)))) => {
             eprintln!("ochopod: {e}");
             2
         }

@@ -55,6 +55,9 @@ pub enum StartError {
     /// A token configuration that would leave the control API open (exit 2).
     #[error(transparent)]
     Token(#[from] crate::auth::TokenError),
+    /// A variable saying who the pod is holds a value ochopod cannot use (exit 2).
+    #[error(transparent)]
+    Binding(#[from] crate::binding::BindingError),
     /// This pod's own identity would be refused by its peers (exit 2).
     #[error("this pod's identity is not valid (OCHOPOD_IP, OCHOPOD_HOST, ...): {0}")]
     Identity(#[from] crate::model::Invalid),
@@ -101,7 +104,7 @@ fn process_env() -> impl Fn(&str) -> Option<String> {
 pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     let env = process_env();
     let spec = Arc::new(spec::load(&opts.pod_yaml).map_err(StartError::Spec)?);
-    let mut identity = crate::binding::detect_from_process_env(&spec.ports).map_err(|e| anyhow!(e))?;
+    let mut identity = crate::binding::detect_from_process_env(&spec.ports)?;
     // SPEC §3: the control port is one of the pod's ports, so peers find it like any other.
     identity
         .ports

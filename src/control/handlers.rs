@@ -249,21 +249,15 @@ pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
     }
 }
 
-/// The leader's `off` (`full_shutdown`) says so with an `X-Ochopod-Leader` header or a body (its
-/// map, which must be addressed to this pod and not older than the applied one); an operator's
-/// is bare and holds the pod.
-pub async fn off(
-    State(api): State<Api>,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// The leader's `off` (`full_shutdown`) carries its map, which must be addressed to this pod
+/// and not older than the applied one; an operator's is bare and holds the pod.
+pub async fn off(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
     let origin = match parse_map(body) {
         Err(r) => return *r,
         Ok(Some(map)) => match api.supervise.admits(&map) {
             Ok(()) => Origin::Leader,
             Err(e) => return e.into_response(),
         },
-        Ok(None) if headers.contains_key("x-ochopod-leader") => Origin::Leader,
         Ok(None) => Origin::Operator,
     };
     done(api.supervise.off(origin).await)

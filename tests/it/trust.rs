@@ -848,6 +848,27 @@ async fn a_token_setting_that_holds_no_token_stops_run_before_it_serves() {
     }
 }
 
+#[tokio::test]
+async fn an_identity_variable_ochopod_cannot_use_stops_run_with_exit_2() {
+    let dir = PodDir::new("cluster: ident\nprocess:\n  command: \"sleep 300\"\n");
+    for (var, value) in [("OCHOPOD_IP", "127.0.0.1;id"), ("OCHOPOD_PORT", "99999")] {
+        let out = tokio::process::Command::new(binary())
+            .args(["run", "--standalone"])
+            .arg(dir.path())
+            .env("OCHOPOD_HOME", dir.dir.path().join("home"))
+            .env(var, value)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(10), out)
+            .await
+            .unwrap_or_else(|_| panic!("{var}={value:?}: still running after 10 s"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value:?}: {stderr}");
+        assert!(stderr.contains(var), "{var}={value:?}: {stderr}");
+    }
+}
+
 // 14. A forward-compatible wire.
 
 #[tokio::test]
