@@ -421,7 +421,13 @@ impl Actor {
         // Whatever the run left in its group (workers, daemons) must not hold ports for the next.
         let _ = super::child::signal_group(running.pid(), nix::sys::signal::Signal::SIGKILL);
         let ran_for = running.started.elapsed();
-        tracing::info!(pid = running.pid(), code = ?exit.code, signal = ?exit.signal, ?ran_for, "process exited");
+        tracing::info!(
+            pid = running.pid(),
+            code = exit.code,
+            signal = exit.signal,
+            ?ran_for,
+            "process exited"
+        );
         self.after_exit(exit, ran_for, "").await;
     }
 
@@ -491,7 +497,7 @@ impl Actor {
         let stop = &self.ctx.spec.process.stop;
         let pid = running.pid();
         let exit = running.stop(stop.signal, stop.grace).await;
-        tracing::info!(pid, code = ?exit.code, signal = ?exit.signal, "process stopped");
+        tracing::info!(pid, code = exit.code, signal = exit.signal, "process stopped");
         self.publish(|s| {
             s.process = ProcessState::Stopped;
             s.pid = None;

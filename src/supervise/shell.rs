@@ -136,7 +136,12 @@ pub async fn run(
     let out = finish(out_task.as_mut(), drained, &stop).await;
     let err = finish(err_task.as_mut(), drained, &stop).await;
     let exit = exit?;
-    tracing::debug!(command = what, code = ?exit.code, signal = ?exit.signal, "command done");
+    tracing::debug!(
+        command = what,
+        code = exit.code,
+        signal = exit.signal,
+        "command done"
+    );
     Ok(Output {
         exit,
         stdout: String::from_utf8_lossy(&out.captured).into_owned(),
