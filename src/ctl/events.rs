@@ -77,6 +77,17 @@ pub fn human(e: &Event) -> String {
         Change::Rejected { znode, reason } => {
             format!("rejected registration {:?}: {}", clean(znode), clean(reason))
         }
+        Change::Paused { by, reason } => {
+            let by = match by {
+                crate::zk::pause::PausedBy::Operator => "an operator",
+                crate::zk::pause::PausedBy::Leader => "the leader",
+            };
+            match reason.is_empty() {
+                true => format!("paused by {by}"),
+                false => format!("paused by {by}: {}", clean(reason)),
+            }
+        }
+        Change::Resumed => "resumed".to_string(),
     };
     format!("{} {} {body}", e.time, e.cluster)
 }

@@ -39,6 +39,7 @@ use zookeeper_client as zkc;
 use super::discover::{leader_of, Discovery, CLUSTERS};
 use super::CtlError;
 use crate::model::{Pod, PodState};
+use crate::zk::pause::{Pause, PausedBy};
 
 /// A cluster as ZooKeeper has it, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -53,6 +54,8 @@ pub struct ClusterView {
     pub leader: Option<String>,
     /// The last configuration, when the cluster has a leader that wrote one.
     pub snapshot: Option<SnapshotView>,
+    /// The cluster's pause (`ctl pause`, or its leader for `settings.max_lost`), if paused.
+    pub paused: Option<Pause>,
 }
 
 /// A registration that is not a valid pod.
@@ -172,6 +175,10 @@ pub enum Change {
     },
     /// A registration that is not a valid pod (left out of every map).
     Rejected { znode: String, reason: String },
+    /// The cluster was paused (or its pause changed hands): its leader configures nothing.
+    Paused { by: PausedBy, reason: String },
+    /// The pause was lifted.
+    Resumed,
 }
 
 /// One change, when the watcher saw it.
@@ -278,6 +285,18 @@ pub fn diff(old: &Model, new: &Model, touched: &BTreeSet<String>, time: &str) ->
                 reason: r.reason.clone(),
             });
         }
+        match (&o.paused, &n.paused) {
+            (None, Some(p)) => push(Change::Paused {
+                by: p.by,
+                reason: p.reason.clone(),
+            }),
+            (Some(was), Some(p)) if was.by != p.by || was.since != p.since => push(Change::Paused {
+                by: p.by,
+                reason: p.reason.clone(),
+            }),
+            (Some(_), None) => push(Change::Resumed),
+            _ => {}
+        }
         if o.leader != n.leader {
             let pod = n.leader.as_ref().and_then(|u| n.pods.get(u));
             push(Change::Leader {
@@ -349,6 +368,8 @@ async fn read_cluster(
     let names = client.list_children(&dir);
     let leaders = client.list_children(&leader_dir);
     let snapshot = client.get_data(&snapshot_path);
+    let paused_path = format!("{root}/paused");
+    let paused = client.get_data(&paused_path);
     let exists = client.check_stat(&root);
     let names = match names.await {
         Ok(n) => n,
@@ -404,6 +425,12 @@ async fn read_cluster(
             }),
         Err(zkc::Error::NoNode) => None,
         Err(e) => return Err(zk_error(zk, "reading", &snapshot_path)(e)),
+    };
+    view.paused = match paused.await {
+        // Untrusted like the rest: decode() keeps a printable, bounded reason.
+        Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
+        Err(zkc::Error::NoNode) => None,
+        Err(e) => return Err(zk_error(zk, "reading", &paused_path)(e)),
     };
     match exists.await {
         Ok(Some(_)) => Ok(Some(view)),
@@ -706,6 +733,7 @@ mod tests {
             rejected: Vec::new(),
             leader: leader.map(str::to_string),
             snapshot,
+            paused: None,
         };
         Model {
             clusters: BTreeMap::from([("default.zk".to_string(), view)]),
@@ -840,6 +868,29 @@ mod tests {
                 ip: None
             }
         );
+    }
+
+    #[test]
+    fn a_pause_and_its_lifting_are_events() {
+        let calm = model(&[], None, None);
+        let mut paused = calm.clone();
+        let pause = Pause {
+            by: PausedBy::Operator,
+            since: 1,
+            reason: "kernel upgrade".into(),
+        };
+        if let Some(c) = paused.clusters.get_mut("default.zk") {
+            c.paused = Some(pause);
+        }
+        let on = diff(&calm, &paused, &BTreeSet::new(), "t");
+        assert_eq!(kinds(&on), ["paused"]);
+        let line = super::super::events::human(&on[0]);
+        assert!(line.ends_with("paused by an operator: kernel upgrade"), "{line}");
+        assert_eq!(
+            kinds(&diff(&paused, &paused, &BTreeSet::new(), "t")),
+            Vec::<String>::new()
+        );
+        assert_eq!(kinds(&diff(&paused, &calm, &BTreeSet::new(), "t")), ["resumed"]);
     }
 
     #[test]

@@ -142,6 +142,13 @@ async fn an_operators_pause_holds_a_newcomer_back_across_a_leader_kill_until_res
         out.stdout.contains("pz1.web is paused by an operator since "),
         "{out:?}"
     );
+    // The event stream and the page's model say so too (the current state, as events).
+    let out = ctl(&zk, "pz1", &["events", "web"], &[]).await;
+    assert!(
+        out.stdout
+            .contains("pz1.web paused by an operator: kernel upgrade"),
+        "{out:?}"
+    );
     // Pausing again changes nothing and says so.
     let out = ctl(&zk, "pz1", &["pause", "web"], &[]).await;
     assert!(out.stdout.contains("already paused by an operator"), "{out:?}");

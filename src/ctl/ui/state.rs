@@ -342,6 +342,7 @@ fn view(
             let snapshot = c.snapshot.clone().unwrap_or_default();
             json!({
                 "key": c.key,
+                "paused": c.paused.as_ref().map(|p| p.describe()),
                 "leader": c.leader,
                 "leader_status": leader_status,
                 "generation": c.snapshot.as_ref().map(|s| s.generation),

@@ -73,7 +73,9 @@
     head.append(el('span', 'badge', 'leader ' + seqOf(c, c.leader)));
     if (c.generation !== null && c.generation !== undefined) head.append(el('span', 'badge', 'generation ' + c.generation));
     if (c.depends_on.length) head.append(el('span', 'badge', 'depends on ' + c.depends_on.join(', ')));
+    if (c.paused) head.append(el('span', 'badge paused', 'paused'));
     s.append(head);
+    if (c.paused) s.append(el('p', 'warning', c.paused));
     if (c.leader_status) s.append(el('p', 'leader-status', 'leader: ' + c.leader_status));
     if (c.failed.length) s.append(el('p', 'warning', 'evicted: ' + c.failed.map((u) => seqOf(c, u)).join(', ')));
     for (const r of c.rejected) s.append(el('p', 'warning', 'rejected registration ' + r.znode + ': ' + r.reason));
@@ -201,6 +203,8 @@
       case 'evicted': return (e.seq !== null ? '#' + e.seq : e.uuid) + ' evicted';
       case 'depends_on': return 'depends_on ' + (e.depends_on.length ? e.depends_on.join(', ') : '(none)');
       case 'rejected': return 'rejected registration ' + e.znode + ': ' + e.reason;
+      case 'paused': return 'paused by ' + (e.by === 'leader' ? 'the leader' : 'an operator') + (e.reason ? ': ' + e.reason : '');
+      case 'resumed': return 'resumed';
       default: return String(e.kind);
     }
   }
