@@ -13,6 +13,7 @@ mod ctl;
 mod deploy;
 mod examples;
 mod http_limits;
+mod lb;
 mod lifecycle;
 mod man;
 mod monitoring;
