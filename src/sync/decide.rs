@@ -180,7 +180,7 @@ pub(super) mod tests {
     use super::*;
     use crate::model::{Pod, PodState};
     use crate::sync::plan::Pods;
-    use crate::zk::cluster::Registered;
+    use crate::zk::cluster::{HeldSeq, Registered};
     use crate::zk::snapshot::Snapshot;
 
     fn spec(yaml: &str) -> PodSpec {
@@ -235,13 +235,26 @@ pub(super) mod tests {
                 0,
             )
         });
+        // Every pod registered or configured holds its seq, as in ZooKeeper.
+        let mut holders: Vec<&String> = registered.keys().collect();
+        if let Some((s, _)) = &snapshot {
+            holders.extend(s.pods.keys().filter(|u| !registered.contains_key(*u)));
+        }
+        let held = holders
+            .into_iter()
+            .map(|u| HeldSeq {
+                seq: u32::from(u.as_bytes()[0] - b'a') + 1,
+                uuid: u.clone(),
+                version: 0,
+            })
+            .collect();
         World {
             registered,
             live,
             deps,
             resolved: Vec::new(),
             snapshot,
-            held: Vec::new(),
+            held,
             hash,
             depends_on: Vec::new(),
             cycle: None,

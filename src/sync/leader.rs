@@ -254,7 +254,7 @@ pub(super) async fn lead(
         };
         let (world, act) = match read {
             Ok(mut w) => {
-                let (lost, act) = net.look(&w, settings.max_lost);
+                let (lost, act) = net.look(&w, &leavers, settings.max_lost);
                 w.lost = lost;
                 (Some(w), act)
             }

@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 
 use super::leader::World;
+use super::plan::Leavers;
 use crate::zk::pause::PausedBy;
 
 /// What the leader does about the pause node.
@@ -29,11 +30,10 @@ pub(super) enum NetAction {
     Resume(i32),
 }
 
-/// The net's memory for one leadership.
+/// The net's memory for one leadership (who was seen leaving is the leader's [`Leavers`], shared
+/// with the seq reservations).
 #[derive(Debug, Default)]
 pub(super) struct SafetyNet {
-    /// Pods seen `leaving`: their departure is not a loss.
-    leaving: BTreeSet<String>,
     /// Losses an operator accepted by resuming the cluster.
     accepted: BTreeSet<String>,
     /// Who had paused the cluster at the last look; None before the first.
@@ -63,19 +63,20 @@ pub(super) fn names(w: &World, uuids: &[String]) -> String {
 }
 
 impl SafetyNet {
-    /// Looks at the world as just read: the lost pods (by seq), and what to do about the pause.
-    pub(super) fn look(&mut self, w: &World, max_lost: Option<usize>) -> (Vec<String>, Option<NetAction>) {
-        for r in w.registered.values() {
-            if r.pod.state == crate::model::PodState::Leaving {
-                self.leaving.insert(r.pod.uuid.clone());
-            }
-        }
+    /// Looks at the world as just read (`leavers` already updated from it): the lost pods (by
+    /// seq), and what to do about the pause.
+    pub(super) fn look(
+        &mut self,
+        w: &World,
+        leavers: &Leavers,
+        max_lost: Option<usize>,
+    ) -> (Vec<String>, Option<NetAction>) {
         let configured = w.snapshot.as_ref().map(|(s, _)| s).filter(|s| s.is_configured());
         let mut gone: Vec<(u32, String)> = configured
             .map(|s| {
                 s.pods
                     .values()
-                    .filter(|p| !w.registered.contains_key(&p.uuid) && !self.leaving.contains(&p.uuid))
+                    .filter(|p| !w.registered.contains_key(&p.uuid) && !leavers.contains(&p.uuid))
                     .map(|p| (p.seq, p.uuid.clone()))
                     .collect()
             })
@@ -99,7 +100,6 @@ impl SafetyNet {
         // Only what the last configuration or the registrations still name is worth keeping.
         let known =
             |u: &String| w.registered.contains_key(u) || configured.is_some_and(|s| s.pods.contains_key(u));
-        self.leaving.retain(known);
         self.accepted.retain(known);
         let lost: Vec<String> = gone
             .into_iter()
@@ -134,6 +134,17 @@ mod tests {
 
     const R: PodState = PodState::Running;
 
+    /// One read of the world, as the leader does it: the leavers, then the net.
+    fn look(
+        net: &mut SafetyNet,
+        leavers: &mut Leavers,
+        w: &World,
+        max_lost: Option<usize>,
+    ) -> (Vec<String>, Option<NetAction>) {
+        leavers.saw(&w.registered, &w.held);
+        net.look(w, leavers, max_lost)
+    }
+
     fn paused(w: &mut World, by: PausedBy) {
         w.paused = Some((
             Pause {
@@ -147,15 +158,25 @@ mod tests {
 
     #[test]
     fn more_lost_than_max_lost_pauses_and_their_return_resumes() {
-        let mut net = SafetyNet::default();
+        let (mut net, mut leavers) = (SafetyNet::default(), Leavers::default());
         let snap = Some(&["a", "b", "c"][..]);
-        let (lost, act) = net.look(&world(&[("a", R), ("b", R), ("c", R)], snap), Some(1));
+        let (lost, act) = look(
+            &mut net,
+            &mut leavers,
+            &world(&[("a", R), ("b", R), ("c", R)], snap),
+            Some(1),
+        );
         assert!(lost.is_empty() && act.is_none());
         // One lost: within the net, the leader configures the survivors as usual.
-        let (lost, act) = net.look(&world(&[("a", R), ("b", R)], snap), Some(1));
+        let (lost, act) = look(
+            &mut net,
+            &mut leavers,
+            &world(&[("a", R), ("b", R)], snap),
+            Some(1),
+        );
         assert_eq!((lost, act), (vec!["c".to_string()], None));
         // Two: paused, naming them.
-        let (lost, act) = net.look(&world(&[("a", R)], snap), Some(1));
+        let (lost, act) = look(&mut net, &mut leavers, &world(&[("a", R)], snap), Some(1));
         assert_eq!(lost, ["b", "c"]);
         assert_eq!(
             act,
@@ -165,64 +186,85 @@ mod tests {
         );
         let mut w = world(&[("a", R)], snap);
         paused(&mut w, PausedBy::Leader);
-        assert_eq!(net.look(&w, Some(1)).1, None, "paused already");
+        assert_eq!(
+            look(&mut net, &mut leavers, &w, Some(1)).1,
+            None,
+            "paused already"
+        );
         // One comes back (same uuid): the leader lifts its own pause, and its end is no resume
         // by an operator (the other loss still counts).
         let mut w = world(&[("a", R), ("c", R)], snap);
         paused(&mut w, PausedBy::Leader);
-        assert_eq!(net.look(&w, Some(1)).1, Some(NetAction::Resume(7)));
-        let (lost, act) = net.look(&world(&[("a", R), ("c", R)], snap), Some(1));
+        assert_eq!(
+            look(&mut net, &mut leavers, &w, Some(1)).1,
+            Some(NetAction::Resume(7))
+        );
+        let (lost, act) = look(
+            &mut net,
+            &mut leavers,
+            &world(&[("a", R), ("c", R)], snap),
+            Some(1),
+        );
         assert_eq!((lost, act), (vec!["b".to_string()], None));
     }
 
     #[test]
     fn pods_seen_leaving_are_not_lost() {
-        let mut net = SafetyNet::default();
+        let (mut net, mut leavers) = (SafetyNet::default(), Leavers::default());
         let snap = Some(&["a", "b", "c"][..]);
-        net.look(
+        look(
+            &mut net,
+            &mut leavers,
             &world(
                 &[("a", R), ("b", PodState::Leaving), ("c", PodState::Leaving)],
                 snap,
             ),
             Some(0),
         );
-        let (lost, act) = net.look(&world(&[("a", R)], snap), Some(0));
+        let (lost, act) = look(&mut net, &mut leavers, &world(&[("a", R)], snap), Some(0));
         assert!(lost.is_empty() && act.is_none(), "{lost:?} {act:?}");
     }
 
     #[test]
     fn an_operators_pause_is_never_lifted_and_a_resume_accepts_the_losses() {
-        let mut net = SafetyNet::default();
+        let (mut net, mut leavers) = (SafetyNet::default(), Leavers::default());
         let snap = Some(&["a", "b", "c"][..]);
         let mut w = world(&[("a", R)], snap);
         paused(&mut w, PausedBy::Operator);
-        let (lost, act) = net.look(&w, Some(5));
+        let (lost, act) = look(&mut net, &mut leavers, &w, Some(5));
         assert_eq!((lost.len(), act), (2, None), "within max_lost, still paused");
         // `ctl resume`: the two losses are accepted, the survivors get configured.
-        let (lost, act) = net.look(&world(&[("a", R)], snap), Some(1));
+        let (lost, act) = look(&mut net, &mut leavers, &world(&[("a", R)], snap), Some(1));
         assert_eq!((lost, act), (Vec::<String>::new(), None));
         // ...and so after the leader's own pause.
-        let mut net = SafetyNet::default();
+        let (mut net, mut leavers) = (SafetyNet::default(), Leavers::default());
         let mut w = world(&[("a", R)], snap);
         paused(&mut w, PausedBy::Leader);
-        assert_eq!(net.look(&w, Some(1)).1, None);
-        let (lost, act) = net.look(&world(&[("a", R)], snap), Some(1));
+        assert_eq!(look(&mut net, &mut leavers, &w, Some(1)).1, None);
+        let (lost, act) = look(&mut net, &mut leavers, &world(&[("a", R)], snap), Some(1));
         assert_eq!((lost, act), (Vec::<String>::new(), None));
     }
 
     #[test]
     fn without_max_lost_the_leader_lifts_a_leftover_pause_of_its_own() {
-        let mut net = SafetyNet::default();
+        let (mut net, mut leavers) = (SafetyNet::default(), Leavers::default());
         let mut w = world(&[("a", R)], Some(&["a", "b", "c"]));
-        assert_eq!(net.look(&w, None).1, None, "never pauses by itself");
+        assert_eq!(
+            look(&mut net, &mut leavers, &w, None).1,
+            None,
+            "never pauses by itself"
+        );
         paused(&mut w, PausedBy::Leader);
-        assert_eq!(net.look(&w, None).1, Some(NetAction::Resume(7)));
+        assert_eq!(
+            look(&mut net, &mut leavers, &w, None).1,
+            Some(NetAction::Resume(7))
+        );
     }
 
     #[test]
     fn before_a_first_configuration_nothing_is_lost() {
-        let mut net = SafetyNet::default();
-        let (lost, act) = net.look(&world(&[("a", R)], None), Some(0));
+        let (mut net, mut leavers) = (SafetyNet::default(), Leavers::default());
+        let (lost, act) = look(&mut net, &mut leavers, &world(&[("a", R)], None), Some(0));
         assert!(lost.is_empty() && act.is_none());
     }
 }

@@ -143,7 +143,7 @@ pub fn seqs_to_free(
 }
 
 /// The uuids this leadership saw registered as `leaving`, gone since or not: what tells a pod
-/// that left from one that vanished ([`seqs_to_free`]). A pod registered again in another state
+/// that left from one that vanished ([`seqs_to_free`], and the lost-pods safety net). A pod registered again in another state
 /// is forgotten, and so is one that holds no seq any more. A new leader starts empty: a pod that
 /// left before it ever saw it `leaving` counts as vanished (its seq is only held longer).
 #[derive(Debug, Default)]
@@ -159,6 +159,11 @@ impl Leavers {
             };
         }
         self.0.retain(|u| held.iter().any(|h| &h.uuid == u));
+    }
+
+    /// Whether `uuid` was seen leaving (and still holds its seq).
+    pub fn contains(&self, uuid: &str) -> bool {
+        self.0.contains(uuid)
     }
 }
 
