@@ -23,7 +23,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use crate::clock::unix_ms;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -143,12 +145,6 @@ impl Signer {
         ));
         format!("{SCHEME} t={t},n={n},s={s}")
     }
-}
-
-/// Milliseconds since the epoch (0 before it).
-pub(crate) fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn mac(key: &[u8]) -> HmacSha256 {

@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod binding;
 pub mod check;
+pub mod clock;
 pub mod control;
 pub mod ctl;
 pub mod logs;

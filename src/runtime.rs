@@ -142,10 +142,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         binding: identity.binding.to_string(),
         version: crate::VERSION.to_string(),
         state: PodState::Running,
-        started: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        started: crate::clock::now_ms(),
     };
     // Peers validate every registration (SPEC §6): one they would refuse must not start.
     crate::model::check_pod(&me)?;

@@ -113,7 +113,7 @@ fn print(events: &[Event], json: bool, namespace: &str, patterns: &[String]) -> 
 pub async fn run(ctx: Ctx, patterns: Vec<String>, follow: bool) -> Result<i32, CtlError> {
     if !follow {
         let model = watch::read_model(&ctx.zk).await?;
-        let now = watch::rfc3339(std::time::SystemTime::now());
+        let now = crate::clock::rfc3339(std::time::SystemTime::now());
         let events = watch::diff(&watch::Model::default(), &model, &Default::default(), &now);
         print(&events, ctx.json, &ctx.namespace, &patterns);
         return Ok(EXIT_OK);

@@ -335,7 +335,7 @@ async fn ls(ctx: &Ctx, select: &Select) -> Result<i32, CtlError> {
 /// When a reservation ends, as people read it (UTC).
 fn until(ms: u64) -> String {
     match std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)) {
-        Some(t) => super::watch::rfc3339(t),
+        Some(t) => crate::clock::rfc3339(t),
         None => format!("{ms} ms after the epoch"),
     }
 }

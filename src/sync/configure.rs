@@ -210,7 +210,7 @@ pub(super) async fn configure(
         .as_ref()
         .map(|(s, _)| s.reserved.clone())
         .unwrap_or_default();
-    let now = crate::auth::unix_ms(std::time::SystemTime::now());
+    let now = crate::clock::now_ms();
     let seqs = plan::seqs_to_free(&w.held, &pods, &registered, left, &before, now, settings.seq_hold);
     for (seq, r) in seqs.reserved.iter().filter(|(n, _)| !before.contains_key(n)) {
         tracing::info!(seq, uuid = %r.uuid, until_ms = r.until, "seq reserved: its pod vanished without leaving");

@@ -43,9 +43,7 @@ pub const MAX_REASON: usize = 300;
 impl Pause {
     /// A pause starting now.
     pub fn now(by: PausedBy, reason: &str) -> Pause {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let since = crate::clock::now_ms();
         Pause {
             by,
             since,
@@ -72,7 +70,7 @@ impl Pause {
         const YEAR_10000: u64 = 253_402_300_800_000;
         let ms = if self.since < YEAR_10000 { self.since } else { 0 };
         // Bounded above: the addition cannot overflow.
-        crate::ctl::watch::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        crate::clock::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
     }
 }
 

@@ -68,11 +68,6 @@ pub fn target(key: &str, pod: &Pod) -> Target {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Settings of the actor.
 pub struct Settings {
     pub caller: Caller,
@@ -238,7 +233,7 @@ impl Actor {
             let _permit = permits.acquire_owned().await;
             let result = caller.call(&target, &req).await.map_err(|f| f.to_string());
             let info = Info {
-                at: unix_ms(SystemTime::now()),
+                at: crate::clock::now_ms(),
                 result,
             };
             let _ = answers.send((target.pod.uuid, info));
@@ -295,7 +290,7 @@ fn view(
     version: u64,
     zk: &str,
 ) -> Value {
-    let now = unix_ms(SystemTime::now());
+    let now = crate::clock::now_ms();
     let clusters: Vec<Value> = model
         .clusters
         .values()
@@ -357,7 +352,7 @@ fn view(
     json!({
         "version": version,
         "zk": zk,
-        "time": crate::ctl::watch::rfc3339(SystemTime::now()),
+        "time": crate::clock::rfc3339(SystemTime::now()),
         "clusters": clusters,
         "events": events,
     })
