@@ -78,17 +78,6 @@ pub struct SnapshotView {
     pub failed: Vec<String>,
 }
 
-#[derive(serde::Deserialize)]
-struct RawSnapshot {
-    generation: u64,
-    #[serde(default)]
-    pods: BTreeMap<String, serde_json::Value>,
-    #[serde(default)]
-    depends_on: Vec<String>,
-    #[serde(default)]
-    failed: Vec<String>,
-}
-
 impl ClusterView {
     /// The pods dependents count (SPEC §6): in the snapshot, still registered, and running.
     pub fn live(&self) -> usize {
@@ -384,18 +373,12 @@ async fn read_cluster(
         .map_err(|(doing, path, e)| zk_error(zk, doing, &path)(e))?;
     view.snapshot = match snapshot.await {
         // A snapshot that does not parse is shown as none: the leader will write a good one.
-        Ok((data, _)) => serde_json::from_slice::<RawSnapshot>(&data)
+        // The snapshot as the leader reads it (crate::zk::snapshot): invalid pods dropped.
+        Ok((data, _)) => crate::zk::snapshot::decode(&snapshot_path, &data)
             .ok()
             .map(|s| SnapshotView {
                 generation: s.generation,
-                pods: s
-                    .pods
-                    .into_iter()
-                    .map(|(u, v)| {
-                        let seq = v["seq"].as_u64().and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
-                        (u, seq)
-                    })
-                    .collect(),
+                pods: s.pods.into_iter().map(|(u, p)| (u, p.seq)).collect(),
                 depends_on: s.depends_on,
                 failed: s.failed,
             }),
