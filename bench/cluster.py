@@ -118,9 +118,12 @@ def run_size(binary, n):
         idle = (packets(zk.port) - p0) / 10.0
         # One more pod: requests for that reconfiguration.
         p0 = packets(zk.port)
+        t_join = time.time()
         pods += start_pods(binary, root, zk.port, 1, first=n)
         gen2 = wait(lambda: configured(pods, n + 1, gen + 1), 60)
         reconf_requests = packets(zk.port) - p0
+        # Less the session pings of that window: what the change itself cost.
+        reconf_net = reconf_requests - idle * (time.time() - t_join)
         # A pod lost (kill -9): the survivors reconfigured.
         victim_ip, victim = pods.pop(1)
         t1 = time.time()
@@ -128,7 +131,7 @@ def run_size(binary, n):
         gen3 = wait(lambda: configured(pods, n, (gen2 or gen) + 1), 60)
         t_lost = time.time() - t1
         return dict(n=n, form=t_form, beyond=t_after_last - DAMPER, spawn=t_spawned - t0, idle=idle,
-                    reconf=reconf_requests,
+                    reconf=reconf_requests, reconf_net=reconf_net,
                     lost=t_lost if gen3 else "timeout", startup_packets=p0 - base)
     finally:
         stop_pods(pods)
@@ -146,13 +149,14 @@ def main():
     print(f"# cluster sync ({os.cpu_count()} cores, damper {DAMPER}s, session timeout {SESSION}s)\n")
     print("| pods | first start → all configured | starting them took | last start → all configured, "
           "beyond the damper | pod killed → survivors reconfigured | ZK requests for +1 pod "
-          "| ZK requests/s idle |")
-    print("|---|---|---|---|---|---|---|")
+          "| less idle pings | per pod | ZK requests/s idle |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in [int(x) for x in a.sizes.split(",")]:
         r = run_size(a.binary, n)
         f = lambda v: f"{v:.2f} s" if isinstance(v, float) else str(v)
         print(f"| {n} | {f(r['form'])} | {f(r.get('spawn', '-'))} | {f(r.get('beyond', '-'))} | {f(r.get('lost', '-'))} "
-              f"| {r.get('reconf', '-')} | {r.get('idle', 0):.1f} |", flush=True)
+              f"| {r.get('reconf', '-')} | {r.get('reconf_net', 0):.0f} | {r.get('reconf_net', 0) / (n + 1):.2f} "
+              f"| {r.get('idle', 0):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -238,6 +238,13 @@ fn leader_metrics(x: &mut Exposition, l: &crate::sync::LeaderStats) {
             (vec![("result", "failure".into())], l.failed as f64),
         ],
     );
+    x.family(
+        "ochopod_zk_reads",
+        "Leader only: ZooKeeper read requests this pod made while leading, to follow its cluster and dependencies",
+        Kind::Counter,
+        None,
+        vec![(vec![], l.zk_reads as f64)],
+    );
 }
 
 fn flag(b: bool) -> f64 {

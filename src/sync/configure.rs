@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::task::JoinSet;
 
 use super::calls::{Answer, Caller};
-use super::leader::{Ctx, World};
+use super::world::{Ctx, World};
 use super::plan::{self, Pods};
 use crate::model::{Action, ClusterMap, Pod};
 use crate::render::fields;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::leader::World;
+use super::world::World;
 use super::plan::{self, Damper};
 use crate::spec::PodSpec;
 use crate::zk::pause::{Pause, PausedBy};
@@ -258,7 +258,6 @@ pub(super) mod tests {
             hash,
             depends_on: Vec::new(),
             cycle: None,
-            graph: BTreeMap::new(),
             evicted: Vec::new(),
             rejected: Vec::new(),
             dependencies: BTreeMap::new(),

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use super::leader::World;
+use super::world::World;
 use super::plan::Leavers;
 use crate::zk::pause::PausedBy;
 

@@ -11,25 +11,26 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
-use super::{leader, Role};
+use super::leader;
+use super::status::Report;
+use super::world::Ctx;
 use crate::zk::paths::ClusterPaths;
 use crate::zk::{cluster, election, snapshot, Client, ZkError};
 
 /// Election, then leadership, for one session; re-enters the election after a recoverable error.
-pub(super) async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: CancellationToken) {
+/// `fresh`: a new session (not one resumed), which cannot hold an election node yet.
+pub(super) async fn member(ctx: Arc<Ctx>, client: Client, fresh: bool, stop: CancellationToken) {
+    let mut fresh = fresh;
     loop {
         let r = tokio::select! {
             _ = stop.cancelled() => return,
-            r = elect_and_lead(&ctx, &client, &stop) => r,
+            r = elect_and_lead(&ctx, &client, std::mem::take(&mut fresh), &stop) => r,
         };
         match r {
             Ok(leader::Ended::Stopped) => return,
             Ok(leader::Ended::Resigned(why)) => {
                 tracing::info!(reason = %why, "resigned the leadership to a live pod");
-                ctx.status.send_modify(|s| {
-                    s.role = Role::Follower;
-                    s.status = format!("resigned: {why}");
-                });
+                ctx.tell(Report::Resigned(why));
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -38,10 +39,7 @@ pub(super) async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: Cancella
             Err(e) if e.is_session_lost() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "election interrupted, joining again");
-                ctx.status.send_modify(|s| {
-                    s.role = Role::Follower;
-                    s.status = format!("election interrupted: {e}");
-                });
+                ctx.tell(Report::Interrupted(e.to_string()));
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -52,23 +50,23 @@ pub(super) async fn member(ctx: Arc<leader::Ctx>, client: Client, stop: Cancella
 }
 
 async fn elect_and_lead(
-    ctx: &leader::Ctx,
+    ctx: &Ctx,
     client: &Client,
+    fresh: bool,
     stop: &CancellationToken,
 ) -> Result<leader::Ended, ZkError> {
-    election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
+    // Reads every candidate's node (O(pods)): only worth it when this session may have left one
+    // (an earlier attempt, a resumed session). A new session's ephemeral nodes start empty.
+    if !fresh {
+        election::leave_stale(client, &ctx.paths, &ctx.uuid).await?;
+    }
     let me = election::enter(client, &ctx.paths, ctx.acls, &ctx.uuid).await?;
-    ctx.status.send_modify(|s| {
-        s.role = Role::Follower;
-        s.status = "following".into();
-    });
+    ctx.tell(Report::Following);
     election::wait_until_leader(client, &ctx.paths, &me).await?;
     tracing::info!(node = %me.name, "elected leader");
-    ctx.status.send_modify(|s| {
-        s.role = Role::Leader;
-        s.status = "leading".into();
-    });
-    let r = leader::lead(ctx, client, &me, stop).await;
+    ctx.tell(Report::Elected);
+    let span = tracing::info_span!("leadership", node = %me.name, epoch = me.epoch);
+    let r = tracing::Instrument::instrument(leader::lead(ctx, client, &me, stop), span).await;
     // Whatever happened, this node no longer leads through `me`: give the election a chance.
     let _ = client.delete(&me.path, None).await;
     r

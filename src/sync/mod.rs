@@ -13,11 +13,17 @@
 //! from here. Shuts down when the shutdown token is cancelled (the session is closed, the pod's
 //! ephemeral nodes go with it) or after [`Handle::deregister`].
 //!
-//! Inside: `member` (election, leaving), `leader` (the watch-driven loop), `decide` (whether a
-//! configuration is due, pure), `lost` (the lost-pods safety net, pure), `configure` (one
-//! configuration), [`calls`] (HTTP to pods and local commands), [`plan`] (hash, diff, order,
-//! dependency resolution, damper: pure).
+//! The status has one writer, this actor: the member and leader tasks report to it
+//! (`status::Report`, over a channel) and it applies what they say.
+//!
+//! Inside: `status` (what is published, the reports, pure), `world` (the leader's shared types),
+//! `member` (election, leaving), `leader` (the watch-driven loop), `watches` and `cache` (the
+//! leader's view of ZooKeeper, kept from events), `decide` (whether a configuration is due,
+//! pure), `lost` (the lost-pods safety net, pure), `configure` (one configuration), [`calls`]
+//! (HTTP to pods and local commands), [`plan`] (hash, diff, order, dependency resolution,
+//! damper: pure), `seqs` (which seqs a configuration frees, pure).
 
+mod cache;
 pub mod calls;
 mod configure;
 mod decide;
@@ -25,6 +31,9 @@ mod leader;
 mod lost;
 mod member;
 pub mod plan;
+mod status;
+mod watches;
+mod world;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
 use crate::model::{Pod, PodState};
+use status::Report;
 use crate::spec::PodSpec;
 use crate::zk::paths::ClusterPaths;
 use crate::zk::{self, register, snapshot, Acls, Client, ZkConfig, ZkError};
@@ -57,139 +67,7 @@ pub struct SyncConfig {
     pub pod: Arc<crate::supervise::PodContext>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// No session, or not registered yet.
-    Connecting,
-    Follower,
-    Leader,
-}
-
-/// What `/info` shows of the sync loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncStatus {
-    pub role: Role,
-    /// One human line: what the loop is doing or waiting for, and why.
-    pub status: String,
-    /// The claimed seq (0 until claimed).
-    pub seq: u32,
-    /// Whether the session is connected right now.
-    pub connected: bool,
-    /// The cluster's last configuration known here (the snapshot's generation).
-    pub generation: u64,
-    /// While leading: registrations under `pods/` refused as invalid (left out of every map).
-    pub rejected: usize,
-    /// What the leader saw and did (`/metrics`); meaningful while `role` is `Leader`.
-    pub leader: LeaderStats,
-}
-
-/// What a leader publishes about its cluster and its configurations (`/metrics`). Everything but
-/// the attempt counters starts afresh with each leadership.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LeaderStats {
-    /// `settings.min_size`.
-    pub min_size: usize,
-    /// Registered pods by their state, as last read.
-    pub pods: PodCounts,
-    /// Pods a configuration includes: running and not evicted.
-    pub live: usize,
-    /// Running pods left out after failing `evict_after` times.
-    pub evicted: usize,
-    /// The cluster's pause, as last read (an operator's, or this leader's for `max_lost`).
-    pub paused: Option<crate::zk::pause::Pause>,
-    /// Pods of the last configuration that vanished without leaving (`settings.max_lost`).
-    pub lost: usize,
-    /// The longest a configuration of the live pods may take ([`configuration_bound`]).
-    pub bound: Duration,
-    /// When the configuration under way started.
-    pub configuring: Option<std::time::Instant>,
-    /// The last configuration that ended: how long it took, whether it succeeded.
-    pub last: Option<(Duration, bool)>,
-    /// When the last successful configuration ended.
-    pub last_success: Option<std::time::SystemTime>,
-    /// Configurations this pod ran while leading (all its leaderships), by result.
-    pub succeeded: u64,
-    pub failed: u64,
-}
-
-/// Registered pods by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PodCounts {
-    pub running: usize,
-    pub held: usize,
-    pub failed: usize,
-    pub leaving: usize,
-}
-
-impl LeaderStats {
-    /// A leadership starts: nothing seen or configured yet (the counters go on).
-    fn lead(&mut self, min_size: usize) {
-        *self = LeaderStats {
-            min_size,
-            succeeded: self.succeeded,
-            failed: self.failed,
-            ..LeaderStats::default()
-        };
-    }
-
-    /// The cluster as just read. False when nothing changed.
-    fn observed(&mut self, w: &leader::World, settings: &crate::spec::Settings) -> bool {
-        let mut pods = PodCounts::default();
-        for r in w.registered.values() {
-            let n = match r.pod.state {
-                PodState::Running => &mut pods.running,
-                PodState::Held => &mut pods.held,
-                PodState::Failed => &mut pods.failed,
-                PodState::Leaving => &mut pods.leaving,
-            };
-            *n = n.saturating_add(1);
-        }
-        let paused = w.paused.as_ref().map(|(p, _)| p.clone());
-        let before = (self.pods, self.live, self.evicted, self.bound, self.lost);
-        let pause_changed = self.paused != paused;
-        self.pods = pods;
-        self.live = w.live.len();
-        self.evicted = w.evicted.len();
-        self.bound = configuration_bound(settings, w.live.len());
-        self.paused = paused;
-        self.lost = w.lost.len();
-        pause_changed || before != (self.pods, self.live, self.evicted, self.bound, self.lost)
-    }
-
-    fn started(&mut self) {
-        self.configuring = Some(std::time::Instant::now());
-    }
-
-    fn finished(&mut self, ok: bool) {
-        let took = self.configuring.take().map_or(Duration::ZERO, |t| t.elapsed());
-        self.last = Some((took, ok));
-        if ok {
-            self.last_success = Some(std::time::SystemTime::now());
-            self.succeeded = self.succeeded.saturating_add(1);
-        } else {
-            self.failed = self.failed.saturating_add(1);
-        }
-    }
-}
-
-/// The longest a configuration of `pods` pods can take when every call uses up its
-/// `settings.timeout` (SPEC §3): a round of `check`, of `off` with `full_shutdown`, of `on` (one
-/// call per pod when `sequential`), of `ok`, each round `parallelism` calls at a time, then
-/// `apply`. ZooKeeper round trips come on top.
-pub fn configuration_bound(settings: &crate::spec::Settings, pods: usize) -> Duration {
-    let rounds = pods.max(1).div_ceil(settings.parallelism.max(1));
-    let on = if settings.sequential { pods.max(1) } else { rounds };
-    let off = if settings.full_shutdown { rounds } else { 0 };
-    let apply = usize::from(settings.apply.is_some());
-    let calls = rounds
-        .saturating_mul(2)
-        .saturating_add(on)
-        .saturating_add(off)
-        .saturating_add(apply);
-    settings
-        .timeout
-        .saturating_mul(u32::try_from(calls).unwrap_or(u32::MAX))
-}
+pub use status::{configuration_bound, LeaderStats, PodCounts, Role, SyncStatus};
 
 /// Requests to the sync loop; each answers on its oneshot once done.
 #[derive(Debug)]
@@ -260,7 +138,16 @@ pub fn spawn(
 
 /// The sync loop's state, owned by one task.
 struct Actor {
-    ctx: Arc<leader::Ctx>,
+    ctx: Arc<world::Ctx>,
+    /// What `/info` and `/metrics` show; written here only.
+    status: watch::Sender<SyncStatus>,
+    /// From the member and leader tasks (their sender is in `ctx`).
+    reports: mpsc::UnboundedReceiver<Report>,
+    /// The claimed seq (0 until claimed; at first the one given, if any), kept here: the
+    /// status only shows it.
+    seq: u32,
+    /// The current session was resumed, not opened anew (it may hold an election node).
+    resumed: bool,
     cfg: SyncConfig,
     paths: ClusterPaths,
     acls: Acls,
@@ -295,17 +182,22 @@ impl Actor {
     ) -> Actor {
         let paths = ClusterPaths::new(&cfg.spec.key());
         let acls = Acls::new(&cfg.zk);
-        let ctx = Arc::new(leader::Ctx {
+        let (report, reports) = mpsc::unbounded_channel();
+        let ctx = Arc::new(world::Ctx {
             spec: cfg.spec.clone(),
             uuid: cfg.me.uuid.clone(),
             paths: paths.clone(),
             acls,
             signer: cfg.signer.clone(),
             pod: cfg.pod.clone(),
-            status,
+            report,
         });
         Actor {
             ctx,
+            status,
+            reports,
+            seq: cfg.me.seq,
+            resumed: false,
             cfg,
             paths,
             acls,
@@ -318,7 +210,19 @@ impl Actor {
     }
 
     fn status(&self, f: impl FnOnce(&mut SyncStatus)) {
-        self.ctx.status.send_modify(f);
+        self.status.send_modify(f);
+    }
+
+    /// Applies what the member and leader tasks reported.
+    fn report(&self, r: Report) {
+        self.status.send_if_modified(|s| status::apply(s, r));
+    }
+
+    /// Applies every report waiting (the member task is over: nothing more comes from it).
+    fn drain_reports(&mut self) {
+        while let Ok(r) = self.reports.try_recv() {
+            self.report(r);
+        }
     }
 
     fn desired_state(&self) -> PodState {
@@ -370,7 +274,10 @@ impl Actor {
             let err = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 r = attempt_once => match r {
-                    Ok(c) => return Some(c),
+                    Ok(c) => {
+                        self.resumed = resuming;
+                        return Some(c);
+                    }
                     Err(e) => e,
                 },
             };
@@ -442,6 +349,7 @@ impl Actor {
         let member = tokio::spawn(member::member(
             self.ctx.clone(),
             client.clone(),
+            !self.resumed,
             member_stop.clone(),
         ));
         let mut supervise_gone = false;
@@ -459,6 +367,7 @@ impl Actor {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => break SessionEnd::Stop,
+                Some(r) = self.reports.recv() => self.report(r),
                 r = self.pod_state.changed(), if !supervise_gone => {
                     // supervise is gone (the process ended for good): nothing more will change,
                     // but commands (deregister above all) must still be served.
@@ -499,6 +408,7 @@ impl Actor {
                     Some(Command::Deregister(reply)) => {
                         member_stop.cancel();
                         let _ = member.await;
+                        self.drain_reports();
                         // Bounded: with ZooKeeper unreachable, closing the session (below) is all
                         // that can be done, and its expiry removes the znode.
                         let withdraw = register::withdraw(&client, &self.paths, &self.cfg.me.uuid);
@@ -522,6 +432,7 @@ impl Actor {
         // Every clone of the client must go for the session to close: stop the member first.
         member_stop.cancel();
         let _ = member.await;
+        self.drain_reports();
         self.status(|s| {
             s.role = Role::Connecting;
             s.connected = false;
@@ -530,7 +441,7 @@ impl Actor {
     }
 
     fn pod_with(&self, state: PodState) -> Pod {
-        let seq = self.ctx.status.borrow().seq;
+        let seq = self.seq;
         Pod {
             seq,
             state,
@@ -544,7 +455,7 @@ impl Actor {
         zk::acl::secure(client, &self.paths, &self.cfg.zk).await?;
         // This session's claim, else the identity given (StatefulSet ordinal + 1), else the one
         // kept in the state dir by an earlier run.
-        let preferred = match (self.ctx.status.borrow().seq, self.cfg.me.seq) {
+        let preferred = match (self.seq, self.cfg.me.seq) {
             (0, 0) => register::read_seq(&self.cfg.state_dir).unwrap_or(0),
             (0, given) => given,
             (claimed, _) => claimed,
@@ -553,6 +464,7 @@ impl Actor {
         if let Err(e) = register::persist_seq(&self.cfg.state_dir, seq) {
             tracing::warn!(error = %e, dir = %self.cfg.state_dir.display(), "cannot keep the seq in the state dir");
         }
+        self.seq = seq;
         self.status(|s| s.seq = seq);
         let state = self.desired_state();
         register::publish(client, &self.paths, self.acls, &self.pod_with(state)).await?;
@@ -566,54 +478,5 @@ impl Actor {
             s.status = "registered".into();
         });
         Ok(state)
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn settings(yaml: &str) -> crate::spec::Settings {
-        let text = format!("cluster: c\nsettings: {yaml}\nprocess: {{ command: 'true' }}\n");
-        crate::spec::load_with_env(std::path::Path::new("pod.yaml"), &text, &|_| None)
-            .unwrap()
-            .settings
-            .clone()
-    }
-
-    #[test]
-    fn a_configuration_is_bounded_by_one_timeout_per_round_of_calls() {
-        let secs = Duration::from_secs;
-        // check, on, ok: one round each with the default parallelism.
-        assert_eq!(configuration_bound(&settings("{ timeout: 10s }"), 5), secs(30));
-        // Two at a time: 3 rounds per phase for 5 pods.
-        assert_eq!(
-            configuration_bound(&settings("{ timeout: 10s, parallelism: 2 }"), 5),
-            secs(90)
-        );
-        // One by one: one `on` per pod; off and apply add theirs.
-        let all =
-            settings("{ timeout: 10s, sequential: true, full_shutdown: true, apply: { command: 'true' } }");
-        assert_eq!(configuration_bound(&all, 5), secs(10 * (1 + 5 + 1 + 1 + 1)));
-        // No pods yet still means one round.
-        assert_eq!(configuration_bound(&settings("{ timeout: 10s }"), 0), secs(30));
-    }
-
-    #[test]
-    fn a_new_leadership_keeps_only_the_attempt_counters() {
-        let mut s = LeaderStats::default();
-        s.lead(3);
-        s.started();
-        assert!(s.configuring.is_some());
-        s.finished(false);
-        s.started();
-        s.finished(true);
-        assert_eq!((s.succeeded, s.failed), (1, 1));
-        assert!(s.configuring.is_none() && s.last_success.is_some());
-        assert_eq!(s.last.map(|(_, ok)| ok), Some(true));
-        s.lead(2);
-        assert_eq!((s.succeeded, s.failed, s.min_size), (1, 1, 2));
-        assert!(s.last.is_none() && s.last_success.is_none());
     }
 }

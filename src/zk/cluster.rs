@@ -57,29 +57,38 @@ pub async fn registered(client: &Client, paths: &ClusterPaths) -> Result<Registr
             Err(zkc::Error::NoNode) => continue,
             Err(e) => return Err(ZkError::op("reading", path)(e)),
         };
-        // The reason may quote the znode's text: escaped, it cannot forge lines or terminal codes.
-        let reject = |reason: String| Rejected {
-            name: name.chars().take(80).collect(),
-            czxid: stat.czxid,
-            reason: reason.chars().take(200).flat_map(char::escape_debug).collect(),
-        };
-        if stat.ephemeral_owner == 0 {
-            // ochopod registers with ephemeral znodes: a persistent one would outlive any session
-            // (planted before ACLs were set, it would survive their repair).
-            out.rejected
-                .push(reject("not ephemeral: no ochopod registered it".into()));
-            continue;
-        }
-        match serde_json::from_slice::<Pod>(&data) {
-            Ok(pod) if pod.uuid == *name => {
-                let czxid = stat.czxid;
-                out.pods.insert(name.clone(), Registered { pod, czxid });
+        match judge(name, &data, &stat) {
+            Ok(r) => {
+                out.pods.insert(name.clone(), r);
             }
-            Ok(pod) => out.rejected.push(reject(format!("holds the pod {}", pod.uuid))),
-            Err(e) => out.rejected.push(reject(e.to_string())),
+            Err(r) => out.rejected.push(r),
         }
     }
     Ok(out)
+}
+
+/// One znode under `pods/` as read: a valid pod filed under its own uuid, or why it is refused
+/// (see [`registered`]). The leader's cache ([`super::mirror`]) judges each znode it reads the same way.
+pub fn judge(name: &str, data: &[u8], stat: &zkc::Stat) -> Result<Registered, Rejected> {
+    // The reason may quote the znode's text: escaped, it cannot forge lines or terminal codes.
+    let reject = |reason: String| Rejected {
+        name: name.chars().take(80).collect(),
+        czxid: stat.czxid,
+        reason: reason.chars().take(200).flat_map(char::escape_debug).collect(),
+    };
+    if stat.ephemeral_owner == 0 {
+        // ochopod registers with ephemeral znodes: a persistent one would outlive any session
+        // (planted before ACLs were set, it would survive their repair).
+        return Err(reject("not ephemeral: no ochopod registered it".into()));
+    }
+    match serde_json::from_slice::<Pod>(data) {
+        Ok(pod) if pod.uuid == name => Ok(Registered {
+            pod,
+            czxid: stat.czxid,
+        }),
+        Ok(pod) => Err(reject(format!("holds the pod {}", pod.uuid))),
+        Err(e) => Err(reject(e.to_string())),
+    }
 }
 
 /// A held seq: `seqs/<n>`, its owner and the version read.

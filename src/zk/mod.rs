@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod cluster;
 pub mod election;
+pub mod mirror;
 pub mod paths;
 pub mod pause;
 pub mod register;
