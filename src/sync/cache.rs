@@ -20,8 +20,8 @@ use super::watches::{Event, Watches};
 use super::world::{Ctx, World};
 use crate::zk::cluster::{self, HeldSeq, Registered, Rejected};
 use crate::zk::mirror::Mirror;
-use crate::zk::pause::{self, Pause};
 use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
+use crate::zk::pause::{self, Pause};
 use crate::zk::snapshot::{self, DependencyRecord, Snapshot};
 use crate::zk::{Client, ZkError};
 
@@ -234,7 +234,12 @@ impl Cache {
     }
 
     /// Watches and reads a dependency's pods and snapshot.
-    async fn follow_pods(&mut self, client: &Client, watches: &mut Watches, key: &str) -> Result<(), ZkError> {
+    async fn follow_pods(
+        &mut self,
+        client: &Client,
+        watches: &mut Watches,
+        key: &str,
+    ) -> Result<(), ZkError> {
         let p = ClusterPaths::new(key);
         let mirror = self
             .dep_pods

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::task::JoinSet;
 
 use super::calls::{Answer, Caller};
-use super::world::{Ctx, World};
 use super::plan::{self, Pods};
+use super::world::{Ctx, World};
 use crate::model::{Action, ClusterMap, Pod};
 use crate::render::fields;
 use crate::zk::cluster::Registered;

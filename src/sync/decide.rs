@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::world::World;
 use super::plan::{self, Damper};
+use super::world::World;
 use crate::spec::PodSpec;
 use crate::zk::pause::{Pause, PausedBy};
 

@@ -17,8 +17,8 @@
 
 use std::collections::BTreeSet;
 
-use super::world::World;
 use super::plan::Leavers;
+use super::world::World;
 use crate::zk::pause::PausedBy;
 
 /// What the leader does about the pause node.

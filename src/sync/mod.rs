@@ -45,10 +45,10 @@ use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
 
 use crate::model::{Pod, PodState};
-use status::Report;
 use crate::spec::PodSpec;
 use crate::zk::paths::ClusterPaths;
 use crate::zk::{self, register, snapshot, Acls, Client, ZkConfig, ZkError};
+use status::Report;
 
 /// What the sync loop needs to start.
 #[derive(Debug, Clone)]

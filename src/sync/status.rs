@@ -281,4 +281,3 @@ mod tests {
         assert!(s.last.is_none() && s.last_success.is_none());
     }
 }
-

@@ -43,7 +43,12 @@ impl Watches {
 
     /// Adds a persistent (recursive: of the whole subtree) watch on `path`, once. True when it was
     /// added now: what it follows must be read afresh (nothing reported the changes before it).
-    pub(super) async fn add(&mut self, client: &Client, path: &str, recursive: bool) -> Result<bool, ZkError> {
+    pub(super) async fn add(
+        &mut self,
+        client: &Client,
+        path: &str,
+        recursive: bool,
+    ) -> Result<bool, ZkError> {
         if self.paths.contains(&(path.to_string(), recursive)) {
             return Ok(false);
         }

@@ -13,8 +13,8 @@ use super::status::Report;
 use crate::model::ClusterMap;
 use crate::spec::{CommandLine, PodSpec};
 use crate::zk::cluster::{HeldSeq, Registered, Rejected};
-use crate::zk::pause::Pause;
 use crate::zk::paths::ClusterPaths;
+use crate::zk::pause::Pause;
 use crate::zk::snapshot::{DependencyRecord, Snapshot};
 use crate::zk::Acls;
 
@@ -48,7 +48,12 @@ impl Ctx {
     /// Runs a command field (`settings.apply` / `settings.probe`) on the leader's own pod, as
     /// hooks run (SPEC §4): rendered for this pod against `map`, with the map in
     /// `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`. Returns its stdout.
-    pub(super) async fn run(&self, field: &str, written: &CommandLine, map: &ClusterMap) -> Result<String, RunError> {
+    pub(super) async fn run(
+        &self,
+        field: &str,
+        written: &CommandLine,
+        map: &ClusterMap,
+    ) -> Result<String, RunError> {
         let mine = ClusterMap {
             key: self.uuid.clone(),
             ..map.clone()

@@ -16,8 +16,11 @@
 //! - allowed: the node is repaired, with a warning naming it and what was open;
 //! - refused: [`ZkError::Unsafe`], fatal (exit 2), naming the node and the fix.
 //!
-//! Then, with or without credentials, every persistent child of `leader/` is deleted (ochopod
-//! only ever creates ephemeral nodes there), and a refusal is fatal in the same way.
+//! Then, with or without credentials, the persistent nodes at the head of `leader/`'s queue are
+//! deleted (ochopod only ever creates ephemeral nodes there), and a refusal is fatal in the same
+//! way. A persistent node further back is deleted by the candidate behind it once it is the one
+//! to wait for ([`super::election::wait_until_leader`]): a pod joining reads one node, not one
+//! per candidate.
 //!
 //! Children of `pods/` and `seqs/` are left alone: an open one may be a real pod registered before
 //! credentials were set (a rolling migration), and registrations are validated where they are read.
@@ -104,36 +107,48 @@ async fn clear_leader(client: &Client, paths: &ClusterPaths) -> Result<(), ZkErr
         Err(zkc::Error::NoNode) => return Ok(()),
         Err(e) => return Err(ZkError::op("listing", &dir)(e)),
     };
-    let stats: Vec<_> = names
+    // Only the head of the queue blocks the election now: one read, not one per candidate. A
+    // persistent node further back is cleared by the candidate right behind it, when it becomes
+    // the one to wait for (`election::wait_until_leader`).
+    let mut queue: Vec<(i64, &String)> = names
         .iter()
-        .map(|n| format!("{dir}/{n}"))
-        .map(|p| (client.check_stat(&p), p))
+        .filter_map(|n| super::paths::election_sequence(n).map(|s| (s, n)))
         .collect();
-    for (stat, path) in stats {
-        let stat = match stat.await {
-            Ok(Some(stat)) if stat.ephemeral_owner == 0 => stat,
-            Ok(_) => continue,
+    queue.sort();
+    for (_, name) in queue {
+        let path = format!("{dir}/{name}");
+        match client.check_stat(&path).await {
+            Ok(Some(stat)) if stat.ephemeral_owner == 0 => clear_persistent(client, &path, &stat).await?,
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
             Err(e) => return Err(ZkError::op("reading", &path)(e)),
-        };
-        let refuse = |why: &str| {
-            ZkError::Unsafe {
-            path: full_path(client, &path),
-            problem: format!(
-                "a persistent node under leader/ (ochopod's election nodes are ephemeral) would block every election, and {why}"
-            ),
-            fix: format!("delete it in zkCli: `deleteall {}`", full_path(client, &path)),
         }
-        };
-        match client.delete(&path, Some(stat.version)).await {
-            Ok(()) => tracing::warn!(
-                path = %full_path(client, &path),
-                "deleted a persistent node under leader/: it would have blocked every election"
-            ),
-            Err(zkc::Error::NoNode) => {}
-            Err(zkc::Error::NoAuth) => return Err(refuse("this session may not delete it")),
-            Err(zkc::Error::NotEmpty) => return Err(refuse("it has children")),
-            Err(e) => return Err(ZkError::op("deleting", &path)(e)),
-        }
+    }
+    Ok(())
+}
+
+/// Deletes a persistent node under `leader/` (`stat` as read): ochopod's election nodes are
+/// ephemeral, and a persistent one would block every election once it is first in the queue.
+/// [`ZkError::Unsafe`] when this session may not delete it, or it has children.
+pub(crate) async fn clear_persistent(client: &Client, path: &str, stat: &zkc::Stat) -> Result<(), ZkError> {
+    let refuse = |why: &str| {
+        ZkError::Unsafe {
+        path: full_path(client, path),
+        problem: format!(
+            "a persistent node under leader/ (ochopod's election nodes are ephemeral) would block every election, and {why}"
+        ),
+        fix: format!("delete it in zkCli: `deleteall {}`", full_path(client, path)),
+    }
+    };
+    match client.delete(path, Some(stat.version)).await {
+        Ok(()) => tracing::warn!(
+            path = %full_path(client, path),
+            "deleted a persistent node under leader/: it would have blocked every election"
+        ),
+        Err(zkc::Error::NoNode) => {}
+        Err(zkc::Error::NoAuth) => return Err(refuse("this session may not delete it")),
+        Err(zkc::Error::NotEmpty) => return Err(refuse("it has children")),
+        Err(e) => return Err(ZkError::op("deleting", path)(e)),
     }
     Ok(())
 }

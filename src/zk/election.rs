@@ -115,7 +115,12 @@ pub async fn wait_until_leader(client: &Client, paths: &ClusterPaths, me: &Candi
             .check_and_watch_stat(&pred_path)
             .await
             .map_err(ZkError::op("watching", &pred_path))?;
-        if stat.is_none() {
+        let Some(stat) = stat else {
+            continue;
+        };
+        if stat.ephemeral_owner == 0 {
+            // Not a candidate: planted (ochopod's are ephemeral), it would block us forever.
+            super::acl::clear_persistent(client, &pred_path, &stat).await?;
             continue;
         }
         let event = watcher.changed().await;

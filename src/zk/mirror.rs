@@ -39,9 +39,9 @@ pub enum Action {
 pub fn action(dir: &str, kind: zkc::EventType, path: &str) -> Action {
     if path == dir {
         return match kind {
-            zkc::EventType::NodeCreated | zkc::EventType::NodeDeleted | zkc::EventType::NodeChildrenChanged => {
-                Action::Full
-            }
+            zkc::EventType::NodeCreated
+            | zkc::EventType::NodeDeleted
+            | zkc::EventType::NodeChildrenChanged => Action::Full,
             _ => Action::Ignore,
         };
     }
@@ -184,9 +184,18 @@ mod tests {
     #[test]
     fn an_event_on_a_child_reads_or_drops_that_child_only() {
         let dir = "/ochopod/clusters/a.b/pods";
-        assert_eq!(action(dir, NodeCreated, &format!("{dir}/u1")), Action::Read("u1".into()));
-        assert_eq!(action(dir, NodeDataChanged, &format!("{dir}/u1")), Action::Read("u1".into()));
-        assert_eq!(action(dir, NodeDeleted, &format!("{dir}/u1")), Action::Drop("u1".into()));
+        assert_eq!(
+            action(dir, NodeCreated, &format!("{dir}/u1")),
+            Action::Read("u1".into())
+        );
+        assert_eq!(
+            action(dir, NodeDataChanged, &format!("{dir}/u1")),
+            Action::Read("u1".into())
+        );
+        assert_eq!(
+            action(dir, NodeDeleted, &format!("{dir}/u1")),
+            Action::Drop("u1".into())
+        );
         // The directory itself appearing or vanishing: everything again.
         assert_eq!(action(dir, NodeCreated, dir), Action::Full);
         assert_eq!(action(dir, NodeDeleted, dir), Action::Full);
@@ -194,7 +203,10 @@ mod tests {
         // Not a child: a sibling with the same prefix, a grandchild, another directory.
         assert_eq!(action(dir, NodeCreated, &format!("{dir}x/u1")), Action::Ignore);
         assert_eq!(action(dir, NodeCreated, &format!("{dir}/u1/x")), Action::Ignore);
-        assert_eq!(action(dir, NodeCreated, "/ochopod/clusters/a.b/seqs/1"), Action::Ignore);
+        assert_eq!(
+            action(dir, NodeCreated, "/ochopod/clusters/a.b/seqs/1"),
+            Action::Ignore
+        );
         assert_eq!(action(dir, NodeCreated, &format!("{dir}/")), Action::Ignore);
     }
 

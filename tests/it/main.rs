@@ -14,6 +14,7 @@ mod deploy;
 mod examples;
 mod http_limits;
 mod lb;
+mod leader_cache;
 mod lifecycle;
 mod man;
 mod monitoring;
