@@ -31,6 +31,7 @@ mod leader;
 mod lost;
 mod member;
 pub mod plan;
+mod seqs;
 mod status;
 mod watches;
 mod world;

@@ -280,4 +280,40 @@ mod tests {
         assert_eq!((s.succeeded, s.failed, s.min_size), (1, 1, 2));
         assert!(s.last.is_none() && s.last_success.is_none());
     }
+
+    fn status() -> SyncStatus {
+        SyncStatus {
+            role: Role::Connecting,
+            status: String::new(),
+            seq: 3,
+            connected: true,
+            generation: 0,
+            rejected: 0,
+            leader: LeaderStats::default(),
+        }
+    }
+
+    #[test]
+    fn reports_change_the_status_and_say_whether_anything_changed() {
+        let mut s = status();
+        assert!(apply(&mut s, Report::Elected));
+        assert_eq!((s.role, s.status.as_str()), (Role::Leader, "leading"));
+        assert!(
+            !apply(&mut s, Report::Line("leading".into())),
+            "same line: readers not woken"
+        );
+        assert!(apply(&mut s, Report::Read(5)));
+        assert!(apply(&mut s, Report::Read(2)));
+        assert!(!apply(&mut s, Report::Read(0)));
+        assert!(apply(&mut s, Report::Configured(4)));
+        assert!(apply(&mut s, Report::Resigned("b is live".into())));
+        assert_eq!(s.role, Role::Follower);
+        assert_eq!(s.status, "resigned: b is live");
+        // A new leadership starts its figures afresh but keeps the counters.
+        assert!(apply(&mut s, Report::Leading { min_size: 2 }));
+        assert_eq!(
+            (s.leader.zk_reads, s.leader.min_size, s.generation, s.seq),
+            (7, 2, 4, 3)
+        );
+    }
 }
