@@ -20,6 +20,7 @@ use serde::Deserialize;
 use zookeeper_client as zkc;
 
 use super::CtlError;
+use crate::glob::matches as glob;
 use crate::zk::snapshot::Reservation;
 
 /// Where every cluster lives (SPEC §6).
@@ -322,29 +323,6 @@ pub fn key_pattern(arg: &str, namespace: &str) -> String {
     }
 }
 
-/// Glob match where `*` matches any run of characters (none included) and `?` one character.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 /// The keys the patterns select, in key order, each once; no argument selects every cluster of
 /// the namespace (possibly none). Err(arg) names the first argument that matches nothing.
 pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<String>, String> {
@@ -368,18 +346,6 @@ pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<S
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_matches_stars_and_question_marks() {
-        assert!(glob("default.*", "default.zookeeper"));
-        assert!(glob("*.zoo*", "prod.zookeeper"));
-        assert!(glob("default.k?fka", "default.kafka"));
-        assert!(glob("*", ""));
-        assert!(!glob("default.*", "prod.kafka"));
-        assert!(!glob("default.zk", "default.zk2"));
-        assert!(glob("a*b*c", "axxbyybzc"));
-        assert!(!glob("a*b*c", "axxbyy"));
-    }
 
     #[test]
     fn arguments_are_relative_to_the_namespace_unless_dotted_or_absolute() {

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-pub use discover::{glob, key_pattern, Cluster, Registered, Target};
+pub use discover::{key_pattern, Cluster, Registered, Target};
 pub use http::Failure;
 
 /// Every targeted pod succeeded.

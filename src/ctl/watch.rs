@@ -662,11 +662,11 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// Whether a cluster key is selected by the command line's patterns (none: the namespace).
 pub fn selected(key: &str, patterns: &[String], namespace: &str) -> bool {
     if patterns.is_empty() {
-        return super::glob(&super::key_pattern("*", namespace), key);
+        return crate::glob::matches(&super::key_pattern("*", namespace), key);
     }
     patterns
         .iter()
-        .any(|p| super::glob(&super::key_pattern(p, namespace), key))
+        .any(|p| crate::glob::matches(&super::key_pattern(p, namespace), key))
 }
 
 #[cfg(test)]

@@ -105,19 +105,6 @@ pub(super) fn is_pattern(s: &str) -> bool {
     !s.is_empty() && is_name(&s.replace('*', "x"))
 }
 
-/// Glob match where `*` stands for any run of characters.
-pub(super) fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(tail) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
-        }
-    }
-}
-
 /// Octal file mode as chmod reads it: `0644`, `644`, `0o644` (an unquoted YAML int included).
 pub(super) fn parse_mode(text: &str) -> Option<u32> {
     let t = text.trim();
@@ -151,15 +138,5 @@ mod tests {
         assert_eq!(parse_mode("0888"), None);
         assert_eq!(parse_mode("rw"), None);
         assert_eq!(parse_mode("17777"), None);
-    }
-
-    #[test]
-    fn globs_match_runs_of_characters() {
-        assert!(glob("kafka-*", "kafka-a"));
-        assert!(glob("*", "anything"));
-        assert!(glob("a*c", "abbbc"));
-        assert!(!glob("a*c", "abbb"));
-        assert!(glob("zk", "zk"));
-        assert!(!glob("zk", "zk2"));
     }
 }
