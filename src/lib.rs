@@ -23,6 +23,7 @@
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.
 
 pub mod auth;
+pub mod backoff;
 pub mod binding;
 pub mod check;
 pub mod clock;

@@ -38,6 +38,7 @@ use zookeeper_client as zkc;
 
 use super::discover::{leader_of, Discovery, CLUSTERS};
 use super::CtlError;
+use crate::backoff::Backoff;
 use crate::model::{Pod, PodState};
 use crate::zk::pause::{Pause, PausedBy};
 
@@ -512,17 +513,16 @@ async fn run(zk: Discovery, tx: mpsc::Sender<Update>) {
             End::Closed => return,
             End::Lost(why) => {
                 eprintln!("ochopod ctl: ZooKeeper session lost ({why}); opening a new one");
-                let mut wait = Duration::from_millis(500);
+                let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
                 loop {
                     tokio::select! {
                         _ = tx.closed() => return,
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                     }
                     match zk.renew().await {
                         Ok(()) => break,
                         Err(e) => eprintln!("ochopod ctl: {e}; retrying"),
                     }
-                    wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }
         }
