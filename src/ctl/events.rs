@@ -15,7 +15,7 @@
 
 use std::io::Write;
 
-use super::verbs::Ctx;
+use super::context::Ctx;
 use super::watch::{self, Change, Event};
 use super::{CtlError, EXIT_OK};
 use crate::model::PodState;

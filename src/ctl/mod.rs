@@ -25,10 +25,13 @@
 //! | 2 | bad usage |
 //! | 3 | `wait` timed out |
 
+mod context;
 mod discover;
 mod events;
 mod http;
 mod pause;
+mod report;
+mod status;
 mod table;
 mod ui;
 mod verbs;
@@ -304,7 +307,7 @@ pub fn run(args: CtlArgs) -> i32 {
             eprintln!("ochopod ctl: {e}");
             // A machine reading stdout gets a document even when no pod was reached.
             if json {
-                verbs::out_json(&serde_json::json!({"ok": false, "error": e.to_string()}));
+                report::out_json(&serde_json::json!({"ok": false, "error": e.to_string()}));
             }
             e.exit_code()
         }

@@ -7,7 +7,8 @@
 
 use serde_json::{json, Value};
 
-use super::verbs::{out, out_json, Ctx};
+use super::context::Ctx;
+use super::report::{out, out_json};
 use super::{discover, table, CtlError, EXIT_FAILED, EXIT_OK};
 use crate::zk::pause::{self, Paused};
 use crate::zk::ZkError;

@@ -37,8 +37,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::context::Ctx;
 use super::http::{Caller, Request as PodRequest};
-use super::verbs::Ctx;
 use super::{watch as live, CtlError, EXIT_OK};
 use state::Published;
 
