@@ -45,7 +45,7 @@ fn signer(given: Option<&str>) -> Result<Option<crate::auth::Signer>, CtlError> 
     };
     crate::auth::Tokens::from_vars(&var)
         .map(|t| t.as_ref().map(crate::auth::Tokens::signer))
-        .map_err(|e| CtlError::Usage(e.to_string()))
+        .map_err(CtlError::from)
 }
 
 /// The pods' ZooKeeper credentials (`OCHOPOD_ZK_AUTH`, else the file `OCHOPOD_ZK_AUTH_FILE`
@@ -57,7 +57,7 @@ fn zk_auth() -> Result<Option<(String, String)>, CtlError> {
     };
     crate::zk::ZkConfig::from_vars(var)
         .map(|cfg| cfg.auth)
-        .map_err(|e| CtlError::Usage(e.to_string()))
+        .map_err(CtlError::ZkConfig)
 }
 
 /// The clusters and the pods a selection names. Errors when it names nothing: an empty

@@ -167,14 +167,9 @@ impl Discovery {
         &self.connect
     }
 
-    fn op(&self, doing: &'static str, path: &str) -> impl FnOnce(zkc::Error) -> CtlError {
-        let (connect, path) = (self.connect.clone(), path.to_string());
-        move |source| CtlError::Zk {
-            connect,
-            doing,
-            path,
-            source,
-        }
+    /// Turns a ZooKeeper error into one that says where and what was being done.
+    pub(super) fn op(&self, doing: &'static str, path: &str) -> impl FnOnce(zkc::Error) -> CtlError {
+        zk_error(&self.connect, doing, path)
     }
 
     /// Every cluster key registered, sorted.
@@ -227,9 +222,7 @@ impl Discovery {
             }
         }
         pods.sort_by(|a, b| (a.pod.seq, &a.pod.uuid).cmp(&(b.pod.seq, &b.pod.uuid)));
-        let leader = leader_of(&client, &leader_dir, leader_names)
-            .await
-            .map_err(|(doing, path, e)| self.op(doing, &path)(e))?;
+        let leader = leader_of(&client, &self.connect, &leader_dir, leader_names).await?;
         let (snapshot, mut reserved) = match snapshot.await {
             Ok((data, _)) => match serde_json::from_slice::<Snapshot>(&data) {
                 Ok(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
@@ -258,7 +251,7 @@ impl Discovery {
     /// pattern must match something, else [`CtlError::NoMatch`] lists what exists.
     pub async fn resolve(&self, patterns: &[String], namespace: &str) -> Result<Vec<Cluster>, CtlError> {
         let keys = self.cluster_keys().await?;
-        let chosen = select(&keys, patterns, namespace).map_err(|pattern| CtlError::NoMatch {
+        let chosen = select(&keys, patterns, namespace).map_err(|Unmatched(pattern)| CtlError::NoMatch {
             pattern,
             connect: self.connect.clone(),
             existing: keys.clone(),
@@ -272,17 +265,33 @@ impl Discovery {
     }
 }
 
+/// A ZooKeeper error of the session at `connect`, saying what was being done where.
+pub(super) fn zk_error(
+    connect: &str,
+    doing: &'static str,
+    path: &str,
+) -> impl FnOnce(zkc::Error) -> CtlError {
+    let (connect, path) = (connect.to_string(), path.to_string());
+    move |source| CtlError::Zk {
+        connect,
+        doing,
+        path,
+        source,
+    }
+}
+
 /// The uuid held by the lowest election node under `dir` (the leader), from the pending listing
-/// of `dir` (listings are pipelined with the other reads); errors say what was being done where.
+/// of `dir` (listings are pipelined with the other reads) on the session at `connect`.
 pub(super) async fn leader_of(
     client: &zkc::Client,
+    connect: &str,
     dir: &str,
     names: impl std::future::Future<Output = Result<Vec<String>, zkc::Error>>,
-) -> Result<Option<String>, (&'static str, String, zkc::Error)> {
+) -> Result<Option<String>, CtlError> {
     let names = match names.await {
         Ok(n) => n,
         Err(zkc::Error::NoNode) => return Ok(None),
-        Err(e) => return Err(("listing", dir.to_string(), e)),
+        Err(e) => return Err(zk_error(connect, "listing", dir)(e)),
     };
     let Some(name) = lowest_election_node(&names) else {
         return Ok(None);
@@ -291,7 +300,7 @@ pub(super) async fn leader_of(
     match client.get_data(&path).await {
         Ok((data, _)) => Ok(String::from_utf8(data).ok().filter(|u| !u.is_empty())),
         Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(("reading", path, e)),
+        Err(e) => Err(zk_error(connect, "reading", &path)(e)),
     }
 }
 
@@ -323,9 +332,14 @@ pub fn key_pattern(arg: &str, namespace: &str) -> String {
     }
 }
 
+/// A cluster argument that matches no cluster (the caller says what exists).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no cluster matches `{0}`")]
+pub struct Unmatched(pub String);
+
 /// The keys the patterns select, in key order, each once; no argument selects every cluster of
-/// the namespace (possibly none). Err(arg) names the first argument that matches nothing.
-pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<String>, String> {
+/// the namespace (possibly none). The error names the first argument that matches nothing.
+pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<String>, Unmatched> {
     let mut chosen = BTreeSet::new();
     if args.is_empty() {
         let pattern = key_pattern("*", namespace);
@@ -335,7 +349,7 @@ pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<S
         let pattern = key_pattern(arg, namespace);
         let matched: Vec<&String> = keys.iter().filter(|k| glob(&pattern, k)).collect();
         if matched.is_empty() {
-            return Err(arg.clone());
+            return Err(Unmatched(arg.clone()));
         }
         chosen.extend(matched.into_iter().cloned());
     }
@@ -373,7 +387,10 @@ mod tests {
             select(&keys, &["kafka".into(), "k*".into()], "default").unwrap(),
             vec!["default.kafka"]
         );
-        assert_eq!(select(&keys, &["redis".into()], "default").unwrap_err(), "redis");
+        assert_eq!(
+            select(&keys, &["redis".into()], "default").unwrap_err(),
+            Unmatched("redis".into())
+        );
         assert_eq!(select(&[], &[], "default").unwrap(), Vec::<String>::new());
     }
 

@@ -177,6 +177,16 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_says_by_whom_and_why() {
+        let e = event(Change::Paused {
+            by: crate::zk::pause::PausedBy::Operator,
+            reason: "kernel upgrade".into(),
+        });
+        let line = human(&e);
+        assert!(line.ends_with("paused by an operator: kernel upgrade"), "{line}");
+    }
+
+    #[test]
     fn untrusted_values_cannot_drive_the_terminal() {
         let e = event(Change::DependsOn {
             depends_on: vec!["a\u{1b}[2Jb".into()],

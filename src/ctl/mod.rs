@@ -54,7 +54,7 @@ pub const EXIT_USAGE: i32 = 2;
 /// `wait` gave up.
 pub const EXIT_TIMEOUT: i32 = 3;
 
-fn duration(text: &str) -> Result<Duration, String> {
+fn duration(text: &str) -> Result<Duration, crate::spec::DurationError> {
     crate::spec::parse_duration(text)
 }
 
@@ -264,6 +264,12 @@ pub enum CtlError {
     NoPods(String),
     #[error("{0}")]
     Usage(String),
+    /// `--token`, `OCHOPOD_TOKEN` or `OCHOPOD_TOKEN_FILE` holds no usable token.
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    /// `OCHOPOD_ZK_AUTH` or `OCHOPOD_ZK_AUTH_FILE` cannot be used.
+    #[error(transparent)]
+    ZkConfig(crate::zk::ZkError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("cannot serve on {address}: {source}")]
@@ -285,7 +291,7 @@ fn existing_clusters(existing: &[String]) -> String {
 impl CtlError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CtlError::Usage(_) => EXIT_USAGE,
+            CtlError::Usage(_) | CtlError::Token(_) | CtlError::ZkConfig(_) => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::context::{targets, Ctx};
 use super::discover::Target;
@@ -44,7 +45,10 @@ pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
             select,
             rolling: true,
             timeout,
-        } => wait::rolling(&ctx, &select, timeout).await,
+        } => {
+            let span = tracing::info_span!("restart_rolling", timeout_ms = millis(timeout));
+            wait::rolling(&ctx, &select, timeout).instrument(span).await
+        }
         Verb::Restart { select, timeout, .. } => restart(&ctx, &select, timeout).await,
         Verb::Reconnect(select) => action(&ctx, &select, post("/reset", ctx.request_timeout)).await,
         Verb::Kill { select, timeout } => action(&ctx, &select, post("/control/kill", timeout)).await,
@@ -64,7 +68,17 @@ pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
             state,
             count,
             timeout,
-        } => wait::wait(&ctx, &select, state, count, timeout).await,
+        } => {
+            let span = tracing::info_span!(
+                "wait",
+                state = wait::state_name(state),
+                count,
+                timeout_ms = millis(timeout)
+            );
+            wait::wait(&ctx, &select, state, count, timeout)
+                .instrument(span)
+                .await
+        }
         Verb::Events { clusters, follow } => super::events::run(ctx, clusters, follow).await,
         Verb::Ui {
             clusters,
@@ -72,6 +86,11 @@ pub async fn execute(args: CtlArgs) -> Result<i32, CtlError> {
             refresh,
         } => super::ui::run(ctx, clusters, listen, refresh, args.parallelism).await,
     }
+}
+
+/// A duration as a log field.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One control call per pod; a table of outcomes (`signal` shows each pod's answer).

@@ -101,7 +101,7 @@ async fn round(
         .collect())
 }
 
-fn state_name(state: WaitState) -> &'static str {
+pub(super) fn state_name(state: WaitState) -> &'static str {
     match state {
         WaitState::Running => "running",
         WaitState::Held => "held",

@@ -67,16 +67,24 @@ pub fn load_with_env(
     }
 }
 
+/// A signal name that is not one; fatal for the pod.yaml that has it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a signal name like TERM, HUP or SIGUSR1, found {text:?}")]
+pub struct SignalError {
+    pub text: String,
+}
+
 /// Parses a signal name as pod.yaml and `ochopod ctl signal` write it: `TERM`, `SIGTERM`, `hup`.
-pub fn parse_signal(text: &str) -> Result<Signal, String> {
+pub fn parse_signal(text: &str) -> Result<Signal, SignalError> {
     let upper = text.trim().to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
         upper
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&name)
-        .map_err(|_| format!("expected a signal name like TERM, HUP or SIGUSR1, found {text:?}"))
+    Signal::from_str(&name).map_err(|_| SignalError {
+        text: text.to_string(),
+    })
 }
 
 /// `text` with its control characters escaped (`\n`, `\0`, ...): a diagnostic that quotes a value

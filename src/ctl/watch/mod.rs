@@ -42,13 +42,14 @@ use super::CtlError;
 use crate::backoff::Backoff;
 pub use model::{diff, Change, ClusterView, Event, Model, Rejected, SnapshotView, Update};
 pub use read::read_model;
-use read::{refresh, zk_error, Dirty};
+use read::{refresh, Dirty};
 
 /// Starts the watcher; its first [`Update`] holds the whole model and, as events, the current
 /// state (every pod registered, the leaders, the last configurations).
 pub fn spawn(zk: Discovery) -> mpsc::Receiver<Update> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(run(zk, tx));
+    let span = tracing::info_span!("watch", zk = zk.connect_string());
+    tokio::spawn(tracing::Instrument::instrument(run(zk, tx), span));
     rx
 }
 
@@ -94,7 +95,7 @@ async fn add_watch(
     let mut watcher = client
         .watch(CLUSTERS, zkc::AddWatchMode::PersistentRecursive)
         .await
-        .map_err(zk_error(zk, "watching", CLUSTERS))?;
+        .map_err(zk.op("watching", CLUSTERS))?;
     Ok(tokio::spawn(async move {
         loop {
             let event = watcher.changed().await;

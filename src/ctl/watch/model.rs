@@ -456,8 +456,13 @@ mod tests {
         }
         let on = diff(&calm, &paused, &BTreeSet::new(), "t");
         assert_eq!(kinds(&on), ["paused"]);
-        let line = crate::ctl::events::human(&on[0]);
-        assert!(line.ends_with("paused by an operator: kernel upgrade"), "{line}");
+        assert_eq!(
+            on[0].change,
+            Change::Paused {
+                by: PausedBy::Operator,
+                reason: "kernel upgrade".into()
+            }
+        );
         assert_eq!(
             kinds(&diff(&paused, &paused, &BTreeSet::new(), "t")),
             Vec::<String>::new()

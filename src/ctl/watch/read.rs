@@ -11,20 +11,6 @@ use crate::ctl::discover::{leader_of, Discovery, CLUSTERS};
 use crate::ctl::CtlError;
 use crate::model::Pod;
 
-pub(super) fn zk_error(
-    zk: &Discovery,
-    doing: &'static str,
-    path: &str,
-) -> impl FnOnce(zkc::Error) -> CtlError {
-    let (connect, path) = (zk.connect_string().to_string(), path.to_string());
-    move |source| CtlError::Zk {
-        connect,
-        doing,
-        path,
-        source,
-    }
-}
-
 /// Reads one cluster (None when its znode is gone): pods, leader and snapshot, every read sent
 /// before the first is awaited.
 async fn read_cluster(
@@ -45,7 +31,7 @@ async fn read_cluster(
     let names = match names.await {
         Ok(n) => n,
         Err(zkc::Error::NoNode) => Vec::new(),
-        Err(e) => return Err(zk_error(zk, "listing", &dir)(e)),
+        Err(e) => return Err(zk.op("listing", &dir)(e)),
     };
     let paths: Vec<(String, String)> = names.into_iter().map(|n| (format!("{dir}/{n}"), n)).collect();
     let reads: Vec<_> = paths.iter().map(|(p, _)| client.get_data(p)).collect();
@@ -71,12 +57,10 @@ async fn read_cluster(
             },
             // Gone between the listing and the read: the pod left.
             Err(zkc::Error::NoNode) => {}
-            Err(e) => return Err(zk_error(zk, "reading", path)(e)),
+            Err(e) => return Err(zk.op("reading", path)(e)),
         }
     }
-    view.leader = leader_of(client, &leader_dir, leaders)
-        .await
-        .map_err(|(doing, path, e)| zk_error(zk, doing, &path)(e))?;
+    view.leader = leader_of(client, zk.connect_string(), &leader_dir, leaders).await?;
     view.snapshot = match snapshot.await {
         // A snapshot that does not parse is shown as none: the leader will write a good one.
         // The snapshot as the leader reads it (crate::zk::snapshot): invalid pods dropped.
@@ -89,19 +73,19 @@ async fn read_cluster(
                 failed: s.failed,
             }),
         Err(zkc::Error::NoNode) => None,
-        Err(e) => return Err(zk_error(zk, "reading", &snapshot_path)(e)),
+        Err(e) => return Err(zk.op("reading", &snapshot_path)(e)),
     };
     view.paused = match paused.await {
         // Untrusted like the rest: decode() keeps a printable, bounded reason.
         Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
         Err(zkc::Error::NoNode) => None,
-        Err(e) => return Err(zk_error(zk, "reading", &paused_path)(e)),
+        Err(e) => return Err(zk.op("reading", &paused_path)(e)),
     };
     match exists.await {
         Ok(Some(_)) => Ok(Some(view)),
         Ok(None) if view.pods.is_empty() && view.snapshot.is_none() => Ok(None),
         Ok(None) => Ok(Some(view)),
-        Err(e) => Err(zk_error(zk, "reading", &root)(e)),
+        Err(e) => Err(zk.op("reading", &root)(e)),
     }
 }
 
@@ -113,7 +97,7 @@ async fn read_keys(zk: &Discovery, client: &zkc::Client) -> Result<BTreeSet<Stri
             .filter(|k| crate::zk::paths::is_cluster_key(k))
             .collect()),
         Err(zkc::Error::NoNode) => Ok(BTreeSet::new()),
-        Err(e) => Err(zk_error(zk, "listing", CLUSTERS)(e)),
+        Err(e) => Err(zk.op("listing", CLUSTERS)(e)),
     }
 }
 
