@@ -1,7 +1,7 @@
 //! `ochopod ctl events [CLUSTERS...] [--follow] [--json]`: what changes in the clusters, one line
 //! per change, for a CI log while a deployment runs or as an audit trail.
 //!
-//! Receives the [`watch`](super::watch) updates; emits, on stdout, the current state as events
+//! Receives the [`watch`] updates; emits, on stdout, the current state as events
 //! (every pod registered, the leaders, the last configurations) and then, with `--follow`, each
 //! change as the watcher sees it:
 //!

@@ -1,10 +1,10 @@
-//! Loading: a pod.yaml's text → [`PodSpec`](super::PodSpec), or every diagnostic.
+//! Loading: a pod.yaml's text → [`PodSpec`], or every diagnostic.
 //!
 //! Receives the pod.yaml's path and text and a view of the environment (for the overrides of
 //! SPEC §3); emits either the validated [`PodSpec`] or [`Diagnostics`], every problem found, in
 //! file order. A YAML that does not even deserialize (bad syntax, unknown key, wrong shape) stops
 //! at that one diagnostic: serde cannot go on past it. Everything else is judged by
-//! [`Validator`](super::validate::Validator), one value at a time. Nothing here retries: a bad
+//! [`Validator`], one value at a time. Nothing here retries: a bad
 //! pod.yaml is fatal for `run` and printed by `check`.
 
 use std::path::Path;

@@ -107,7 +107,7 @@ pub(super) struct Dirty {
     /// Everything (the start, a reconnection, `/ochopod/clusters` itself changed).
     pub(super) all: bool,
     pub(super) keys: BTreeSet<String>,
-    /// Pods whose znode was notified as changed (see [`diff`]).
+    /// Pods whose znode was notified as changed (see [`diff`](super::diff)).
     pub(super) touched: BTreeSet<String>,
 }
 
