@@ -23,11 +23,13 @@
 //! * [`runtime`] is the one place that starts the loops and decides the order they stop in.
 
 pub mod auth;
+pub mod backoff;
 pub mod binding;
 pub mod check;
 pub mod clock;
 pub mod control;
 pub mod ctl;
+pub mod glob;
 pub mod logs;
 pub mod model;
 pub mod render;

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use zookeeper_client as zkc;
 
 use super::CtlError;
+use crate::glob::matches as glob;
 use crate::zk::snapshot::Reservation;
 
 /// Where every cluster lives (SPEC §6).
@@ -166,14 +167,9 @@ impl Discovery {
         &self.connect
     }
 
-    fn op(&self, doing: &'static str, path: &str) -> impl FnOnce(zkc::Error) -> CtlError {
-        let (connect, path) = (self.connect.clone(), path.to_string());
-        move |source| CtlError::Zk {
-            connect,
-            doing,
-            path,
-            source,
-        }
+    /// Turns a ZooKeeper error into one that says where and what was being done.
+    pub(super) fn op(&self, doing: &'static str, path: &str) -> impl FnOnce(zkc::Error) -> CtlError {
+        zk_error(&self.connect, doing, path)
     }
 
     /// Every cluster key registered, sorted.
@@ -226,9 +222,7 @@ impl Discovery {
             }
         }
         pods.sort_by(|a, b| (a.pod.seq, &a.pod.uuid).cmp(&(b.pod.seq, &b.pod.uuid)));
-        let leader = leader_of(&client, &leader_dir, leader_names)
-            .await
-            .map_err(|(doing, path, e)| self.op(doing, &path)(e))?;
+        let leader = leader_of(&client, &self.connect, &leader_dir, leader_names).await?;
         let (snapshot, mut reserved) = match snapshot.await {
             Ok((data, _)) => match serde_json::from_slice::<Snapshot>(&data) {
                 Ok(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
@@ -257,7 +251,7 @@ impl Discovery {
     /// pattern must match something, else [`CtlError::NoMatch`] lists what exists.
     pub async fn resolve(&self, patterns: &[String], namespace: &str) -> Result<Vec<Cluster>, CtlError> {
         let keys = self.cluster_keys().await?;
-        let chosen = select(&keys, patterns, namespace).map_err(|pattern| CtlError::NoMatch {
+        let chosen = select(&keys, patterns, namespace).map_err(|Unmatched(pattern)| CtlError::NoMatch {
             pattern,
             connect: self.connect.clone(),
             existing: keys.clone(),
@@ -271,17 +265,33 @@ impl Discovery {
     }
 }
 
+/// A ZooKeeper error of the session at `connect`, saying what was being done where.
+pub(super) fn zk_error(
+    connect: &str,
+    doing: &'static str,
+    path: &str,
+) -> impl FnOnce(zkc::Error) -> CtlError {
+    let (connect, path) = (connect.to_string(), path.to_string());
+    move |source| CtlError::Zk {
+        connect,
+        doing,
+        path,
+        source,
+    }
+}
+
 /// The uuid held by the lowest election node under `dir` (the leader), from the pending listing
-/// of `dir` (listings are pipelined with the other reads); errors say what was being done where.
+/// of `dir` (listings are pipelined with the other reads) on the session at `connect`.
 pub(super) async fn leader_of(
     client: &zkc::Client,
+    connect: &str,
     dir: &str,
     names: impl std::future::Future<Output = Result<Vec<String>, zkc::Error>>,
-) -> Result<Option<String>, (&'static str, String, zkc::Error)> {
+) -> Result<Option<String>, CtlError> {
     let names = match names.await {
         Ok(n) => n,
         Err(zkc::Error::NoNode) => return Ok(None),
-        Err(e) => return Err(("listing", dir.to_string(), e)),
+        Err(e) => return Err(zk_error(connect, "listing", dir)(e)),
     };
     let Some(name) = lowest_election_node(&names) else {
         return Ok(None);
@@ -290,7 +300,7 @@ pub(super) async fn leader_of(
     match client.get_data(&path).await {
         Ok((data, _)) => Ok(String::from_utf8(data).ok().filter(|u| !u.is_empty())),
         Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(("reading", path, e)),
+        Err(e) => Err(zk_error(connect, "reading", &path)(e)),
     }
 }
 
@@ -322,32 +332,14 @@ pub fn key_pattern(arg: &str, namespace: &str) -> String {
     }
 }
 
-/// Glob match where `*` matches any run of characters (none included) and `?` one character.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+/// A cluster argument that matches no cluster (the caller says what exists).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no cluster matches `{0}`")]
+pub struct Unmatched(pub String);
 
 /// The keys the patterns select, in key order, each once; no argument selects every cluster of
-/// the namespace (possibly none). Err(arg) names the first argument that matches nothing.
-pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<String>, String> {
+/// the namespace (possibly none). The error names the first argument that matches nothing.
+pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<String>, Unmatched> {
     let mut chosen = BTreeSet::new();
     if args.is_empty() {
         let pattern = key_pattern("*", namespace);
@@ -357,7 +349,7 @@ pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<S
         let pattern = key_pattern(arg, namespace);
         let matched: Vec<&String> = keys.iter().filter(|k| glob(&pattern, k)).collect();
         if matched.is_empty() {
-            return Err(arg.clone());
+            return Err(Unmatched(arg.clone()));
         }
         chosen.extend(matched.into_iter().cloned());
     }
@@ -368,18 +360,6 @@ pub fn select(keys: &[String], args: &[String], namespace: &str) -> Result<Vec<S
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_matches_stars_and_question_marks() {
-        assert!(glob("default.*", "default.zookeeper"));
-        assert!(glob("*.zoo*", "prod.zookeeper"));
-        assert!(glob("default.k?fka", "default.kafka"));
-        assert!(glob("*", ""));
-        assert!(!glob("default.*", "prod.kafka"));
-        assert!(!glob("default.zk", "default.zk2"));
-        assert!(glob("a*b*c", "axxbyybzc"));
-        assert!(!glob("a*b*c", "axxbyy"));
-    }
 
     #[test]
     fn arguments_are_relative_to_the_namespace_unless_dotted_or_absolute() {
@@ -407,7 +387,10 @@ mod tests {
             select(&keys, &["kafka".into(), "k*".into()], "default").unwrap(),
             vec!["default.kafka"]
         );
-        assert_eq!(select(&keys, &["redis".into()], "default").unwrap_err(), "redis");
+        assert_eq!(
+            select(&keys, &["redis".into()], "default").unwrap_err(),
+            Unmatched("redis".into())
+        );
         assert_eq!(select(&[], &[], "default").unwrap(), Vec::<String>::new());
     }
 

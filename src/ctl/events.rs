@@ -1,7 +1,7 @@
 //! `ochopod ctl events [CLUSTERS...] [--follow] [--json]`: what changes in the clusters, one line
 //! per change, for a CI log while a deployment runs or as an audit trail.
 //!
-//! Receives the [`watch`](super::watch) updates; emits, on stdout, the current state as events
+//! Receives the [`watch`] updates; emits, on stdout, the current state as events
 //! (every pod registered, the leaders, the last configurations) and then, with `--follow`, each
 //! change as the watcher sees it:
 //!
@@ -15,7 +15,7 @@
 
 use std::io::Write;
 
-use super::verbs::Ctx;
+use super::context::Ctx;
 use super::watch::{self, Change, Event};
 use super::{CtlError, EXIT_OK};
 use crate::model::PodState;
@@ -174,6 +174,16 @@ mod tests {
             ip: None,
         });
         assert!(human(&e).ends_with("default.zk leader none"));
+    }
+
+    #[test]
+    fn a_pause_says_by_whom_and_why() {
+        let e = event(Change::Paused {
+            by: crate::zk::pause::PausedBy::Operator,
+            reason: "kernel upgrade".into(),
+        });
+        let line = human(&e);
+        assert!(line.ends_with("paused by an operator: kernel upgrade"), "{line}");
     }
 
     #[test]

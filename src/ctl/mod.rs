@@ -25,10 +25,13 @@
 //! | 2 | bad usage |
 //! | 3 | `wait` timed out |
 
+mod context;
 mod discover;
 mod events;
 mod http;
 mod pause;
+mod report;
+mod status;
 mod table;
 mod ui;
 mod verbs;
@@ -39,7 +42,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-pub use discover::{glob, key_pattern, Cluster, Registered, Target};
+pub use discover::{key_pattern, Cluster, Registered, Target};
 pub use http::Failure;
 
 /// Every targeted pod succeeded.
@@ -51,7 +54,7 @@ pub const EXIT_USAGE: i32 = 2;
 /// `wait` gave up.
 pub const EXIT_TIMEOUT: i32 = 3;
 
-fn duration(text: &str) -> Result<Duration, String> {
+fn duration(text: &str) -> Result<Duration, crate::spec::DurationError> {
     crate::spec::parse_duration(text)
 }
 
@@ -261,6 +264,12 @@ pub enum CtlError {
     NoPods(String),
     #[error("{0}")]
     Usage(String),
+    /// `--token`, `OCHOPOD_TOKEN` or `OCHOPOD_TOKEN_FILE` holds no usable token.
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
+    /// `OCHOPOD_ZK_AUTH` or `OCHOPOD_ZK_AUTH_FILE` cannot be used.
+    #[error(transparent)]
+    ZkConfig(crate::zk::ZkError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("cannot serve on {address}: {source}")]
@@ -282,7 +291,7 @@ fn existing_clusters(existing: &[String]) -> String {
 impl CtlError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CtlError::Usage(_) => EXIT_USAGE,
+            CtlError::Usage(_) | CtlError::Token(_) | CtlError::ZkConfig(_) => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }
@@ -304,7 +313,7 @@ pub fn run(args: CtlArgs) -> i32 {
             eprintln!("ochopod ctl: {e}");
             // A machine reading stdout gets a document even when no pod was reached.
             if json {
-                verbs::out_json(&serde_json::json!({"ok": false, "error": e.to_string()}));
+                report::out_json(&serde_json::json!({"ok": false, "error": e.to_string()}));
             }
             e.exit_code()
         }

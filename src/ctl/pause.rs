@@ -7,33 +7,44 @@
 
 use serde_json::{json, Value};
 
-use super::verbs::{out, out_json, Ctx};
-use super::{discover, table, CtlError, EXIT_FAILED, EXIT_OK};
+use super::context::Ctx;
+use super::discover::{self, Unmatched};
+use super::report::{out, out_json};
+use super::{table, CtlError, EXIT_FAILED, EXIT_OK};
 use crate::zk::pause::{self, Paused};
 use crate::zk::ZkError;
 
 /// The cluster keys the arguments name (each must match one).
 async fn keys(ctx: &Ctx, clusters: &[String]) -> Result<Vec<String>, CtlError> {
     let existing = ctx.zk.cluster_keys().await?;
-    discover::select(&existing, clusters, &ctx.namespace).map_err(|pattern| CtlError::NoMatch {
+    discover::select(&existing, clusters, &ctx.namespace).map_err(|Unmatched(pattern)| CtlError::NoMatch {
         pattern,
         connect: ctx.zk.connect_string().to_string(),
         existing: existing.clone(),
     })
 }
 
-/// Why a write failed, with the fix when it is the credentials.
-fn failure(e: &ZkError) -> String {
-    match e.source_error() {
-        Some(zookeeper_client::Error::NoAuth) => format!(
-            "{e}: the tree is secured; run ctl with the pods' OCHOPOD_ZK_AUTH or OCHOPOD_ZK_AUTH_FILE"
-        ),
-        _ => e.to_string(),
+/// Why one cluster's `paused` node was not written. Reported per cluster; nothing retries.
+#[derive(Debug, thiserror::Error)]
+enum WriteFailed {
+    /// ZooKeeper refused ctl's credentials: say which ones it needs.
+    #[error("{0}: the tree is secured; run ctl with the pods' OCHOPOD_ZK_AUTH or OCHOPOD_ZK_AUTH_FILE")]
+    Secured(#[source] ZkError),
+    #[error(transparent)]
+    Zk(ZkError),
+}
+
+impl From<ZkError> for WriteFailed {
+    fn from(e: ZkError) -> WriteFailed {
+        match e.source_error() {
+            Some(zookeeper_client::Error::NoAuth) => WriteFailed::Secured(e),
+            _ => WriteFailed::Zk(e),
+        }
     }
 }
 
 /// One cluster's outcome: the table's line and the JSON result, or why it failed.
-type Outcome = Result<(String, Value), String>;
+type Outcome = Result<(String, Value), WriteFailed>;
 
 /// Prints one row per cluster (or `{"ok", "clusters"}`), names the failures; the exit code.
 fn report(ctx: &Ctx, rows: Vec<(String, Outcome)>) -> i32 {
@@ -50,7 +61,7 @@ fn report(ctx: &Ctx, rows: Vec<(String, Outcome)>) -> i32 {
                 eprintln!("ochopod ctl: {key}: {e}");
                 code = EXIT_FAILED;
                 human.push(vec![key.clone(), "FAILED".into()]);
-                docs.push(json!({"cluster": key, "ok": false, "error": e}));
+                docs.push(json!({"cluster": key, "ok": false, "error": e.to_string()}));
             }
         }
     }
@@ -76,7 +87,7 @@ pub async fn pause(ctx: &Ctx, clusters: &[String], reason: &str) -> Result<i32, 
                 json!({"taken_over": was}),
             )),
             Ok(Paused::Already(p)) => Ok((format!("already {}", p.describe()), json!({"already": p}))),
-            Err(e) => Err(failure(&e)),
+            Err(e) => Err(e.into()),
         };
         rows.push((key, r));
     }
@@ -92,7 +103,7 @@ pub async fn resume(ctx: &Ctx, clusters: &[String]) -> Result<i32, CtlError> {
         let r = match pause::resume(&client, &path).await {
             Ok(Some(p)) => Ok((format!("resumed (was {})", p.describe()), json!({"was": p}))),
             Ok(None) => Ok(("was not paused".to_string(), json!("not paused"))),
-            Err(e) => Err(failure(&e)),
+            Err(e) => Err(e.into()),
         };
         rows.push((key, r));
     }

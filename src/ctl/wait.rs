@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::context::{infos, targets, Ctx};
 use super::discover::{Cluster, Target};
 use super::http::{Failure, Request};
+use super::report::{finish, out, out_json, PodReport};
 use super::table::Progress;
-use super::verbs::{finish, infos, out, out_json, targets, Ctx, PodReport};
 use super::{CtlError, Select, WaitState, EXIT_OK, EXIT_TIMEOUT};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -100,7 +101,7 @@ async fn round(
         .collect())
 }
 
-fn state_name(state: WaitState) -> &'static str {
+pub(super) fn state_name(state: WaitState) -> &'static str {
     match state {
         WaitState::Running => "running",
         WaitState::Held => "held",

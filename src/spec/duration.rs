@@ -11,21 +11,32 @@ use std::time::Duration;
 /// give: 30 days.
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Parses `500ms`, `10s`, `2m`, `1h` (and a bare `0`), at most [`MAX_DURATION`]. Returns a
-/// message fit for a diagnostic.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Why a duration does not parse; its message is fit for a diagnostic (`field: message`). A bad
+/// pod.yaml or variable is fatal at start; nothing retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("expected a duration like 500ms, 10s or 2m, found {text:?}")]
+    Malformed { text: String },
+    #[error(
+        "{text:?} is longer than the maximum of {} (30 days)",
+        format_duration(MAX_DURATION)
+    )]
+    TooLong { text: String },
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (and a bare `0`), at most [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let expected = || format!("expected a duration like 500ms, 10s or 2m, found {text:?}");
-    let too_long = || {
-        format!(
-            "{text:?} is longer than the maximum of {} (30 days)",
-            format_duration(MAX_DURATION)
-        )
+    let expected = || DurationError::Malformed {
+        text: text.to_string(),
+    };
+    let too_long = || DurationError::TooLong {
+        text: text.to_string(),
     };
     let scale: u64 = match unit {
         "ms" => 1,
@@ -93,7 +104,10 @@ mod tests {
             "18446744073709551615ms",
         ] {
             let e = parse_duration(text).expect_err("too long");
-            assert!(e.contains("longer than the maximum of 720h"), "{text}: {e}");
+            assert!(
+                e.to_string().contains("longer than the maximum of 720h"),
+                "{text}: {e}"
+            );
         }
     }
 

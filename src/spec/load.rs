@@ -1,10 +1,10 @@
-//! Loading: a pod.yaml's text → [`PodSpec`](super::PodSpec), or every diagnostic.
+//! Loading: a pod.yaml's text → [`PodSpec`], or every diagnostic.
 //!
 //! Receives the pod.yaml's path and text and a view of the environment (for the overrides of
 //! SPEC §3); emits either the validated [`PodSpec`] or [`Diagnostics`], every problem found, in
 //! file order. A YAML that does not even deserialize (bad syntax, unknown key, wrong shape) stops
 //! at that one diagnostic: serde cannot go on past it. Everything else is judged by
-//! [`Validator`](super::validate::Validator), one value at a time. Nothing here retries: a bad
+//! [`Validator`], one value at a time. Nothing here retries: a bad
 //! pod.yaml is fatal for `run` and printed by `check`.
 
 use std::path::Path;
@@ -67,16 +67,24 @@ pub fn load_with_env(
     }
 }
 
+/// A signal name that is not one; fatal for the pod.yaml that has it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a signal name like TERM, HUP or SIGUSR1, found {text:?}")]
+pub struct SignalError {
+    pub text: String,
+}
+
 /// Parses a signal name as pod.yaml and `ochopod ctl signal` write it: `TERM`, `SIGTERM`, `hup`.
-pub fn parse_signal(text: &str) -> Result<Signal, String> {
+pub fn parse_signal(text: &str) -> Result<Signal, SignalError> {
     let upper = text.trim().to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
         upper
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&name)
-        .map_err(|_| format!("expected a signal name like TERM, HUP or SIGUSR1, found {text:?}"))
+    Signal::from_str(&name).map_err(|_| SignalError {
+        text: text.to_string(),
+    })
 }
 
 /// `text` with its control characters escaped (`\n`, `\0`, ...): a diagnostic that quotes a value
@@ -103,19 +111,6 @@ pub(super) fn is_name(s: &str) -> bool {
 /// A name that may contain `*` wildcards.
 pub(super) fn is_pattern(s: &str) -> bool {
     !s.is_empty() && is_name(&s.replace('*', "x"))
-}
-
-/// Glob match where `*` stands for any run of characters.
-pub(super) fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(tail) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
-        }
-    }
 }
 
 /// Octal file mode as chmod reads it: `0644`, `644`, `0o644` (an unquoted YAML int included).
@@ -151,15 +146,5 @@ mod tests {
         assert_eq!(parse_mode("0888"), None);
         assert_eq!(parse_mode("rw"), None);
         assert_eq!(parse_mode("17777"), None);
-    }
-
-    #[test]
-    fn globs_match_runs_of_characters() {
-        assert!(glob("kafka-*", "kafka-a"));
-        assert!(glob("*", "anything"));
-        assert!(glob("a*c", "abbbc"));
-        assert!(!glob("a*c", "abbb"));
-        assert!(glob("zk", "zk"));
-        assert!(!glob("zk", "zk2"));
     }
 }

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use duration::{format_duration, parse_duration, MAX_DURATION};
+pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION};
 pub use error::{Diagnostic, Diagnostics};
-pub use load::{load, load_str, load_with_env, parse_signal};
+pub use load::{load, load_str, load_with_env, parse_signal, SignalError};
 pub use nix::sys::signal::Signal;
 
 /// A validated pod.yaml.

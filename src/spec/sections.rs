@@ -16,30 +16,41 @@ use super::{
 };
 
 impl Validator {
-    pub(super) fn settings(&mut self, raw: Option<&raw::RawSettings>) -> Settings {
-        let d = raw::RawSettings::default();
-        let s = raw.unwrap_or(&d);
-        let damper = self.duration("settings.damper", s.damper.as_ref(), Duration::from_secs(5));
-        let damper_max = self.duration(
-            "settings.damper_max",
-            s.damper_max.as_ref(),
-            Duration::from_secs(60),
-        );
-        if damper_max < damper {
-            let at = s
-                .damper_max
-                .as_ref()
-                .or(s.damper.as_ref())
-                .map_or(TOP, |v| pos(&v.referenced));
+    /// Two durations where the second must not be shorter than the first (`damper` and
+    /// `damper_max`, `backoff` and `max_backoff`): each as `(field, value, default)`. A ceiling
+    /// below its floor is reported at the ceiling (else the floor) as written.
+    fn floor_and_ceiling(
+        &mut self,
+        (floor_field, floor_value, floor_default): (&str, Option<&S<String>>, Duration),
+        (ceiling_field, ceiling_value, ceiling_default): (&str, Option<&S<String>>, Duration),
+    ) -> (Duration, Duration) {
+        let floor = self.duration(floor_field, floor_value, floor_default);
+        let ceiling = self.duration(ceiling_field, ceiling_value, ceiling_default);
+        if ceiling < floor {
+            let at = ceiling_value.or(floor_value).map_or(TOP, |v| pos(&v.referenced));
             self.error(
                 at,
                 format!(
-                    "settings.damper_max ({}) must not be shorter than settings.damper ({})",
-                    format_duration(damper_max),
-                    format_duration(damper)
+                    "{ceiling_field} ({}) must not be shorter than {floor_field} ({})",
+                    format_duration(ceiling),
+                    format_duration(floor)
                 ),
             );
         }
+        (floor, ceiling)
+    }
+
+    pub(super) fn settings(&mut self, raw: Option<&raw::RawSettings>) -> Settings {
+        let d = raw::RawSettings::default();
+        let s = raw.unwrap_or(&d);
+        let (damper, damper_max) = self.floor_and_ceiling(
+            ("settings.damper", s.damper.as_ref(), Duration::from_secs(5)),
+            (
+                "settings.damper_max",
+                s.damper_max.as_ref(),
+                Duration::from_secs(60),
+            ),
+        );
         let apply = s.apply.as_ref().and_then(|a| {
             self.required_command(
                 "settings.apply.command",
@@ -106,31 +117,18 @@ impl Validator {
         };
         let rd = raw::RawRestart::default();
         let r = p.restart.as_ref().unwrap_or(&rd);
-        let backoff = self.duration(
-            "process.restart.backoff",
-            r.backoff.as_ref(),
-            Duration::from_secs(1),
+        let (backoff, max_backoff) = self.floor_and_ceiling(
+            (
+                "process.restart.backoff",
+                r.backoff.as_ref(),
+                Duration::from_secs(1),
+            ),
+            (
+                "process.restart.max_backoff",
+                r.max_backoff.as_ref(),
+                Duration::from_secs(30),
+            ),
         );
-        let max_backoff = self.duration(
-            "process.restart.max_backoff",
-            r.max_backoff.as_ref(),
-            Duration::from_secs(30),
-        );
-        if max_backoff < backoff {
-            let at = r
-                .max_backoff
-                .as_ref()
-                .or(r.backoff.as_ref())
-                .map_or(TOP, |v| pos(&v.referenced));
-            self.error(
-                at,
-                format!(
-                    "process.restart.max_backoff ({}) must not be shorter than process.restart.backoff ({})",
-                    format_duration(max_backoff),
-                    format_duration(backoff)
-                ),
-            );
-        }
         let restart = Restart {
             policy: self.choice(
                 "process.restart.policy",

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use super::load::{escape_controls, glob, is_name, is_pattern, parse_signal};
+use super::load::{escape_controls, is_name, is_pattern, parse_signal};
 use super::raw::{RawCommand, RawDependency, RawPod, S};
 use super::{parse_duration, CommandLine, Dependency, Diagnostic, PodSpec, Signal};
+use crate::glob::matches as glob;
 
 pub(super) fn pos(l: &Location) -> (u64, u64) {
     (l.line(), l.column())

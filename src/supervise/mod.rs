@@ -11,7 +11,6 @@
 //! which stops the process in the declared way and answers with its exit.
 
 mod actor;
-mod backoff;
 mod child;
 mod reaper;
 mod shell;
@@ -24,7 +23,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-pub use backoff::Backoff;
+pub use crate::backoff::Backoff;
+// `super::backoff::Backoff` in actor.rs: the backoff moved to the crate root (one for every loop).
+use crate::backoff;
 pub use child::Exit;
 pub use reaper::{become_subreaper, reap_orphans, run as run_reaper};
 pub use shell::{Output as ShellOutput, ShellError, MAX_STDOUT};

@@ -40,7 +40,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zkc;
@@ -252,12 +251,7 @@ impl Actor {
         // restores one timeout to come back, and a pod back in time keeps its registration.
         let max_delay =
             (self.cfg.zk.session_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(250), max_delay).with_jitter();
         let mut attempt = 0u32;
         loop {
             self.status(|s| {
@@ -288,7 +282,7 @@ impl Actor {
                 continue;
             }
             attempt += 1;
-            let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+            let wait = backoff.next_wait();
             tracing::warn!(error = %err, attempt, retry_in = ?wait, "ZooKeeper unreachable");
             self.status(|s| {
                 s.status = format!(

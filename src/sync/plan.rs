@@ -115,31 +115,6 @@ pub fn qualify(namespace: &str, written: &str) -> String {
     }
 }
 
-/// `*` matches any run of characters (dots included), everything else itself.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != '*' && p[pi] == t[ti] {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 /// Resolves `depends_on` against the clusters that exist (only patterns need them). The pod's
 /// own cluster never matches a pattern.
 pub fn resolve(namespace: &str, own_key: &str, deps: &[Dependency], clusters: &[String]) -> Vec<ResolvedDep> {
@@ -149,7 +124,7 @@ pub fn resolve(namespace: &str, own_key: &str, deps: &[Dependency], clusters: &[
         if is_pattern(&d.cluster) {
             for key in clusters
                 .iter()
-                .filter(|k| k.as_str() != own_key && glob_match(&q, k))
+                .filter(|k| k.as_str() != own_key && crate::glob::matches(&q, k))
             {
                 if !out.iter().any(|r| &r.name == key) {
                     out.push(ResolvedDep {
@@ -410,16 +385,6 @@ pub(super) mod tests {
         );
         // Relative: every other cluster of the namespace.
         assert_eq!(all_web.len(), 3);
-    }
-
-    #[test]
-    fn glob_matches_stars_only() {
-        assert!(glob_match("default.*", "default.zk"));
-        assert!(glob_match("*.zk", "prod.zk"));
-        assert!(glob_match("a*b*c", "aXXbYc"));
-        assert!(!glob_match("a*b*c", "aXXbY"));
-        assert!(!glob_match("default.zk", "default.zk2"));
-        assert!(glob_match("*", ""));
     }
 
     #[test]

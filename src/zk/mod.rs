@@ -107,7 +107,7 @@ fn parse_session_timeout(text: &str) -> Result<Duration, ZkError> {
         var: "OCHOPOD_ZK_SESSION_TIMEOUT",
         message,
     };
-    let d = crate::spec::parse_duration(text).map_err(bad)?;
+    let d = crate::spec::parse_duration(text).map_err(|e| bad(e.to_string()))?;
     if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&d) {
         return Err(bad(format!(
             "expected a duration from {} to {}, found {:?}",

@@ -266,3 +266,37 @@ async fn values_from_zookeeper_are_text_and_the_server_keeps_to_itself() {
     let r = client.post(format!("{}api/model", ui.url)).send().await.unwrap();
     assert_eq!(r.status(), 405, "nothing to POST");
 }
+
+#[tokio::test]
+async fn the_server_closes_a_half_sent_request_like_a_pods_control_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fx = Fixture::new().await;
+    let ui = Ui::start(&fx.zk.connect_string(), None, &[]).await;
+    let address = ui.url.trim_start_matches("http://").trim_end_matches('/');
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    // Headers that never end: served by axum::serve, this connection (and its fd) stayed open.
+    slow.write_all(b"GET /api/model HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                // hyper may answer 408 before closing: still closed by the server.
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {:?}", start.elapsed());
+    let took = start.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(4),
+        "closed too early: {took:?}"
+    );
+    // The page still answers.
+    let r = reqwest::get(format!("{}api/model", ui.url)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}

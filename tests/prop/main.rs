@@ -1,6 +1,6 @@
 //! Property-based tests (proptest) of the parsers that read untrusted or hand-written input:
 //! pod.yaml (`spec`), the cluster map and its rendering (`map`), a pod's JSON from ZooKeeper
-//! (`pod`). Each property runs 256 cases by default; `PROPTEST_CASES=N` changes that, and
+//! (`pod`), the glob of `depends_on` and `ctl` (`glob`). Each property runs 256 cases by default; `PROPTEST_CASES=N` changes that, and
 //! `bench/fuzz.sh` runs them all for longer. A failure prints the smallest input found and
 //! saves its seed next to the test's source (`tests/prop/spec.regressions`, ...), replayed first
 //! by every later run: commit that file with the fix.
@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod gen;
+mod glob;
 mod map;
 mod pod;
 mod spec;

@@ -9,7 +9,8 @@
 //!          ◀── GET /api/log?cluster=K&uuid=U&lines=N (proxied to the pod, signed here)
 //! ```
 //!
-//! Owns the HTTP listener; the watcher and the state actor run beside it and stop with the
+//! Owns the HTTP listener, served by the control API's own accept loop
+//! ([`crate::control::server::serve`]: header and body deadlines, a connection cap); the watcher and the state actor run beside it and stop with the
 //! command. Nothing here writes: no route changes ZooKeeper or calls a pod's `/control`. The
 //! token signs the server's calls to pods and never reaches a browser.
 //!
@@ -36,9 +37,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use super::context::Ctx;
 use super::http::{Caller, Request as PodRequest};
-use super::verbs::Ctx;
 use super::{watch as live, CtlError, EXIT_OK};
 use state::Published;
 
@@ -109,7 +112,14 @@ pub async fn run(
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app);
-    axum::serve(listener, router)
+    // The pod's own accept loop (control::server): headers within 5 s, a body within 30 s, a
+    // connection cap that sheds the connection waiting longest; `axum::serve` has none of them,
+    // so a few hundred half-sent requests would hold every fd of this process. An SSE stream
+    // counts as waiting once its headers are sent: the first to go at the cap. No shutdown but
+    // the process's: ctl ends on Ctrl-C as before.
+    let span = tracing::info_span!("ui", %address, zk = %connect);
+    crate::control::server::serve(listener, router, CancellationToken::new())
+        .instrument(span)
         .await
         .map_err(|source| CtlError::Listen { address, source })?;
     Ok(EXIT_OK)

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::ctl::discover::Target;
-use crate::ctl::http::{Caller, Request};
+use crate::ctl::http::{Caller, Failure, Request};
 use crate::ctl::watch::{ClusterView, Event, Model, Update};
 use crate::model::Pod;
 
@@ -57,7 +57,7 @@ pub struct Published {
 struct Info {
     /// When the answer came (unix ms).
     at: u64,
-    result: Result<Value, String>,
+    result: Result<Value, Failure>,
 }
 
 /// The target a pod's calls go to (its validated address).
@@ -119,7 +119,11 @@ pub fn spawn(settings: Settings, updates: mpsc::Receiver<Update>) -> watch::Rece
         answers_tx,
         publish,
     };
-    tokio::spawn(actor.run(updates, answers));
+    let span = tracing::info_span!(
+        "ui_state",
+        refresh_ms = u64::try_from(actor.settings.refresh.as_millis()).unwrap_or(u64::MAX)
+    );
+    tokio::spawn(tracing::Instrument::instrument(actor.run(updates, answers), span));
     view
 }
 
@@ -231,7 +235,7 @@ impl Actor {
         tokio::spawn(async move {
             // The semaphore is never closed, so acquiring only waits.
             let _permit = permits.acquire_owned().await;
-            let result = caller.call(&target, &req).await.map_err(|f| f.to_string());
+            let result = caller.call(&target, &req).await;
             let info = Info {
                 at: crate::clock::now_ms(),
                 result,
@@ -318,7 +322,7 @@ fn view(
                         "leader": c.leader.as_ref() == Some(&p.uuid),
                         "configured": c.snapshot.as_ref().is_some_and(|s| s.pods.contains_key(&p.uuid)),
                         "info": answer,
-                        "info_error": info.and_then(|i| i.result.as_ref().err()),
+                        "info_error": info.and_then(|i| i.result.as_ref().err()).map(Failure::to_string),
                         "info_age_ms": info.map(|i| now.saturating_sub(i.at)),
                     })
                 })

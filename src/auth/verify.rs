@@ -1,186 +1,20 @@
-//! Who may call a pod's control API (SPEC §7): the shared token list, and signed requests.
-//!
-//! The token is a shared secret and never travels in a request ochopod or `ochopod ctl` sends:
-//! they **sign** each request with HMAC-SHA256 keyed by the first token of the list, over the
-//! method, the uuid and address of the pod called, the path, a timestamp, a nonce and the body's
-//! SHA-256:
-//!
-//! ```text
-//! Authorization: Ochopod-HMAC-SHA256 t=<unix ms>,n=<nonce>,s=<hex signature>
-//!
-//! signed = "ochopod-v1\n" METHOD "\n" UUID "\n" HOST ":" PORT "\n" PATH?QUERY "\n" t "\n" n "\n" hex(sha256(body))
-//! ```
-//!
-//! A pod accepts a signature made with any token of its list (rotation), from a clock within
-//! [`WINDOW`] of its own, addressed to its own uuid at one of its own addresses (so that a request
-//! captured on its way to one pod cannot be replayed to another, even one sharing its address),
-//! and only once (the pod remembers the signatures
-//! it accepted until they leave the window). A listener that registered itself through ZooKeeper
-//! receives signatures, which reveal nothing of the token and are no good anywhere else.
-//!
-//! `Authorization: Bearer <token>` (curl in a Jenkins job) is still accepted: it sends the secret
-//! itself, so it belongs on a trusted network only (docs/operations.md, "Security model").
+//! Checking: what a pod does with a request's `Authorization` header (a bearer token, or a
+//! signature: its form, clock window, address, then the body it covers), and the memory of
+//! signatures already accepted, so that none is accepted twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use hmac::Mac;
+
+use super::sign::{canonical, mac, Signed};
+use super::{Tokens, SCHEME, WINDOW};
 use crate::clock::unix_ms;
-
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
-
-/// The scheme in the `Authorization` header of a signed request.
-pub const SCHEME: &str = "Ochopod-HMAC-SHA256";
-
-/// How far a signed request's timestamp may be from the receiver's clock, either way.
-pub const WINDOW: Duration = Duration::from_secs(300);
 
 /// At most this many signatures are remembered against replays; beyond, signed requests are
 /// refused (503) until older ones leave the window. Only holders of the token can fill it.
 const REMEMBERED: usize = 65_536;
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// Why the token configuration is unusable. Fatal at start (exit 2): a pod that was meant to
-/// require a token never runs open.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("OCHOPOD_TOKEN_FILE: cannot read {path}: {source}")]
-    Unreadable {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{var} holds no token (expected one or more comma-separated tokens): refusing to run with the control API open")]
-    Empty { var: &'static str },
-}
-
-/// The accepted tokens, in order: the first one signs, any one is accepted (rotation).
-#[derive(Clone)]
-pub struct Tokens(Arc<Vec<String>>);
-
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} redacted)", self.0.len())
-    }
-}
-
-impl Tokens {
-    /// `OCHOPOD_TOKEN`, else the file named by `OCHOPOD_TOKEN_FILE`, comma-separated. None when
-    /// neither is set; an error when the one that is set is empty or unreadable (fail closed).
-    /// `var` is the raw environment: a variable set to the empty string counts as set.
-    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<Tokens>, TokenError> {
-        let (text, from) = match (var("OCHOPOD_TOKEN"), var("OCHOPOD_TOKEN_FILE")) {
-            (Some(t), _) => (t, "OCHOPOD_TOKEN"),
-            (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(t) => (t, "OCHOPOD_TOKEN_FILE"),
-                Err(source) => return Err(TokenError::Unreadable { path, source }),
-            },
-            (None, None) => return Ok(None),
-        };
-        let list: Vec<String> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect();
-        match list.is_empty() {
-            true => Err(TokenError::Empty { var: from }),
-            false => Ok(Some(Tokens(Arc::new(list)))),
-        }
-    }
-
-    /// One token (tests, `ctl --token`).
-    pub fn one(token: impl Into<String>) -> Tokens {
-        Tokens(Arc::new(vec![token.into()]))
-    }
-
-    /// The signer for requests this process sends.
-    pub fn signer(&self) -> Signer {
-        Signer {
-            key: Arc::from(self.0.first().map_or(&b""[..], |t| t.as_bytes())),
-        }
-    }
-
-    /// Whether `given` is one of the tokens; the comparison does not stop at the first
-    /// difference, so timing tells nothing of the prefix.
-    pub fn accepts(&self, given: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.iter().fold(false, |ok, t| {
-            ok | bool::from(t.as_bytes().ct_eq(given.as_bytes()))
-        })
-    }
-}
-
-/// Signs requests with the first token. Cheap to clone.
-#[derive(Clone)]
-pub struct Signer {
-    key: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Signer(redacted)")
-    }
-}
-
-impl Signer {
-    /// The `Authorization` header value for one request to the pod `to` (its uuid) at `host`
-    /// (`ip:port`, IPv6 without brackets), `path` (with its query) and `body`.
-    pub fn authorization(&self, method: &str, to: &str, host: &str, path: &str, body: &[u8]) -> String {
-        let t = unix_ms(SystemTime::now());
-        let n = uuid::Uuid::new_v4().simple().to_string();
-        let s = hex::encode(sign(
-            &self.key,
-            &Signed {
-                method,
-                to,
-                host,
-                path,
-                t,
-                n: &n,
-            },
-            body,
-        ));
-        format!("{SCHEME} t={t},n={n},s={s}")
-    }
-}
-
-fn mac(key: &[u8]) -> HmacSha256 {
-    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
-    HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
-}
-
-/// What a signature covers, besides the body.
-struct Signed<'a> {
-    method: &'a str,
-    /// The uuid of the pod called.
-    to: &'a str,
-    host: &'a str,
-    path: &'a str,
-    t: u64,
-    n: &'a str,
-}
-
-fn sign(key: &[u8], s: &Signed, body: &[u8]) -> Vec<u8> {
-    let mut m = mac(key);
-    m.update(canonical(s, body).as_bytes());
-    m.finalize().into_bytes().to_vec()
-}
-
-fn canonical(s: &Signed, body: &[u8]) -> String {
-    let digest = hex::encode(Sha256::digest(body));
-    let Signed {
-        method,
-        to,
-        host,
-        path,
-        t,
-        n,
-    } = s;
-    format!("ochopod-v1\n{method}\n{to}\n{host}\n{path}\n{t}\n{n}\n{digest}")
-}
 
 /// Why a request was not let in. Each is a 401 but [`Denied::Busy`] (503).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -404,15 +238,11 @@ pub fn unbracket(host: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::auth::sign::sign;
 
     fn verifier(tokens: &[&str]) -> Verifier {
         let tokens = Tokens(Arc::new(tokens.iter().map(|t| t.to_string()).collect()));
         Verifier::new(tokens, "me", vec!["127.0.0.2:8080".into(), "::1:8080".into()])
-    }
-
-    fn vars(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs = pairs.to_vec();
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
     }
 
     #[test]
@@ -515,30 +345,6 @@ mod tests {
             v.check(Some("Bearer c"), "POST", None, "/control/off", b""),
             Err(Denied::BadToken)
         );
-    }
-
-    #[test]
-    fn token_configuration_fails_closed() {
-        assert!(Tokens::from_vars(&vars(&[])).unwrap().is_none());
-        for v in ["", ",", " , "] {
-            let e = Tokens::from_vars(&vars(&[("OCHOPOD_TOKEN", v)])).unwrap_err();
-            assert!(e.to_string().starts_with("OCHOPOD_TOKEN holds no token"), "{e}");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, "\n").unwrap();
-        let path: &'static str = Box::leak(empty.display().to_string().into_boxed_str());
-        let e = Tokens::from_vars(&vars(&[("OCHOPOD_TOKEN_FILE", path)])).unwrap_err();
-        assert!(
-            e.to_string().starts_with("OCHOPOD_TOKEN_FILE holds no token"),
-            "{e}"
-        );
-        let e = Tokens::from_vars(&vars(&[("OCHOPOD_TOKEN_FILE", "/nonexistent/t")])).unwrap_err();
-        assert!(e.to_string().contains("cannot read /nonexistent/t"), "{e}");
-        let t = Tokens::from_vars(&vars(&[("OCHOPOD_TOKEN", "a, b")]))
-            .unwrap()
-            .unwrap();
-        assert!(t.accepts("b") && !t.accepts("a, b"));
     }
 
     #[test]
