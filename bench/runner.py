@@ -6,7 +6,9 @@ Figures (see bench/README.md for what each one means):
      `sleep 3600`, and of supervisord supervising the same;
   2. crash -> re-exec latency (median, p90) with a zero backoff floor, for both;
   3. size of the static (glibc, crt-static) release binary, and of the dynamic one;
-  4. GET /info and GET /healthz latency on one keep-alive connection (median, p99).
+  4. GET /info and GET /healthz latency on one keep-alive connection (median, p99);
+  5. start-up: exec -> GET /healthz answering (standalone, and with a throwaway ZooKeeper), and
+     exec -> registered in ZooKeeper, over fresh starts.
 
 Only loopback addresses, free ports and temp dirs are used. Every process started here runs in
 a session of its own; on the way out (normal end, error, Ctrl-C, SIGTERM) each session is sent
@@ -33,6 +35,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from benchzk import Zk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
@@ -285,7 +289,7 @@ class Ochopod:
         self.port = None
         self.p = None
 
-    def start(self, argv, restart=None):
+    def start(self, argv, restart=None, standalone=True):
         home = os.path.join(self.tmp, "home")
         os.makedirs(home, exist_ok=True)
         yaml = f"cluster: bench\nprocess:\n  command: {json.dumps(argv)}\n"
@@ -303,7 +307,8 @@ class Ochopod:
             OCHOPOD_PORT=str(self.port),
         )
         env.update(self.extra_env)
-        self.p = spawn([self.binary, "run", "--standalone", pod], env=env, logfile=os.path.join(self.tmp, "ochopod.log"))
+        mode = ["--standalone"] if standalone else []
+        self.p = spawn([self.binary, "run", *mode, pod], env=env, logfile=os.path.join(self.tmp, "ochopod.log"))
         return self
 
     def url(self, path):
@@ -409,6 +414,10 @@ def idle(sup, settle, window, strace_s):
     wakeups = sum(n - s0.get(tid, 0) for tid, n in s1.items())
     res = {
         "rss_mib": int(status_field(pid, "VmRSS")) / 1024.0,
+        # Private (heap, stacks, written data) vs mapped from files (the binary's code and the
+        # shared libraries': page cache, shared by every process running the same file).
+        "anon_mib": int(status_field(pid, "RssAnon")) / 1024.0,
+        "file_mib": int(status_field(pid, "RssFile")) / 1024.0,
         "threads": int(status_field(pid, "Threads")),
         "cpu_pct": 100.0 * (c1 - c0) / CLK_TCK / (t1 - t0),
         "wakeups_per_s": wakeups / (t1 - t0),
@@ -444,6 +453,63 @@ def restart_latency(sup, crasher, tmp, n):
         "wall_s": (recs[-1][1] - recs[0][0]) / 1e9,
     }
     log(f"{sup.name} restarts: {res}")
+    return res
+
+
+# ---------------------------------------------------------------- 5. start-up
+
+
+def healthz_once(ip, port):
+    """True when GET /healthz answers 200 (a refused connection is False)."""
+    try:
+        conn = http.client.HTTPConnection(ip, port, timeout=1)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except OSError:
+        return False
+
+
+def info_once(ip, port):
+    try:
+        conn = http.client.HTTPConnection(ip, port, timeout=1)
+        try:
+            conn.request("GET", "/info")
+            r = conn.getresponse()
+            return json.loads(r.read()) if r.status == 200 else None
+        finally:
+            conn.close()
+    except (OSError, ValueError):
+        return None
+
+
+def start_times(binary, ip, tmp, n, zk_port=None, env=None):
+    """exec -> GET /healthz answering, and (with ZooKeeper) exec -> registered (`/info` says
+    `connected`: the seq is claimed and the pod znode written), in ms, over n fresh starts of
+    `ochopod run` supervising `sleep 3600`; polled every 2 ms."""
+    health, registered = [], []
+    for i in range(n):
+        d = tempfile.mkdtemp(dir=tmp, prefix="start-")
+        env = {"OCHOPOD_LOG": "warn", **(env or {})}
+        if zk_port:
+            env.update(OCHOPOD_ZK=f"127.0.0.1:{zk_port}", OCHOPOD_ZK_SESSION_TIMEOUT="4s")
+        sup = Ochopod(binary, ip, d, env=env)
+        t0 = time.perf_counter()
+        sup.start(["sleep", "3600"], standalone=not zk_port)
+        try:
+            wait_for("/healthz", 30, lambda: healthz_once(ip, sup.port), every=0.002)
+            health.append((time.perf_counter() - t0) * 1e3)
+            if zk_port:
+                wait_for("registration", 30, lambda: (info_once(ip, sup.port) or {}).get("connected"), every=0.002)
+                registered.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            sup.stop()
+    res = {"n": n, "healthz_ms": statistics.median(health), "healthz_p90_ms": pct(health, 90)}
+    if registered:
+        res.update(registered_ms=statistics.median(registered), registered_p90_ms=pct(registered, 90))
+    log(f"start-up{' with ZooKeeper' if zk_port else ''}: {res}")
     return res
 
 
@@ -512,13 +578,29 @@ def main():
     ap.add_argument("--strace", type=int, default=5, help="seconds of strace -f -c while idle, 0 to skip (default 5)")
     ap.add_argument("--no-static", action="store_true", help="skip the static build")
     ap.add_argument("--no-supervisord", action="store_true", help="ochopod only")
+    ap.add_argument("--starts", type=int, default=20, help="fresh starts timed to /healthz and to registration (default 20, 0 to skip)")
+    ap.add_argument("--no-zk", action="store_true", help="time the start-up without ZooKeeper only")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in every ochopod started (e.g. MALLOC_ARENA_MAX=1); repeatable",
+    )
+    ap.add_argument("--binary", help="measure this ochopod binary instead of building target/release/ochopod")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     args = ap.parse_args()
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
-    dyn_size = build_release()
+    global RELEASE_BIN
+    if args.binary:
+        RELEASE_BIN = os.path.abspath(args.binary)
+        dyn_size = os.path.getsize(RELEASE_BIN)
+    else:
+        dyn_size = build_release()
     load0 = open("/proc/loadavg").read().split()[:3]
     version = run([RELEASE_BIN, "--version"])
     try:
@@ -531,7 +613,7 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="ochopod-bench-") as tmp:
         crasher, crasher_kind = compile_crasher(tmp)
-        sups = [("ochopod", lambda d: Ochopod(RELEASE_BIN, ip, d))]
+        sups = [("ochopod", lambda d: Ochopod(RELEASE_BIN, ip, d, env=extra_env))]
         if sv_exe:
             sups.append(("supervisord", lambda d: Supervisord(sv_exe, d)))
         for name, make in sups:
@@ -550,7 +632,7 @@ def main():
         # ochopod once more with its orphan reaper off, to show the reaper's share of a restart
         # (it scans /proc on every SIGCHLD: the more processes the host shows, the longer).
         runs = [("ochopod", "restart", sups[0][1])]
-        runs.append(("ochopod", "restart_noreap", lambda d: Ochopod(RELEASE_BIN, ip, d, env={"OCHOPOD_REAP": "off"})))
+        runs.append(("ochopod", "restart_noreap", lambda d: Ochopod(RELEASE_BIN, ip, d, env={**extra_env, "OCHOPOD_REAP": "off"})))
         runs += [(name, "restart", make) for name, make in sups[1:]]
         crowd = None
         if args.host_procs:
@@ -571,7 +653,24 @@ def main():
             if crowd:
                 stop(crowd)
 
+        if args.starts:
+            fig["ochopod"]["start"] = start_times(RELEASE_BIN, ip, tmp, args.starts, env=extra_env)
+            if not args.no_zk:
+                zk = Zk(tmp)
+                try:
+                    fig["ochopod"]["start_zk"] = start_times(RELEASE_BIN, ip, tmp, args.starts, zk.port, env=extra_env)
+                finally:
+                    zk.stop()
+
     static = (None, False, "skipped (--no-static)") if args.no_static else build_static()
+    if static[1]:
+        # The binary images ship (Dockerfile.base): no shared libraries mapped next to it.
+        with tempfile.TemporaryDirectory(prefix="ochopod-bench-") as tmp:
+            sup = Ochopod(STATIC_BIN, ip, tmp, env=extra_env)
+            try:
+                fig["ochopod"]["idle_static"] = idle(sup, args.settle, 2.0, 0)
+            finally:
+                sup.stop()
     loadavg = open("/proc/loadavg").read().split()[:3]
 
     # ---- the report
@@ -589,6 +688,20 @@ def main():
     print("|---|---:|---:|---|")
     row = lambda a, b, c, d: print(f"| {a} | {b} | {c} | {d} |")
     row("idle RSS (VmRSS, MiB)", fmt(oi["rss_mib"], "{:.1f}"), fmt(si.get("rss_mib"), "{:.1f}"), "<= 10 MiB")
+    row(
+        "idle RSS: private (RssAnon) / mapped from files (RssFile), MiB",
+        f"{oi['anon_mib']:.1f} / {oi['file_mib']:.1f}",
+        f"{si['anon_mib']:.1f} / {si['file_mib']:.1f}" if si else "n/a",
+        "",
+    )
+    ois = o.get("idle_static")
+    if ois:
+        row(
+            "idle RSS of the static binary: VmRSS (RssAnon / RssFile), MiB",
+            f"{ois['rss_mib']:.1f} ({ois['anon_mib']:.1f} / {ois['file_mib']:.1f})",
+            "n/a",
+            "<= 5 MiB",
+        )
     row(f"idle CPU over {args.window:g} s (%)", fmt(oi["cpu_pct"]), fmt(si.get("cpu_pct")), "~0 %")
     row("threads", oi["threads"], si.get("threads", "n/a"), "")
     row("idle wake-ups (context switches/s, all threads)", fmt(oi["wakeups_per_s"], "{:.1f}"), fmt(si.get("wakeups_per_s"), "{:.1f}"), "~0: no polling")
@@ -628,6 +741,14 @@ def main():
         w = o.get("wrk " + path)
         if w:
             row(f"GET {path} with wrk -t1 -c1: req/s, p50 / p99", f"{w['rps']:.0f}, {w['p50']} / {w['p99']}", "n/a", "")
+    for key, what in (("start", "standalone"), ("start_zk", "with ZooKeeper")):
+        r = o.get(key)
+        if r:
+            row(f"exec -> GET /healthz answers, {what}: median / p90 (ms, n={r['n']})", f"{r['healthz_ms']:.1f} / {r['healthz_p90_ms']:.1f}", "n/a", "")
+            if "registered_ms" in r:
+                row(f"exec -> registered in ZooKeeper: median / p90 (ms, n={r['n']})", f"{r['registered_ms']:.1f} / {r['registered_p90_ms']:.1f}", "n/a", "")
+    if extra_env:
+        print(f"\nEnvironment of every ochopod: {' '.join(f'{k}={v}' for k, v in extra_env.items())}")
     print(f"\nStatic build: {st_note}")
     for path in ("/info", "/healthz"):
         if o[path]["reconnects"]:

@@ -66,17 +66,32 @@ enum Command {
     Man { dir: PathBuf },
 }
 
+/// `OCHOPOD_LOG` is a list of `target=level` directives with an optional default level
+/// (`info,ochopod::sync=debug`): a [`Targets`](tracing_subscriber::filter::Targets) filter, which
+/// needs no regular expressions (`EnvFilter` would link a regex engine, about 0.5 MB of code
+/// mapped into every pod, for span and field filters nobody sets on a pod).
 fn init_logging(format: LogFormat, ring: &LogRing) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("OCHOPOD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let directives = std::env::var("OCHOPOD_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = match directives.as_deref().map(str::parse::<Targets>) {
+        Some(Ok(filter)) => filter,
+        Some(Err(e)) => {
+            eprintln!("ochopod: OCHOPOD_LOG: {e}; logging at info");
+            Targets::new().with_default(tracing::Level::INFO)
+        }
+        None => Targets::new().with_default(tracing::Level::INFO),
+    };
     let writer = TeeWriter { ring: ring.clone() };
+    // The builder alone stops at INFO: let everything through to `filter`, which decides.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(writer)
         .with_target(false);
     match format {
-        LogFormat::Human => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_ansi(false).finish().with(filter).init(),
+        LogFormat::Json => builder.json().finish().with(filter).init(),
     }
 }
 
@@ -184,7 +199,13 @@ fn run(opts: RunOptions) -> i32 {
     }
 }
 
-/// Runs a future on a small multi-threaded runtime (2 workers: ochopod's loops are I/O bound).
+/// Runs a future on a small multi-threaded runtime: 2 workers, the default blocking pool.
+///
+/// ochopod mostly waits, but a few of its steps block a thread for as long as the disk takes
+/// (the supervise loop's atomic writes fsync each file it renders): with a second worker the
+/// control API and the ZooKeeper session keep going meanwhile. What a single-threaded runtime
+/// would save was measured (docs/benchmarks.md, "A lighter pod"): 2 threads and 0.06–0.2 MiB of
+/// RSS, no faster formation; not worth a pod whose API and heartbeats wait on a slow fsync.
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
