@@ -131,3 +131,33 @@ process:
     let stopped = pod.wait_info("stopped", T, |i| i["process"] == "stopped").await;
     assert_eq!(stopped["last_exit"]["code"], 7, "exited on its own: {stopped}");
 }
+
+#[tokio::test]
+async fn hooks_and_checks_get_the_pod_in_ochopod_pod_json_and_the_map_in_a_file() {
+    // SPEC §4: hooks and commands get the map in $OCHOPOD_CLUSTER_FILE and the pod in
+    // $OCHOPOD_POD_JSON; checks too (docs/pod-yaml.md).
+    let dir = PodDir::new(
+        r#"
+cluster: podjson
+process:
+  command: ["sleep", "60"]
+checks:
+  ready: { command: "echo \"$OCHOPOD_POD_JSON\" > {{env.OCHOPOD_HOME}}/check-pod.json; cp \"$OCHOPOD_CLUSTER_FILE\" {{env.OCHOPOD_HOME}}/check-map.json", every: 100ms, timeout: 5s }
+hooks:
+  pre_start: "echo \"$OCHOPOD_POD_JSON\" > {{env.OCHOPOD_HOME}}/hook-pod.json; cp \"$OCHOPOD_CLUSTER_FILE\" {{env.OCHOPOD_HOME}}/hook-map.json"
+"#,
+    );
+    let (pod, _) = running(&dir).await;
+    let info = pod.wait_info("ready", T, |i| i["ready"] == true).await;
+    for who in ["hook", "check"] {
+        let text = read(&pod.home_file(&format!("{who}-pod.json")));
+        let me: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{who}: {e}: {text:?}"));
+        assert_eq!(me["uuid"], info["uuid"], "{who}: {me}");
+        assert_eq!(me["cluster"], "podjson", "{who}: {me}");
+        let text = read(&pod.home_file(&format!("{who}-map.json")));
+        let map: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{who}: {e}: {text:?}"));
+        assert_eq!(map["key"], info["uuid"], "{who}: {map}");
+        let uuid = info["uuid"].as_str().expect("uuid");
+        assert!(map["pods"][uuid].is_object(), "{who}: {map}");
+    }
+}
