@@ -130,52 +130,85 @@ async fn bad_input_gets_json_4xx_and_changes_nothing() {
     }
 }
 
-#[tokio::test]
-async fn on_off_generations_and_kill() {
+/// A running standalone pod of [`sleeper`], its dir and its first `/info`.
+async fn running() -> (PodDir, Pod, Value) {
     let dir = sleeper("");
-    let mut pod = Pod::start(&dir, PodOptions::default());
+    let pod = Pod::start(&dir, PodOptions::default());
     let info = pod.wait_info("running", T, |i| i["process"] == "running").await;
-    let uuid = info["uuid"].as_str().expect("uuid").to_string();
-    let first_pid = info["pid"].clone();
+    (dir, pod, info)
+}
+
+/// A cluster map of generation `generation` for the pod of `info`, alone.
+fn map_for(info: &Value, generation: u64) -> String {
+    let uuid = info["uuid"].as_str().expect("uuid");
+    json!({"generation": generation, "key": uuid, "pods": {uuid: pod_json(info)}}).to_string()
+}
+
+#[tokio::test]
+async fn an_operators_off_holds_the_pod_and_an_empty_on_releases_it() {
+    let (_dir, pod, info) = running().await;
     assert_eq!(pod.get("/healthz").await.0, 200);
     assert_eq!(pod.get("/readyz").await.0, 200);
-
     // An operator off holds the pod; readyz goes 503; an empty on releases and restarts.
     assert_eq!(pod.post("/control/off", "").await.0, 200);
     let held = pod.info().await;
     assert_eq!(held["process"], "stopped");
     assert_eq!(held["pod_state"], "held");
     assert_eq!(pod.get("/readyz").await.0, 503);
+    assert_eq!(pod.get("/healthz").await.0, 200, "alive while held");
     let (status, body) = pod.post("/control/on", "").await;
     assert_eq!(status, 200, "{body}");
     let back = pod.info().await;
     assert_eq!(back["process"], "running");
     assert_eq!(back["pod_state"], "running");
-    assert_ne!(back["pid"], first_pid);
+    assert_ne!(back["pid"], info["pid"]);
+}
 
-    // A newer generation applies; an older one is refused with 409.
-    let map = |generation: u64| {
-        json!({"generation": generation, "key": uuid, "pods": {uuid.clone(): pod_json(&info)}}).to_string()
-    };
-    assert_eq!(pod.post("/control/on", &map(7)).await.0, 200);
+#[tokio::test]
+async fn a_newer_generation_applies_and_an_older_one_is_refused_with_409() {
+    let (_dir, pod, info) = running().await;
+    assert_eq!(pod.post("/control/on", &map_for(&info, 7)).await.0, 200);
     assert_eq!(pod.info().await["generation"], 7);
-    let (status, body) = pod.post("/control/on", &map(6)).await;
+    let (status, body) = pod.post("/control/on", &map_for(&info, 6)).await;
     assert_eq!(status, 409, "{body}");
-    assert_eq!(pod.post("/control/check", &map(6)).await.0, 409);
-    assert_eq!(pod.post("/control/check", &map(8)).await.0, 200);
-    assert_eq!(pod.post("/control/ok", "").await.0, 200);
+    assert_eq!(pod.post("/control/check", &map_for(&info, 6)).await.0, 409);
+    assert_eq!(pod.post("/control/check", &map_for(&info, 8)).await.0, 200);
     assert_eq!(
-        pod.post("/control/signal", "{}").await.0,
-        501,
-        "no signaled hook declared"
+        pod.post("/control/on", &map_for(&info, 7)).await.0,
+        200,
+        "the same map again"
     );
-    assert_eq!(pod.post("/reset", "").await.0, 409, "standalone: no session");
+    assert_eq!(pod.info().await["generation"], 7);
+}
+
+#[tokio::test]
+async fn ok_answers_200_signal_without_a_hook_501_and_reset_standalone_409() {
+    let (_dir, pod, _) = running().await;
+    let mut wrong = Vec::new();
+    for (path, body, want, why) in [
+        ("/control/ok", "", 200, "the configuration is complete"),
+        ("/control/signal", "{}", 501, "no signaled hook declared"),
+        ("/reset", "", 409, "standalone: no session"),
+    ] {
+        let (status, body) = pod.post(path, body).await;
+        if status != want {
+            wrong.push(format!("{path}: {status} {body}, want {want} ({why})"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[tokio::test]
+async fn metrics_count_configurations_and_have_no_leader_series_when_standalone() {
+    let (_dir, pod, info) = running().await;
+    // Standalone: configured once at start; then one map more.
+    assert_eq!(pod.post("/control/on", &map_for(&info, 7)).await.0, 200);
     let (status, metrics) = pod.get("/metrics").await;
     assert_eq!(status, 200);
     let text = metrics.as_str().expect("text");
     let labels = r#"{ochopod_namespace="default",ochopod_cluster="api"}"#;
     assert!(
-        text.contains(&format!("ochopod_configurations_total{labels} 3")),
+        text.contains(&format!("ochopod_configurations_total{labels} 2")),
         "{text}"
     );
     assert!(
@@ -186,8 +219,11 @@ async fn on_off_generations_and_kill() {
         !text.contains("ochopod_leader"),
         "standalone: no leader series\n{text}"
     );
+}
 
-    // Kill: finalize, stop for good, exit 0.
+#[tokio::test]
+async fn kill_finalizes_stops_for_good_and_exits_0() {
+    let (_dir, mut pod, _) = running().await;
     assert_eq!(pod.post("/control/kill", "").await.0, 200);
     assert_eq!(pod.wait_exit(T).await, 0);
 }

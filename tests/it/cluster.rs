@@ -130,6 +130,63 @@ pub(crate) async fn leader<'a>(members: &[&'a Member]) -> &'a Member {
     .await
 }
 
+/// Makes sure the leader of `key` (one of `members`) has looked at the cluster as it is now, and
+/// returns its status then (without the probe's mention) once `pred` holds for it: the way to
+/// assert that something did *not* happen without sleeping. A znode under `pods/` that is not a
+/// pod (SPEC §6: left out of every map, named in the leader's status) wakes the leader, which
+/// re-reads everything and names it: a status that names it was decided on a view of ZooKeeper
+/// later than every change made before this call. With `pred` saying "at rest" (hash equal to
+/// the snapshot's: no configuration due, no damper running), nothing more can happen until
+/// something changes again. The probe is deleted before returning (and the status seen without it).
+pub(crate) async fn leader_looked(
+    zk: &ZkServer,
+    key: &str,
+    members: &[&Member],
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use zookeeper_client as zkc;
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "look-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, Ordering::Relaxed)
+    );
+    let obs = zk.observer().await;
+    let path = format!("/ochopod/clusters/{key}/pods/{name}");
+    let ephemeral = zkc::CreateMode::Ephemeral.with_acls(zkc::Acls::anyone_all());
+    obs.create(&path, b"not a pod", &ephemeral).await.unwrap();
+    let leader_status = |seen: bool| {
+        let pred = &pred;
+        let name = &name;
+        async move {
+            for m in members {
+                let i = info(m).await?;
+                if i["state"] != "leader" {
+                    continue;
+                }
+                let s = i["cluster_status"].as_str()?;
+                let (line, rejected) = match s.split_once("; rejected registrations: ") {
+                    Some((line, rejected)) => (line, rejected),
+                    None => (s, ""),
+                };
+                if rejected.contains(name.as_str()) == seen && pred(line) {
+                    return Some(line.to_string());
+                }
+            }
+            None
+        }
+    };
+    let line = eventually(T, &format!("the leader to look: {what}"), || leader_status(true)).await;
+    obs.delete(&path, None).await.unwrap();
+    eventually(T, &format!("the leader to look again: {what}"), || {
+        leader_status(false)
+    })
+    .await;
+    line
+}
+
 pub(crate) async fn cluster_status(m: &Member) -> String {
     info(m)
         .await

@@ -13,7 +13,8 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::cluster::{
-    cluster_status, configured, converged, entries, info, leader, pod_yaml, start, Member, PEERS, T,
+    cluster_status, configured, converged, entries, info, leader, leader_looked, pod_yaml, start, Member,
+    PEERS, T,
 };
 use crate::harness::eventually;
 use crate::harness::pod::{read, Pod, PodDir, PodOptions};
@@ -46,11 +47,6 @@ async fn cluster_at_rest(pods: &[Member], n: usize, generation: u64) {
         None
     })
     .await;
-}
-
-/// Nothing to poll for: the point is that nothing more happens in a few damper periods.
-async fn quiet() {
-    tokio::time::sleep(Duration::from_millis(2000)).await;
 }
 
 fn start_with_timeout(zk: &ZkServer, dir: PodDir, session_timeout: &str) -> Member {
@@ -122,8 +118,15 @@ async fn killing_the_leader_makes_its_successor_reconfigure_exactly_once() {
     assert_eq!(ips, pods.iter().map(|m| m.ip.clone()).collect());
     let successor = leader(&refs(&pods)).await;
     at_rest(successor, 2, 2).await;
-    quiet().await;
-    at_rest(successor, 2, 2).await;
+    // The successor looked again (after every change above) and has nothing more to do.
+    leader_looked(
+        &zk,
+        "f1.web",
+        &refs(&pods),
+        "still at rest at generation 2",
+        |s| s == "configured: 2 pods, generation 2",
+    )
+    .await;
     for (m, b) in pods.iter().zip(before) {
         let now = seen(m).await;
         assert_eq!(now.generation, 2);
@@ -226,8 +229,11 @@ async fn outage(namespace: &str, session_timeout: &str, fault: Fault) {
             );
         }
     }
-    quiet().await;
-    cluster_at_rest(&pods, 2, 1).await;
+    // A leader looked once every pod was back, and found the cluster as configured.
+    leader_looked(&zk, &key, &refs(&pods), "at rest at generation 1", |s| {
+        s == "configured: 2 pods, generation 1"
+    })
+    .await;
     for (m, b) in pods.iter().zip(before) {
         assert_eq!(seen(m).await, b, "same identity, process and configurations");
         assert_eq!(configured(m), "1\n", "no reconfiguration");
@@ -280,7 +286,9 @@ async fn evictions_survive_a_change_of_leader() {
         (cluster_status(next).await == evicted).then_some(())
     })
     .await;
-    quiet().await;
+    // The successor looked again and still leaves the evicted pod out.
+    let line = evicted.clone();
+    leader_looked(&zk, "f5.web", &[next], "the eviction kept", |s| s == line).await;
     assert_eq!(
         c.info().await["configurations"],
         tried,

@@ -8,12 +8,11 @@
 //! `ctl resume` lifts it too, and the losses are accepted.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::cluster::{
-    cluster_status, configured, converged, entries, info, peers, pod_yaml, start, Member, PEERS, T,
+    cluster_status, configured, converged, entries, info, leader_looked, peers, pod_yaml, start, Member,
+    PEERS, T,
 };
 use crate::ctl::{ctl_with, Out};
 use crate::harness::eventually;
@@ -64,21 +63,29 @@ async fn metrics(m: &Member) -> String {
         .unwrap()
 }
 
-/// Over `window` (a few dampers: what a leader that ignored the pause would need to configure),
-/// nothing moves: the `configurations` count of `kept`, and `waiting` stays unconfigured.
-async fn nothing_configured(kept: &[&Member], waiting: Option<&Member>, window: Duration) {
-    let before: Vec<Value> = counts(kept).await;
-    let until = std::time::Instant::now() + window;
-    while std::time::Instant::now() < until {
-        assert_eq!(counts(kept).await, before, "a paused cluster was configured");
-        if let Some(w) = waiting {
-            assert_eq!(
-                info(w).await.unwrap()["generation"],
-                0,
-                "the newcomer was configured"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// The leader (one of `members`) looked at the cluster after every change so far and stays
+/// paused (its status satisfies `pred`); then the `configurations` counts of `kept` are still
+/// `before`, and `waiting` is still unconfigured. That nothing is configured later either is
+/// shown by the generation and the `configured.log` once resumed (one configuration, not two).
+async fn still_paused(
+    zk: &ZkServer,
+    key: &str,
+    members: &[&Member],
+    kept: (&[&Member], &[Value]),
+    waiting: Option<&Member>,
+    pred: impl Fn(&str) -> bool,
+) {
+    leader_looked(zk, key, members, "still paused", |s| {
+        s.starts_with("paused ") && pred(s)
+    })
+    .await;
+    assert_eq!(counts(kept.0).await, kept.1, "a paused cluster was configured");
+    if let Some(w) = waiting {
+        assert_eq!(
+            info(w).await.unwrap()["generation"],
+            0,
+            "the newcomer was configured"
+        );
     }
 }
 
@@ -154,12 +161,17 @@ async fn an_operators_pause_holds_a_newcomer_back_across_a_leader_kill_until_res
     assert!(out.stdout.contains("already paused by an operator"), "{out:?}");
 
     // A newcomer registers and waits; the others keep their map.
+    let before = counts(&[&two[0], &two[1]]).await;
     let c = start(&zk, yaml(), None);
     status_until(&two[l], "the leader to see the newcomer", |s| {
         s.ends_with("not configuring 3 live pods (generation 1 has 2)")
     })
     .await;
-    nothing_configured(&[&two[0], &two[1]], Some(&c), Duration::from_secs(2)).await;
+    let both = [&two[0], &two[1]];
+    still_paused(&zk, "pz1.web", &both, (&both, &before), Some(&c), |s| {
+        s.ends_with("not configuring 3 live pods (generation 1 has 2)")
+    })
+    .await;
 
     // The leader dies (-9): its successor reads the pause and stays paused.
     let mut dead = two.remove(l);
@@ -177,7 +189,16 @@ async fn an_operators_pause_holds_a_newcomer_back_across_a_leader_kill_until_res
         "{line}"
     );
     assert_eq!(info(survivor).await.unwrap()["state"], "leader");
-    nothing_configured(&[survivor], Some(&c), Duration::from_secs(2)).await;
+    let kept = counts(&[survivor]).await;
+    assert_eq!(
+        kept[0],
+        before[1 - l],
+        "the survivor was not configured meanwhile"
+    );
+    still_paused(&zk, "pz1.web", &[survivor], (&[survivor], &kept), Some(&c), |s| {
+        s.ends_with("not configuring 2 live pods (generation 1 has 2)")
+    })
+    .await;
     assert_eq!(
         entries(&peers(survivor)).len(),
         2,
@@ -198,6 +219,10 @@ async fn an_operators_pause_holds_a_newcomer_back_across_a_leader_kill_until_res
     })
     .await;
     assert_eq!(info(survivor).await.unwrap()["paused"], Value::Null);
+    eventually(T, "one configuration after the pause, none during it", || async {
+        (configured(survivor) == "1\n2\n").then_some(())
+    })
+    .await;
     let out = ctl(&zk, "pz1", &["resume", "web"], &[]).await;
     assert!(out.stdout.contains("was not paused"), "{out:?}");
 }
@@ -260,8 +285,10 @@ async fn losing_more_than_max_lost_pauses_instead_of_configuring_the_survivor() 
     let ls = ctl(&zk, "pz2", &["ls", "--json"], &[]).await.json();
     assert_eq!(ls["clusters"][0]["paused"]["by"], "leader", "{ls}");
     // The survivor keeps the map of three, however long the loss lasts.
-    nothing_configured(&[&lead], None, Duration::from_secs(3)).await;
-    assert_eq!(count(&lead).await, before);
+    still_paused(&zk, "pz2.web", &[&lead], (&[&lead], &[before]), None, |s| {
+        s.starts_with("paused by the leader")
+    })
+    .await;
     assert_eq!(entries(&peers(&lead)).len(), 3);
 
     // One comes back (same state dir: same uuid): one lost is within max_lost, the leader lifts
@@ -273,6 +300,10 @@ async fn losing_more_than_max_lost_pauses_instead_of_configuring_the_survivor() 
     assert!(two.starts_with("gen 2\n"), "{two}");
     status_until(&lead, "the leader at rest", |s| {
         s == "configured: 2 pods, generation 2"
+    })
+    .await;
+    eventually(T, "one configuration after the pause, none during it", || async {
+        (configured(&lead) == "1\n2\n").then_some(())
     })
     .await;
     assert_eq!(info(&lead).await.unwrap()["paused"], Value::Null);

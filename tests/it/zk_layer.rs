@@ -110,6 +110,7 @@ async fn election_moves_to_the_next_candidate_when_the_leaders_session_closes() 
     let ca = election::enter(&a, &paths, acls, "a").await.unwrap();
     let cb = election::enter(&b, &paths, acls, "b").await.unwrap();
     let cc = election::enter(&c, &paths, acls, "c").await.unwrap();
+    let b_node = cb.path.clone();
     election::wait_until_leader(&a, &paths, &ca).await.unwrap();
     assert_eq!(
         election::current_leader(&c, &paths).await.unwrap().as_deref(),
@@ -123,7 +124,20 @@ async fn election_moves_to_the_next_candidate_when_the_leaders_session_closes() 
         let (c, paths) = (c.clone(), paths.clone());
         async move { election::wait_until_leader(&c, &paths, &cc).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each waits on a watch of its predecessor's node, as the server shows: b on a's, c on b's
+    // only (no herd). Once both watches are there, both have looked and must still be waiting.
+    let session = |c: &zkc::Client| format!("{:#x}", c.session_id().0);
+    let (sb, sc) = (session(&b), session(&c));
+    let watches = eventually(T, "b watching a's node and c watching b's", || async {
+        let w = zk.watches();
+        let on = |path: &str, s: &str| w.get(path).is_some_and(|v| v.iter().any(|x| x == s));
+        (on(&ca.path, &sb) && on(&b_node, &sc)).then_some(w)
+    })
+    .await;
+    assert!(
+        !watches.get(&ca.path).is_some_and(|v| v.contains(&sc)),
+        "c watches only b's node, not the leader's (no herd): {watches:?}"
+    );
     assert!(
         !b_leads.is_finished() && !c_leads.is_finished(),
         "nobody else leads while a does"

@@ -1,4 +1,5 @@
-//! Every verb against registered pods: tables, `--json`, and what each does to the pods.
+//! Every verb against registered pods: tables, `--json`, and what each does to the pods. One
+//! test per verb (each its own ZooKeeper and pods), so that one failing verb hides no other.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -7,20 +8,45 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{pods_of, Fixture, T};
+use crate::harness::pod::{Pod, PodDir};
 
-#[tokio::test]
-async fn ls_info_log_port_on_off_restart_signal_and_kill() {
+/// Registered pods: `web` (`webs` pods, `web_extra` appended to their pod.yaml; the election's
+/// leader is seq 2 when there are two) and `db` (`dbs` pods, 0 or 1).
+struct Pods {
+    fx: Fixture,
+    web: Vec<(PodDir, Pod)>,
+    db: Vec<(PodDir, Pod)>,
+    uuids: Vec<String>,
+}
+
+async fn web_and_db(webs: usize, web_extra: &str, dbs: usize) -> Pods {
     let fx = Fixture::new().await;
-    let signaled = r#"hooks:
-  signaled: "read body; echo \"{\\\"got\\\": $body}\""
-  pre_start: "sleep 0.3"
-"#;
-    let web = fx.start("web", 3, signaled);
-    let db = fx.start("db", 1, "");
+    let web = fx.start("web", webs, web_extra);
+    let db = fx.start("db", dbs, "");
     let uuids = fx.register(&web).await;
     fx.register(&db).await;
-    fx.elect("default.web", &uuids[1]).await;
+    if let Some(second) = uuids.get(1) {
+        fx.elect("default.web", second).await;
+    }
+    Pods { fx, web, db, uuids }
+}
 
+/// Each pod's process id, from `ctl info --json`.
+fn pids(infos: &Value) -> Vec<Value> {
+    pods_of(infos)
+        .iter()
+        .map(|p| p["answer"]["pid"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn ls_lists_clusters_running_pods_and_leaders() {
+    let Pods {
+        fx,
+        web: _web,
+        db: _db,
+        uuids,
+    } = web_and_db(3, "", 1).await;
     // ls: clusters, running/total, the election's leader (standalone pods do not claim one).
     let out = fx.ctl(&["ls"]).await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -48,7 +74,16 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
     assert_eq!(ls["clusters"][0]["running"], 3);
     assert_eq!(ls["clusters"][0]["leader"]["seq"], 2);
     assert_eq!(ls["clusters"][0]["leader"]["uuid"], uuids[1].as_str());
+}
 
+#[tokio::test]
+async fn info_has_a_row_per_pod_and_its_json_carries_each_info() {
+    let Pods {
+        fx,
+        web,
+        db: _db,
+        uuids,
+    } = web_and_db(3, "", 0).await;
     // info: one row per pod, `<ns>.<cluster> #<seq>`; --json carries each pod's /info.
     let out = fx.ctl(&["info", "web"]).await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -67,14 +102,32 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
     assert_eq!(pods[0]["answer"]["uuid"], uuids[0].as_str());
     assert_eq!(pods[1]["address"], format!("{}:{}", web[2].1.ip, web[2].1.port));
     assert_eq!(pods[1]["answer"]["process"], "running");
+}
 
+#[tokio::test]
+async fn log_shows_each_pods_own_lines() {
+    let Pods {
+        fx,
+        web: _web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(0, "", 1).await;
     // log: the pods' own lines.
     let log = fx.ctl(&["log", "-n", "5", "--json", "db"]).await.json();
     let lines = pods_of(&log)[0]["answer"]["lines"].as_array().unwrap().clone();
     assert!(!lines.is_empty() && lines.len() <= 5, "{log}");
     let out = fx.ctl(&["log", "db"]).await;
     assert!(out.stdout.starts_with("==> default.db #1 ("), "{out:?}");
+}
 
+#[tokio::test]
+async fn port_lists_addresses_from_zookeeper_alone() {
+    let Pods {
+        fx,
+        web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(3, "", 1).await;
     // port: ip:port of every pod, from ZooKeeper alone.
     let out = fx.ctl(&["port", "7000", "web"]).await;
     let want: Vec<String> = web.iter().map(|(_, p)| format!("{}:7000", p.ip)).collect();
@@ -87,7 +140,16 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
         out.stderr.contains("default.db #1: does not declare port 9999"),
         "{out:?}"
     );
+}
 
+#[tokio::test]
+async fn off_holds_a_pod_and_on_releases_it() {
+    let Pods {
+        fx,
+        web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(3, "", 0).await;
     // off holds one pod; ls counts it out; wait --state held sees it; on releases it.
     let off = fx.ctl(&["off", "web", "-i", "2", "--json"]).await;
     assert_eq!(off.code, 0, "{off:?}");
@@ -121,14 +183,17 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
         "{out:?}"
     );
     assert_eq!(web[1].1.info().await["pod_state"], "running");
+}
 
+#[tokio::test]
+async fn restart_gives_every_pod_a_new_process() {
+    let Pods {
+        fx,
+        web: _web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(3, "", 0).await;
     // restart: every pod gets a new process.
-    let pids = |infos: &Value| -> Vec<Value> {
-        pods_of(infos)
-            .iter()
-            .map(|p| p["answer"]["pid"].clone())
-            .collect()
-    };
     let before = pids(&fx.ctl(&["info", "--json", "web"]).await.json());
     let out = fx.ctl(&["restart", "web", "--json"]).await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -136,7 +201,24 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
     for (b, a) in before.iter().zip(&after) {
         assert_ne!(b, a, "restart gives a new process");
     }
+}
 
+#[tokio::test]
+async fn restart_rolling_keeps_all_but_one_pod_running() {
+    let Pods {
+        fx,
+        web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(
+        3,
+        r#"hooks:
+  pre_start: "sleep 0.3"
+"#,
+        0,
+    )
+    .await;
+    let before = pids(&fx.ctl(&["info", "--json", "web"]).await.json());
     // restart --rolling: one pod at a time, so at least 2 of 3 run at every sample, and the
     // sampler does see a pod down (pre_start sleeps 0.3 s), else it proves nothing.
     let urls: Vec<String> = web.iter().map(|(_, p)| p.url("/info")).collect();
@@ -191,10 +273,26 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
         "never fewer than N-1 running, and one down at times"
     );
     let rolled = pids(&fx.ctl(&["info", "--json", "web"]).await.json());
-    for (b, a) in after.iter().zip(&rolled) {
+    for (b, a) in before.iter().zip(&rolled) {
         assert_ne!(b, a, "rolling restart gives every pod a new process");
     }
+}
 
+#[tokio::test]
+async fn signal_answers_with_each_pods_hook_output() {
+    let Pods {
+        fx,
+        web: _web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(
+        3,
+        r#"hooks:
+  signaled: "read body; echo \"{\\\"got\\\": $body}\""
+"#,
+        0,
+    )
+    .await;
     // signal: each pod's hook answer.
     let sig = fx
         .ctl(&["signal", "web", "-i", "3", "--body", r#"{"hello": 1}"#, "--json"])
@@ -204,7 +302,16 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
         pods_of(&sig.json())[0]["answer"],
         serde_json::json!({"got": {"hello": 1}})
     );
+}
 
+#[tokio::test]
+async fn reconnect_shows_a_standalone_pods_own_409() {
+    let Pods {
+        fx,
+        web: _web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(0, "", 1).await;
     // reconnect: standalone pods have no session to reset; the pod's own error is shown.
     let out = fx.ctl(&["reconnect", "db"]).await;
     assert_eq!(out.code, 1, "{out:?}");
@@ -212,10 +319,18 @@ async fn ls_info_log_port_on_off_restart_signal_and_kill() {
         out.stderr.contains("default.db #1: 409 from") && out.stderr.contains("standalone"),
         "{out:?}"
     );
+}
 
+#[tokio::test]
+async fn kill_stops_one_pod_and_info_names_it_while_reporting_the_others() {
+    let Pods {
+        fx,
+        mut web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(3, "", 0).await;
     // kill one pod: it exits 0; its znode stays (our session), so the next info fails for that
     // pod only, naming it and its address, with exit 1 and the others still reported.
-    let mut web = web;
     let out = fx.ctl(&["kill", "web", "-i", "3", "--json"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(web[2].1.wait_exit(T).await, 0);

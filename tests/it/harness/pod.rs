@@ -72,6 +72,8 @@ pub struct PodOptions {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub token: Option<String>,
+    /// The pod's address (`OCHOPOD_IP` and `OCHOPOD_BIND`), e.g. `::1`; a fresh 127.x by default.
+    pub ip: Option<String>,
 }
 
 impl Default for PodOptions {
@@ -81,6 +83,7 @@ impl Default for PodOptions {
             args: vec!["--standalone".into()],
             env: BTreeMap::new(),
             token: None,
+            ip: None,
         }
     }
 }
@@ -93,7 +96,7 @@ impl Pod {
 
     /// Starts `ochopod run` on `pod_yaml`, with its home in `dir`.
     pub fn start_file(pod_yaml: &Path, dir: &PodDir, opts: PodOptions) -> Pod {
-        let ip = next_ip();
+        let ip = opts.ip.clone().unwrap_or_else(next_ip);
         let port = free_port(&ip);
         let home = dir.home();
         std::fs::create_dir_all(&home).expect("home");
@@ -129,7 +132,10 @@ impl Pod {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}:{}{}", self.ip, self.port, path)
+        match self.ip.contains(':') {
+            true => format!("http://[{}]:{}{}", self.ip, self.port, path),
+            false => format!("http://{}:{}{}", self.ip, self.port, path),
+        }
     }
 
     pub fn pid(&self) -> u32 {

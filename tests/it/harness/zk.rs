@@ -108,6 +108,40 @@ impl ZkServer {
         ochopod::zk::connect(&cfg).await.expect("an observer session")
     }
 
+    /// The answer to a four-letter word (`cons`, `wchp`...; all are whitelisted), empty when the
+    /// server does not answer.
+    pub fn four_letter(&self, word: &str) -> String {
+        let Ok(mut s) =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(500))
+        else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(word.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// The watches the server holds, by path: the session ids (`0x...`, as `wchp` prints them)
+    /// watching each. What a client waits on, seen from outside it.
+    pub fn watches(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+        let mut path = None;
+        for line in self.four_letter("wchp").lines() {
+            if line.starts_with('/') {
+                path = Some(line.trim().to_string());
+            } else if let (Some(p), session) = (&path, line.trim()) {
+                if session.starts_with("0x") {
+                    out.entry(p.clone()).or_default().push(session.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the server answers `ruok` with `imok`.
     pub fn is_ok(&self) -> bool {
         let Ok(mut s) =
