@@ -24,13 +24,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{self, ClusterView};
+use crate::control;
 use crate::logs::LogRing;
 use crate::model::{ClusterMap, Pod, PodState};
 use crate::render::Renderer;
 use crate::spec::{self, PodSpec, Signal};
 use crate::supervise::{self, Origin, PodContext};
-use crate::sync::{self, Role, SyncConfig};
+use crate::sync::{self, SyncConfig, SyncStatus};
 use crate::zk::ZkConfig;
 
 /// The longest each last step of a stop (deregistration, HTTP drain) may take.
@@ -174,19 +174,6 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         .await
         .with_context(|| format!("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)"))?;
     tracing::info!(%address, "control API listening");
-    let (view_tx, view) = watch::channel(ClusterView {
-        role: if opts.standalone {
-            "standalone"
-        } else {
-            "connecting"
-        }
-        .into(),
-        status: String::new(),
-        seq: me.seq,
-        connected: false,
-        rejected: 0,
-        leader: None,
-    });
     let http_stop = CancellationToken::new();
     let sync = zk.map(|zk| {
         start_sync(
@@ -195,13 +182,12 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             &state_dir,
             tokens.as_ref(),
             &supervise,
-            view_tx,
             shutdown.child_token(),
         )
     });
     let api = control::Api {
         supervise: supervise.clone(),
-        cluster: view,
+        sync: sync.as_ref().map(|s| s.status.clone()),
         reset: sync.as_ref().map(|s| s.reset.clone()),
         me: me.clone(),
         auth: tokens
@@ -278,31 +264,23 @@ struct Sync {
     handle: sync::Handle,
     /// `POST /reset` sends here; a task turns it into [`sync::Handle::reset`].
     reset: mpsc::Sender<()>,
-    /// Cancelled when the sync loop has stopped. Before the runtime asked it to (deregister,
-    /// shutdown), that is a refusal ([`crate::zk::ZkError::is_fatal`]): ochopod stops, exit 2.
-    stopped: CancellationToken,
+    /// What the sync actor publishes (it holds the sender). Its sender dropping means the sync
+    /// loop has stopped: before the runtime asked it to (deregister, shutdown), that is a refusal
+    /// ([`crate::zk::ZkError::is_fatal`]): ochopod stops, exit 2.
+    status: watch::Receiver<SyncStatus>,
 }
 
-/// Starts the sync loop and the small tasks that bridge it to the other loops: the pod's state
-/// (supervise → sync, for the znode) and the cluster view (sync → control, for `/info`).
+/// Starts the sync loop, and the small task that turns `POST /reset` into [`sync::Handle::reset`]
+/// (the handler answers at once; resets queue behind each other).
 fn start_sync(
     zk: ZkConfig,
     me: &Pod,
     state_dir: &Path,
     tokens: Option<&crate::auth::Tokens>,
     supervise: &supervise::Handle,
-    view_tx: watch::Sender<ClusterView>,
     shutdown: CancellationToken,
 ) -> Sync {
     tracing::info!(zk = %zk.connect, "joining the cluster through ZooKeeper");
-    let (state_tx, state_rx) = watch::channel(supervise.status().borrow().state);
-    let mut status = supervise.status();
-    tokio::spawn(async move {
-        while status.changed().await.is_ok() {
-            let state = status.borrow_and_update().state;
-            state_tx.send_if_modified(|s| std::mem::replace(s, state) != state);
-        }
-    });
     let cfg = SyncConfig {
         spec: supervise.context().spec.clone(),
         me: me.clone(),
@@ -311,35 +289,7 @@ fn start_sync(
         signer: tokens.map(crate::auth::Tokens::signer),
         pod: supervise.context().clone(),
     };
-    let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
-    let stopped = CancellationToken::new();
-    let stopped_tx = stopped.clone();
-    tokio::spawn(async move {
-        loop {
-            let view = {
-                let s = sync_status.borrow_and_update();
-                ClusterView {
-                    role: match s.role {
-                        Role::Connecting => "connecting",
-                        Role::Follower => "follower",
-                        Role::Leader => "leader",
-                    }
-                    .into(),
-                    status: s.status.clone(),
-                    seq: s.seq,
-                    connected: s.connected,
-                    rejected: s.rejected,
-                    leader: (s.role == Role::Leader).then(|| s.leader.clone()),
-                }
-            };
-            view_tx.send_replace(view);
-            if sync_status.changed().await.is_err() {
-                // Its sender is gone: the sync loop has stopped.
-                stopped_tx.cancel();
-                break;
-            }
-        }
-    });
+    let (handle, status) = sync::spawn(cfg, supervise.pod_state(), shutdown);
     let (reset, mut resets) = mpsc::channel::<()>(4);
     let reset_handle = handle.clone();
     tokio::spawn(async move {
@@ -350,7 +300,7 @@ fn start_sync(
     Sync {
         handle,
         reset,
-        stopped,
+        status,
     }
 }
 
@@ -363,7 +313,11 @@ const EXIT_REFUSED: i32 = 2;
 async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: Option<&Sync>) -> i32 {
     let sync_stopped = async {
         match sync {
-            Some(s) => s.stopped.cancelled().await,
+            // Err once the sync actor dropped its sender: the loop has stopped.
+            Some(s) => {
+                let mut status = s.status.clone();
+                while status.changed().await.is_ok() {}
+            }
             None => std::future::pending().await,
         }
     };

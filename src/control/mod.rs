@@ -21,7 +21,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,32 +28,39 @@ use tokio_util::sync::CancellationToken;
 use crate::logs::LogRing;
 use crate::model::Pod;
 use crate::supervise;
+use crate::sync::{Role, SyncStatus};
 
 /// Largest request body accepted (a cluster map of thousands of pods fits easily).
 pub const MAX_BODY: usize = 16 << 20;
 
-/// What the sync loop says about the pod's place in its cluster (published by the runtime).
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterView {
-    /// `standalone`, `connecting`, `follower` or `leader`.
-    pub role: String,
-    /// The leader's or the connection's status line.
-    pub status: String,
-    /// The pod's seq once claimed (0 before).
-    pub seq: u32,
-    pub connected: bool,
-    /// While leading: registrations refused as invalid.
-    pub rejected: usize,
-    /// While leading: the cluster and its configurations as the leader sees them (`/metrics`).
-    #[serde(skip)]
-    pub leader: Option<crate::sync::LeaderStats>,
+/// The name `/info` gives the pod's role (`state`): `standalone` without a sync loop.
+fn role_name(sync: Option<&SyncStatus>) -> &'static str {
+    match sync.map(|s| s.role) {
+        None => "standalone",
+        Some(Role::Connecting) => "connecting",
+        Some(Role::Follower) => "follower",
+        Some(Role::Leader) => "leader",
+    }
+}
+
+/// The leader's view of its cluster, while this pod leads (`None` otherwise).
+fn leading(sync: Option<&SyncStatus>) -> Option<&crate::sync::LeaderStats> {
+    sync.filter(|s| s.role == Role::Leader).map(|s| &s.leader)
+}
+
+impl Api {
+    /// The sync loop's status now, cloned out of its watch (`None` when standalone).
+    fn sync_status(&self) -> Option<SyncStatus> {
+        self.sync.as_ref().map(|rx| rx.borrow().clone())
+    }
 }
 
 /// Everything the handlers read or ask.
 #[derive(Clone)]
 pub struct Api {
     pub supervise: supervise::Handle,
-    pub cluster: watch::Receiver<ClusterView>,
+    /// What the sync loop publishes (its actor holds the sender); `None` when standalone.
+    pub sync: Option<watch::Receiver<SyncStatus>>,
     /// The sync loop holds the receiver; `None` when standalone (`/reset` is then a 409).
     pub reset: Option<mpsc::Sender<()>>,
     pub me: Pod,

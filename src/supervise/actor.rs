@@ -30,11 +30,22 @@ enum Event {
     Sanity(u64, bool),
 }
 
+/// What the actor publishes; the [`super::Handle`]s hold the receivers.
+pub(super) struct Publish {
+    pub status: watch::Sender<Status>,
+    /// `Status::state` alone, for the sync loop (the pod's znode).
+    pub pod_state: watch::Sender<PodState>,
+    pub last_map: watch::Sender<Option<Arc<ClusterMap>>>,
+    /// What the last applied map rendered (for `check` to tell what a new one would change).
+    pub rendered: watch::Sender<Option<Arc<Rendered>>>,
+}
+
 pub(super) struct Actor {
     ctx: Arc<PodContext>,
     /// The [`super::Handle`]s hold the senders.
     rx: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
+    pod_state: watch::Sender<PodState>,
     last_map: watch::Sender<Option<Arc<ClusterMap>>>,
     /// What the last applied map rendered (for `check` to tell what a new one would change).
     rendered: watch::Sender<Option<Arc<Rendered>>>,
@@ -69,13 +80,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Actor {
-    pub(super) fn new(
-        ctx: Arc<PodContext>,
-        rx: mpsc::Receiver<Command>,
-        status: watch::Sender<Status>,
-        last_map: watch::Sender<Option<Arc<ClusterMap>>>,
-        rendered: watch::Sender<Option<Arc<Rendered>>>,
-    ) -> Actor {
+    pub(super) fn new(ctx: Arc<PodContext>, rx: mpsc::Receiver<Command>, publish: Publish) -> Actor {
         let (events_tx, events_rx) = mpsc::channel(16);
         let restart = &ctx.spec.process.restart;
         let backoff = Backoff::new(restart.backoff, restart.max_backoff);
@@ -89,9 +94,10 @@ impl Actor {
         Actor {
             ctx,
             rx,
-            status,
-            last_map,
-            rendered,
+            status: publish.status,
+            pod_state: publish.pod_state,
+            last_map: publish.last_map,
+            rendered: publish.rendered,
             events_tx,
             events_rx,
             running: None,
@@ -106,6 +112,9 @@ impl Actor {
 
     fn publish(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(f);
+        let state = self.status.borrow().state;
+        self.pod_state
+            .send_if_modified(|s| std::mem::replace(s, state) != state);
     }
 
     fn current(&self) -> Status {

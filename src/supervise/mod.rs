@@ -217,6 +217,8 @@ pub struct Handle {
     /// The actor holds the receiving end.
     tx: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    /// The pod's standing alone (`Status::state`), for the sync loop to write into the znode.
+    pod_state: watch::Receiver<PodState>,
     /// The last applied map, published by the actor (for `check`, `ok`, `signal`).
     last_map: watch::Receiver<Option<Arc<ClusterMap>>>,
     /// What the last applied map rendered, published by the actor (for `check`).
@@ -290,10 +292,18 @@ pub fn spawn(ctx: PodContext) -> Handle {
     let (status_tx, status) = watch::channel(Status::new(ctx.spec.process.start));
     let (map_tx, last_map) = watch::channel(None);
     let (rendered_tx, rendered) = watch::channel(None);
-    tokio::spawn(actor::Actor::new(ctx.clone(), rx, status_tx, map_tx, rendered_tx).run());
+    let (pod_state_tx, pod_state) = watch::channel(PodState::Running);
+    let publish = actor::Publish {
+        status: status_tx,
+        pod_state: pod_state_tx,
+        last_map: map_tx,
+        rendered: rendered_tx,
+    };
+    tokio::spawn(actor::Actor::new(ctx.clone(), rx, publish).run());
     Handle {
         tx,
         status,
+        pod_state,
         last_map,
         rendered,
         ctx,
@@ -303,6 +313,11 @@ pub fn spawn(ctx: PodContext) -> Handle {
 impl Handle {
     pub fn status(&self) -> watch::Receiver<Status> {
         self.status.clone()
+    }
+
+    /// The pod's standing (`running`, `held`, `failed`, `leaving`), on a watch of its own.
+    pub fn pod_state(&self) -> watch::Receiver<PodState> {
+        self.pod_state.clone()
     }
 
     pub fn last_map(&self) -> Option<Arc<ClusterMap>> {
