@@ -28,6 +28,7 @@ pub mod check;
 pub mod clock;
 pub mod control;
 pub mod ctl;
+pub mod fsutil;
 pub mod logs;
 pub mod model;
 pub mod render;

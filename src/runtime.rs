@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -92,7 +92,7 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state dir {}", dir.display()))?;
     let uuid = uuid::Uuid::new_v4().to_string();
-    crate::render::write_atomic(&path, uuid.as_bytes(), 0o644).map_err(|e| anyhow!("{e}"))?;
+    crate::fsutil::write_atomic(&path, uuid.as_bytes(), 0o644)?;
     Ok(uuid)
 }
 
