@@ -22,10 +22,14 @@ impl IntoResponse for ControlError {
             ControlError::Gone => StatusCode::GONE,
             ControlError::Stale { .. } | ControlError::NoMap => StatusCode::CONFLICT,
             ControlError::BadMap(_) => StatusCode::BAD_REQUEST,
-            ControlError::Vetoed(_) => StatusCode::NOT_ACCEPTABLE,
+            ControlError::Vetoed { .. } => StatusCode::NOT_ACCEPTABLE,
             ControlError::NotReady(_) => StatusCode::GATEWAY_TIMEOUT,
-            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ControlError::NotDeclared(_) => StatusCode::NOT_IMPLEMENTED,
+            ControlError::Run(_)
+            | ControlError::Render(_)
+            | ControlError::ClusterFile(_)
+            | ControlError::NotStarted { .. }
+            | ControlError::StoppedWhileStarting { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::NotDeclared { .. } => StatusCode::NOT_IMPLEMENTED,
         };
         error(status, self)
     }

@@ -96,7 +96,9 @@ impl fmt::Display for Rendered {
     }
 }
 
-/// The inline template fields hooks and checks are rendered by, for [`Renderer::render_field`].
+/// The names of the pod.yaml fields that are commands, the one list: templates are compiled
+/// under these names, errors name them, and [`Renderer::render_command`] renders them (hooks and
+/// checks also by [`Renderer::render_field`]).
 pub mod fields {
     pub const INITIALIZE: &str = "hooks.initialize";
     pub const PRE_START: &str = "hooks.pre_start";
@@ -330,8 +332,11 @@ fn compile(spec: &PodSpec, lenient_foreign_ports: bool) -> (Renderer, Vec<Render
     if let Some(cwd) = &spec.process.cwd {
         b.r.cwd = Some(b.field("process.cwd".to_owned(), cwd));
     }
+    // Hooks and checks are shell strings: commands too, so that every run goes through
+    // `render_command`.
     for (field, text) in inline_fields(spec) {
-        b.field(field.to_owned(), text);
+        let name = b.field(field.to_owned(), text);
+        b.r.commands.insert(field, CommandTemplate::Shell(name));
     }
     (b.r, b.errors)
 }
@@ -439,7 +444,7 @@ impl Renderer {
         self.render_name(field, ctx)
     }
 
-    /// Renders a declared command: [`fields::PROCESS`], `APPLY`, `PROBE` or `RELOAD`.
+    /// Renders a declared command (any of [`fields`]; a hook or check is a shell string).
     pub fn render_command(&self, field: &str, ctx: &Context) -> Result<CommandLine, RenderError> {
         match self.commands.get(field) {
             Some(CommandTemplate::Exec(parts)) => Ok(CommandLine::Exec(
@@ -453,16 +458,6 @@ impl Renderer {
                 field: field.to_owned(),
             }),
         }
-    }
-
-    /// Compiles and renders a one-off template; errors name it `name`, as the pod.yaml field
-    /// when `name` is one (`hooks.pre_start`: see [`fields`]). Prefer [`Self::render_field`] for
-    /// declared fields: it does not parse the template again.
-    pub fn render_str(&self, name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
-        let origin = self.origin(name);
-        self.hb
-            .render_template(template, ctx.as_json())
-            .map_err(|e| RenderError::from_handlebars(&origin, e))
     }
 }
 

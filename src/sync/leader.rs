@@ -40,7 +40,7 @@ use super::plan::{self, Pods, ResolvedDep};
 use super::SyncStatus;
 use crate::model::ClusterMap;
 use crate::render::fields;
-use crate::spec::{CommandLine, PodSpec};
+use crate::spec::PodSpec;
 use crate::zk::cluster::{self, HeldSeq, Registered, Rejected};
 use crate::zk::election::Candidate;
 use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
@@ -67,17 +67,12 @@ impl Ctx {
     /// hooks run (SPEC §4): rendered for this pod against `map`, with the map in
     /// `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`. Returns its stdout, or why it
     /// failed.
-    pub(super) async fn run(
-        &self,
-        field: &str,
-        written: &CommandLine,
-        map: &ClusterMap,
-    ) -> Result<String, String> {
+    pub(super) async fn run(&self, field: &'static str, map: &ClusterMap) -> Result<String, String> {
         let mine = ClusterMap {
             key: self.uuid.clone(),
             ..map.clone()
         };
-        match crate::supervise::run_with_map(&self.pod, field, written, &mine).await {
+        match crate::supervise::run_with_map(&self.pod, field, &mine).await {
             Ok(out) if out.success() => Ok(out.stdout),
             Ok(out) => Err(format!(
                 "exit {}: {}",
@@ -359,7 +354,7 @@ pub(super) async fn lead(
             }
             _ = sleep_until(next_probe) => {
                 if let Some(probe) = &settings.probe {
-                    pending.probe = Some(run_probe(ctx, client, &probe.command).await);
+                    pending.probe = Some(run_probe(ctx, client).await);
                     next_probe = Some(Instant::now() + probe.every);
                 }
             }
@@ -555,7 +550,7 @@ async fn publish_dependencies(ctx: &Ctx, client: &Client, me: &Candidate, w: &Wo
 }
 
 /// Runs `settings.probe` against the last configuration; its stdout's last line is the status.
-async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String {
+async fn run_probe(ctx: &Ctx, client: &Client) -> String {
     let last = match snapshot::read(client, &ctx.paths.snapshot()).await {
         Ok(Some((s, _))) if s.pods.contains_key(&ctx.uuid) => s,
         Ok(_) => return "probe: waiting for a configuration with this pod".into(),
@@ -566,7 +561,7 @@ async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String 
         pods: last.pods,
         ..ClusterMap::default()
     };
-    match ctx.run(fields::PROBE, written, &map).await {
+    match ctx.run(fields::PROBE, &map).await {
         Ok(out) => last_line(&out).unwrap_or_default(),
         Err(e) => format!("probe failed: {e}"),
     }
