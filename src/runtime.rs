@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -51,7 +50,7 @@ pub enum StartError {
     Spec(spec::Diagnostics),
     /// A template that does not compile (the same exit code as a pod.yaml problem: 2).
     #[error("{0}")]
-    Template(String),
+    Template(#[source] crate::render::RenderError),
     /// A token configuration that would leave the control API open (exit 2).
     #[error(transparent)]
     Token(#[from] crate::auth::TokenError),
@@ -64,8 +63,22 @@ pub enum StartError {
     /// `OCHOPOD_ZK*` ochopod refuses (exit 2): a bad value, unreadable credentials.
     #[error(transparent)]
     Zk(crate::zk::ZkError),
+    /// The state dir or the uuid in it cannot be written (exit 1).
+    #[error("cannot create the state dir {}", .dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Uuid(#[from] crate::fsutil::WriteError),
+    /// The control port is taken, or the address is not this host's (exit 1).
+    #[error("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The state dir: `OCHOPOD_STATE_DIR`, else `$OCHOPOD_HOME/.ochopod`, else `/var/lib/ochopod`.
@@ -81,7 +94,7 @@ pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 
 /// The pod's uuid, created on first use and kept in the state dir so that a restarted container
 /// with the same volume comes back as the same pod.
-pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
+pub fn load_or_create_uuid(dir: &Path) -> Result<String, StartError> {
     let path = dir.join("uuid");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let text = text.trim();
@@ -90,7 +103,10 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
         }
         tracing::warn!(path = %path.display(), "ignoring a malformed uuid file");
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::StateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let uuid = uuid::Uuid::new_v4().to_string();
     crate::fsutil::write_atomic(&path, uuid.as_bytes(), 0o644)?;
     Ok(uuid)
@@ -115,7 +131,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     if tokens.is_none() {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
     }
-    let renderer = Renderer::new(&spec).map_err(|e| StartError::Template(e.to_string()))?;
+    let renderer = Renderer::new(&spec).map_err(StartError::Template)?;
     // Before anything starts: a bad setting or unreadable credentials must not leave a process
     // running without its cluster (nor a pod registered without auth).
     let zk = if opts.standalone {
@@ -172,7 +188,10 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     let address = format!("{}:{}", identity.bind, identity.listen_port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
-        .with_context(|| format!("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)"))?;
+        .map_err(|source| StartError::Listen {
+            address: address.clone(),
+            source,
+        })?;
     tracing::info!(%address, "control API listening");
     let http_stop = CancellationToken::new();
     let sync = zk.map(|zk| {
@@ -227,13 +246,19 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             .await
             .is_err()
         {
-            tracing::warn!(after = ?STEP, "deregistration did not finish; exiting anyway");
+            tracing::warn!(
+                after_s = STEP.as_secs_f64(),
+                "deregistration did not finish; exiting anyway"
+            );
         }
     }
     shutdown.cancel();
     http_stop.cancel();
     if tokio::time::timeout(STEP, server).await.is_err() {
-        tracing::warn!(after = ?STEP, "HTTP connections still open; exiting anyway");
+        tracing::warn!(
+            after_s = STEP.as_secs_f64(),
+            "HTTP connections still open; exiting anyway"
+        );
     }
     supervise::reap_orphans();
     tracing::info!(code, "ochopod exits");

@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::logs::LogRing;
 use crate::model::Pod;
@@ -96,7 +97,24 @@ pub fn router(api: Api) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(traced))
         .with_state(api)
+}
+
+/// Each call is a span (`control`) with its method and path, then the status it answered: what
+/// handlers and the supervise loop log while answering is attached to the call.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let span = tracing::info_span!(
+        "control",
+        method = %request.method(),
+        path = request.uri().path(),
+        status = tracing::field::Empty
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    tracing::debug!(parent: &span, status, "answered");
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` fires, with the limits of [`server`].
