@@ -29,6 +29,7 @@ pub mod check;
 pub mod clock;
 pub mod control;
 pub mod ctl;
+pub mod fsutil;
 pub mod glob;
 pub mod logs;
 pub mod model;

@@ -192,7 +192,16 @@ fn run(opts: RunOptions) -> i32 {
             eprintln!("ochopod: {:#}", anyhow::Error::from(e));
             2
         }
-        Ok(Err(StartError::Other(e))) | Err(e) => {
+        Ok(Err(e @ (StartError::StateDir { .. } | StartError::Listen { .. }))) => {
+            eprintln!("ochopod: {:#}", anyhow::Error::from(e));
+            1
+        }
+        // Its message already ends with its cause.
+        Ok(Err(StartError::Uuid(e))) => {
+            eprintln!("ochopod: {e}");
+            1
+        }
+        Err(e) => {
             eprintln!("ochopod: {e:#}");
             1
         }

@@ -19,18 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{self, ClusterView};
+use crate::control;
 use crate::logs::LogRing;
 use crate::model::{ClusterMap, Pod, PodState};
 use crate::render::Renderer;
 use crate::spec::{self, PodSpec, Signal};
 use crate::supervise::{self, Origin, PodContext};
-use crate::sync::{self, Role, SyncConfig};
+use crate::sync::{self, SyncConfig, SyncStatus};
 use crate::zk::ZkConfig;
 
 /// The longest each last step of a stop (deregistration, HTTP drain) may take.
@@ -51,7 +50,7 @@ pub enum StartError {
     Spec(spec::Diagnostics),
     /// A template that does not compile (the same exit code as a pod.yaml problem: 2).
     #[error("{0}")]
-    Template(String),
+    Template(#[source] crate::render::RenderError),
     /// A token configuration that would leave the control API open (exit 2).
     #[error(transparent)]
     Token(#[from] crate::auth::TokenError),
@@ -64,8 +63,22 @@ pub enum StartError {
     /// `OCHOPOD_ZK*` ochopod refuses (exit 2): a bad value, unreadable credentials.
     #[error(transparent)]
     Zk(crate::zk::ZkError),
+    /// The state dir or the uuid in it cannot be written (exit 1).
+    #[error("cannot create the state dir {}", .dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Uuid(#[from] crate::fsutil::WriteError),
+    /// The control port is taken, or the address is not this host's (exit 1).
+    #[error("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The state dir: `OCHOPOD_STATE_DIR`, else `$OCHOPOD_HOME/.ochopod`, else `/var/lib/ochopod`.
@@ -81,7 +94,7 @@ pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 
 /// The pod's uuid, created on first use and kept in the state dir so that a restarted container
 /// with the same volume comes back as the same pod.
-pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
+pub fn load_or_create_uuid(dir: &Path) -> Result<String, StartError> {
     let path = dir.join("uuid");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let text = text.trim();
@@ -90,9 +103,12 @@ pub fn load_or_create_uuid(dir: &Path) -> anyhow::Result<String> {
         }
         tracing::warn!(path = %path.display(), "ignoring a malformed uuid file");
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::StateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let uuid = uuid::Uuid::new_v4().to_string();
-    crate::render::write_atomic(&path, uuid.as_bytes(), 0o644).map_err(|e| anyhow!("{e}"))?;
+    crate::fsutil::write_atomic(&path, uuid.as_bytes(), 0o644)?;
     Ok(uuid)
 }
 
@@ -115,7 +131,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     if tokens.is_none() {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
     }
-    let renderer = Renderer::new(&spec).map_err(|e| StartError::Template(e.to_string()))?;
+    let renderer = Renderer::new(&spec).map_err(StartError::Template)?;
     // Before anything starts: a bad setting or unreadable credentials must not leave a process
     // running without its cluster (nor a pod registered without auth).
     let zk = if opts.standalone {
@@ -172,21 +188,11 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
     let address = format!("{}:{}", identity.bind, identity.listen_port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
-        .with_context(|| format!("cannot listen on {address} (OCHOPOD_BIND / OCHOPOD_PORT)"))?;
+        .map_err(|source| StartError::Listen {
+            address: address.clone(),
+            source,
+        })?;
     tracing::info!(%address, "control API listening");
-    let (view_tx, view) = watch::channel(ClusterView {
-        role: if opts.standalone {
-            "standalone"
-        } else {
-            "connecting"
-        }
-        .into(),
-        status: String::new(),
-        seq: me.seq,
-        connected: false,
-        rejected: 0,
-        leader: None,
-    });
     let http_stop = CancellationToken::new();
     let sync = zk.map(|zk| {
         start_sync(
@@ -195,13 +201,12 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             &state_dir,
             tokens.as_ref(),
             &supervise,
-            view_tx,
             shutdown.child_token(),
         )
     });
     let api = control::Api {
         supervise: supervise.clone(),
-        cluster: view,
+        sync: sync.as_ref().map(|s| s.status.clone()),
         reset: sync.as_ref().map(|s| s.reset.clone()),
         me: me.clone(),
         auth: tokens
@@ -241,13 +246,19 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             .await
             .is_err()
         {
-            tracing::warn!(after = ?STEP, "deregistration did not finish; exiting anyway");
+            tracing::warn!(
+                after_s = STEP.as_secs_f64(),
+                "deregistration did not finish; exiting anyway"
+            );
         }
     }
     shutdown.cancel();
     http_stop.cancel();
     if tokio::time::timeout(STEP, server).await.is_err() {
-        tracing::warn!(after = ?STEP, "HTTP connections still open; exiting anyway");
+        tracing::warn!(
+            after_s = STEP.as_secs_f64(),
+            "HTTP connections still open; exiting anyway"
+        );
     }
     supervise::reap_orphans();
     tracing::info!(code, "ochopod exits");
@@ -278,31 +289,23 @@ struct Sync {
     handle: sync::Handle,
     /// `POST /reset` sends here; a task turns it into [`sync::Handle::reset`].
     reset: mpsc::Sender<()>,
-    /// Cancelled when the sync loop has stopped. Before the runtime asked it to (deregister,
-    /// shutdown), that is a refusal ([`crate::zk::ZkError::is_fatal`]): ochopod stops, exit 2.
-    stopped: CancellationToken,
+    /// What the sync actor publishes (it holds the sender). Its sender dropping means the sync
+    /// loop has stopped: before the runtime asked it to (deregister, shutdown), that is a refusal
+    /// ([`crate::zk::ZkError::is_fatal`]): ochopod stops, exit 2.
+    status: watch::Receiver<SyncStatus>,
 }
 
-/// Starts the sync loop and the small tasks that bridge it to the other loops: the pod's state
-/// (supervise → sync, for the znode) and the cluster view (sync → control, for `/info`).
+/// Starts the sync loop, and the small task that turns `POST /reset` into [`sync::Handle::reset`]
+/// (the handler answers at once; resets queue behind each other).
 fn start_sync(
     zk: ZkConfig,
     me: &Pod,
     state_dir: &Path,
     tokens: Option<&crate::auth::Tokens>,
     supervise: &supervise::Handle,
-    view_tx: watch::Sender<ClusterView>,
     shutdown: CancellationToken,
 ) -> Sync {
     tracing::info!(zk = %zk.connect, "joining the cluster through ZooKeeper");
-    let (state_tx, state_rx) = watch::channel(supervise.status().borrow().state);
-    let mut status = supervise.status();
-    tokio::spawn(async move {
-        while status.changed().await.is_ok() {
-            let state = status.borrow_and_update().state;
-            state_tx.send_if_modified(|s| std::mem::replace(s, state) != state);
-        }
-    });
     let cfg = SyncConfig {
         spec: supervise.context().spec.clone(),
         me: me.clone(),
@@ -311,35 +314,7 @@ fn start_sync(
         signer: tokens.map(crate::auth::Tokens::signer),
         pod: supervise.context().clone(),
     };
-    let (handle, mut sync_status) = sync::spawn(cfg, state_rx, shutdown);
-    let stopped = CancellationToken::new();
-    let stopped_tx = stopped.clone();
-    tokio::spawn(async move {
-        loop {
-            let view = {
-                let s = sync_status.borrow_and_update();
-                ClusterView {
-                    role: match s.role {
-                        Role::Connecting => "connecting",
-                        Role::Follower => "follower",
-                        Role::Leader => "leader",
-                    }
-                    .into(),
-                    status: s.status.clone(),
-                    seq: s.seq,
-                    connected: s.connected,
-                    rejected: s.rejected,
-                    leader: (s.role == Role::Leader).then(|| s.leader.clone()),
-                }
-            };
-            view_tx.send_replace(view);
-            if sync_status.changed().await.is_err() {
-                // Its sender is gone: the sync loop has stopped.
-                stopped_tx.cancel();
-                break;
-            }
-        }
-    });
+    let (handle, status) = sync::spawn(cfg, supervise.pod_state(), shutdown);
     let (reset, mut resets) = mpsc::channel::<()>(4);
     let reset_handle = handle.clone();
     tokio::spawn(async move {
@@ -350,7 +325,7 @@ fn start_sync(
     Sync {
         handle,
         reset,
-        stopped,
+        status,
     }
 }
 
@@ -363,7 +338,11 @@ const EXIT_REFUSED: i32 = 2;
 async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: Option<&Sync>) -> i32 {
     let sync_stopped = async {
         match sync {
-            Some(s) => s.stopped.cancelled().await,
+            // Err once the sync actor dropped its sender: the loop has stopped.
+            Some(s) => {
+                let mut status = s.status.clone();
+                while status.changed().await.is_ok() {}
+            }
             None => std::future::pending().await,
         }
     };

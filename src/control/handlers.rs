@@ -22,10 +22,14 @@ impl IntoResponse for ControlError {
             ControlError::Gone => StatusCode::GONE,
             ControlError::Stale { .. } | ControlError::NoMap => StatusCode::CONFLICT,
             ControlError::BadMap(_) => StatusCode::BAD_REQUEST,
-            ControlError::Vetoed(_) => StatusCode::NOT_ACCEPTABLE,
+            ControlError::Vetoed { .. } => StatusCode::NOT_ACCEPTABLE,
             ControlError::NotReady(_) => StatusCode::GATEWAY_TIMEOUT,
-            ControlError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ControlError::NotDeclared(_) => StatusCode::NOT_IMPLEMENTED,
+            ControlError::Run(_)
+            | ControlError::Render(_)
+            | ControlError::ClusterFile(_)
+            | ControlError::NotStarted { .. }
+            | ControlError::StoppedWhileStarting { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::NotDeclared { .. } => StatusCode::NOT_IMPLEMENTED,
         };
         error(status, self)
     }
@@ -174,34 +178,36 @@ pub async fn readyz(State(api): State<Api>) -> Response {
 
 pub async fn info(State(api): State<Api>) -> Response {
     let s = api.supervise.status().borrow().clone();
-    let view = api.cluster.borrow().clone();
+    let sync = api.sync_status();
+    let sync = sync.as_ref();
+    let role = super::role_name(sync);
     let mut me = api
         .supervise
         .last_map()
         .and_then(|m| m.me().cloned())
         .unwrap_or_else(|| api.me.clone());
-    if view.seq > 0 {
-        me.seq = view.seq;
+    if let Some(seq) = sync.map(|v| v.seq).filter(|&seq| seq > 0) {
+        me.seq = seq;
     }
     me.state = s.state;
+    let cluster_status = sync.map_or("", |v| v.status.as_str());
     let mut body = serde_json::to_value(&me).unwrap_or_else(|_| json!({}));
     if let Some(obj) = body.as_object_mut() {
         obj.insert("key".into(), json!(format!("{}.{}", me.namespace, me.cluster)));
         obj.insert("pod_state".into(), json!(s.state));
-        obj.insert("state".into(), json!(view.role));
+        obj.insert("state".into(), json!(role));
         obj.insert(
             "status".into(),
-            json!(if view.role == "leader" && !view.status.is_empty() {
-                view.status.clone()
-            } else {
-                s.status.clone()
+            json!(match super::leading(sync) {
+                Some(_) if !cluster_status.is_empty() => cluster_status,
+                _ => s.status.as_str(),
             }),
         );
-        obj.insert("cluster_status".into(), json!(view.status));
+        obj.insert("cluster_status".into(), json!(cluster_status));
         // The leader's alone: followers do not read the pause (null there, as when not paused).
-        let paused = view.leader.as_ref().and_then(|l| l.paused.as_ref());
+        let paused = super::leading(sync).and_then(|l| l.paused.as_ref());
         obj.insert("paused".into(), json!(paused));
-        obj.insert("connected".into(), json!(view.connected));
+        obj.insert("connected".into(), json!(sync.is_some_and(|v| v.connected)));
         obj.insert("process".into(), json!(s.process));
         obj.insert("pid".into(), json!(s.pid));
         obj.insert("restarts".into(), json!(s.restarts));

@@ -60,13 +60,14 @@ pub async fn metrics(
 /// Every metric of the pod, with their values now.
 fn exposition(api: &Api) -> Exposition {
     let s = api.supervise.status().borrow().clone();
-    let view = api.cluster.borrow().clone();
+    let sync = api.sync_status();
+    let sync = sync.as_ref();
     let me = &api.me;
     let mut x = Exposition::new(vec![
         ("ochopod_namespace", me.namespace.clone()),
         ("ochopod_cluster", me.cluster.clone()),
     ]);
-    let seq = if view.seq > 0 { view.seq } else { me.seq };
+    let seq = sync.map(|v| v.seq).filter(|&seq| seq > 0).unwrap_or(me.seq);
     x.family(
         "ochopod_pod_info",
         "The pod's identity: uuid, seq (0 until claimed), ochopod version; always 1",
@@ -125,24 +126,24 @@ fn exposition(api: &Api) -> Exposition {
     );
     // A standalone pod has no cluster to lead and no session: no series that would read as
     // "leaderless" or "disconnected".
-    if view.role != "standalone" {
+    if let Some(v) = sync {
         x.gauge(
             "ochopod_leader",
             "1 when this pod leads its cluster (absent when standalone)",
-            flag(view.role == "leader"),
+            flag(v.role == crate::sync::Role::Leader),
         );
         x.gauge(
             "ochopod_zookeeper_connected",
             "1 when the ZooKeeper session is connected (absent when standalone)",
-            flag(view.connected),
+            flag(v.connected),
         );
     }
     x.gauge(
         "ochopod_rejected_registrations",
         "While leading: znodes under the cluster's pods/ refused as invalid pods (left out of every map)",
-        view.rejected as f64,
+        sync.map_or(0, |v| v.rejected) as f64,
     );
-    if let Some(l) = &view.leader {
+    if let Some(l) = super::leading(sync) {
         leader_metrics(&mut x, l);
     }
     x

@@ -21,40 +21,47 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::logs::LogRing;
 use crate::model::Pod;
 use crate::supervise;
+use crate::sync::{Role, SyncStatus};
 
 /// Largest request body accepted (a cluster map of thousands of pods fits easily).
 pub const MAX_BODY: usize = 16 << 20;
 
-/// What the sync loop says about the pod's place in its cluster (published by the runtime).
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterView {
-    /// `standalone`, `connecting`, `follower` or `leader`.
-    pub role: String,
-    /// The leader's or the connection's status line.
-    pub status: String,
-    /// The pod's seq once claimed (0 before).
-    pub seq: u32,
-    pub connected: bool,
-    /// While leading: registrations refused as invalid.
-    pub rejected: usize,
-    /// While leading: the cluster and its configurations as the leader sees them (`/metrics`).
-    #[serde(skip)]
-    pub leader: Option<crate::sync::LeaderStats>,
+/// The name `/info` gives the pod's role (`state`): `standalone` without a sync loop.
+fn role_name(sync: Option<&SyncStatus>) -> &'static str {
+    match sync.map(|s| s.role) {
+        None => "standalone",
+        Some(Role::Connecting) => "connecting",
+        Some(Role::Follower) => "follower",
+        Some(Role::Leader) => "leader",
+    }
+}
+
+/// The leader's view of its cluster, while this pod leads (`None` otherwise).
+fn leading(sync: Option<&SyncStatus>) -> Option<&crate::sync::LeaderStats> {
+    sync.filter(|s| s.role == Role::Leader).map(|s| &s.leader)
+}
+
+impl Api {
+    /// The sync loop's status now, cloned out of its watch (`None` when standalone).
+    fn sync_status(&self) -> Option<SyncStatus> {
+        self.sync.as_ref().map(|rx| rx.borrow().clone())
+    }
 }
 
 /// Everything the handlers read or ask.
 #[derive(Clone)]
 pub struct Api {
     pub supervise: supervise::Handle,
-    pub cluster: watch::Receiver<ClusterView>,
+    /// What the sync loop publishes (its actor holds the sender); `None` when standalone.
+    pub sync: Option<watch::Receiver<SyncStatus>>,
     /// The sync loop holds the receiver; `None` when standalone (`/reset` is then a 409).
     pub reset: Option<mpsc::Sender<()>>,
     pub me: Pod,
@@ -90,7 +97,24 @@ pub fn router(api: Api) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(traced))
         .with_state(api)
+}
+
+/// Each call is a span (`control`) with its method and path, then the status it answered: what
+/// handlers and the supervise loop log while answering is attached to the call.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let span = tracing::info_span!(
+        "control",
+        method = %request.method(),
+        path = request.uri().path(),
+        status = tracing::field::Empty
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    tracing::debug!(parent: &span, status, "answered");
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` fires, with the limits of [`server`].

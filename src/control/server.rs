@@ -192,8 +192,8 @@ pub async fn serve(
     let router = router.layer(axum::Extension(conns.clone()));
     tracing::debug!(
         cap = conns.stats().cap,
-        header_timeout = ?HEADER_TIMEOUT,
-        body_timeout = ?BODY_TIMEOUT,
+        header_timeout_s = HEADER_TIMEOUT.as_secs_f64(),
+        body_timeout_s = BODY_TIMEOUT.as_secs_f64(),
         "HTTP limits"
     );
     let tasks = TaskTracker::new();

@@ -210,7 +210,7 @@ impl TryFrom<RawMap> for ClusterMap {
     }
 }
 
-/// Whether `text` can be a pod's uuid (see [`uuid`]): for uuids kept elsewhere than in a pod.
+/// Whether `text` can be a pod's uuid (same rules as a pod's `uuid` field): for uuids kept elsewhere than in a pod.
 pub fn is_uuid(text: &str) -> bool {
     uuid("uuid", text).is_ok()
 }

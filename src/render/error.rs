@@ -74,6 +74,9 @@ pub enum RenderError {
         cwd: String,
         reason: &'static str,
     },
+    /// Writing a rendered file or the render record.
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
     #[error("{}: cannot {op}: {source}", .path.display())]
     Io {
         path: PathBuf,

@@ -16,6 +16,7 @@
 mod context;
 mod error;
 mod helpers;
+mod rendered;
 mod write;
 
 #[cfg(test)]
@@ -30,73 +31,14 @@ use handlebars::Handlebars;
 
 pub use context::{sample_env, sample_map, Context};
 pub use error::{Origin, RenderError};
+pub use rendered::{Rendered, RenderedFile};
 pub use write::{write_atomic, RenderState};
 
 use crate::spec::{CommandLine, PodSpec, WriteMode};
 
-/// One file to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFile {
-    pub dest: PathBuf,
-    pub content: String,
-    pub mode: u32,
-    pub write: WriteMode,
-}
-
-/// Everything the process needs for one cluster map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendered {
-    pub files: Vec<RenderedFile>,
-    pub command: CommandLine,
-    /// `process.env`, rendered (added to the pod's own environment by the caller).
-    pub env: BTreeMap<String, String>,
-    pub cwd: Option<String>,
-}
-
-impl Rendered {
-    /// Whether the process would see the same thing as with `other` (what "changed" means for
-    /// `on`, see [`RenderState::apply`]; an `if-absent` file's content does not count).
-    pub fn same_as(&self, other: &Rendered) -> bool {
-        write::Record::of(self).same_as(&write::Record::of(other))
-    }
-
-    /// sha256 (hex) of a canonical form of everything rendered: same digest, same render.
-    pub fn digest(&self) -> String {
-        write::Record::of(self).digest()
-    }
-}
-
-/// What `ochopod render` prints: each file under a `==> dest (mode, write)` header, then the
-/// command, cwd and env.
-impl fmt::Display for Rendered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for file in &self.files {
-            let write = match file.write {
-                WriteMode::Always => "always",
-                WriteMode::IfAbsent => "if-absent",
-            };
-            writeln!(f, "==> {} ({:04o}, {write}) <==", file.dest.display(), file.mode)?;
-            f.write_str(&file.content)?;
-            if !file.content.is_empty() && !file.content.ends_with('\n') {
-                writeln!(f)?;
-            }
-        }
-        writeln!(f, "==> process <==")?;
-        match &self.command {
-            CommandLine::Exec(parts) => writeln!(f, "command: {parts:?}")?,
-            CommandLine::Shell(s) => writeln!(f, "command: /bin/sh -c {s:?}")?,
-        }
-        if let Some(cwd) = &self.cwd {
-            writeln!(f, "cwd: {cwd}")?;
-        }
-        for (k, v) in &self.env {
-            writeln!(f, "env: {k}={v}")?;
-        }
-        Ok(())
-    }
-}
-
-/// The inline template fields hooks and checks are rendered by, for [`Renderer::render_field`].
+/// The names of the pod.yaml fields that are commands, the one list: templates are compiled
+/// under these names, errors name them, and [`Renderer::render_command`] renders them (hooks and
+/// checks also by [`Renderer::render_field`]).
 pub mod fields {
     pub const INITIALIZE: &str = "hooks.initialize";
     pub const PRE_START: &str = "hooks.pre_start";
@@ -330,8 +272,11 @@ fn compile(spec: &PodSpec, lenient_foreign_ports: bool) -> (Renderer, Vec<Render
     if let Some(cwd) = &spec.process.cwd {
         b.r.cwd = Some(b.field("process.cwd".to_owned(), cwd));
     }
+    // Hooks and checks are shell strings: commands too, so that every run goes through
+    // `render_command`.
     for (field, text) in inline_fields(spec) {
-        b.field(field.to_owned(), text);
+        let name = b.field(field.to_owned(), text);
+        b.r.commands.insert(field, CommandTemplate::Shell(name));
     }
     (b.r, b.errors)
 }
@@ -439,7 +384,7 @@ impl Renderer {
         self.render_name(field, ctx)
     }
 
-    /// Renders a declared command: [`fields::PROCESS`], `APPLY`, `PROBE` or `RELOAD`.
+    /// Renders a declared command (any of [`fields`]; a hook or check is a shell string).
     pub fn render_command(&self, field: &str, ctx: &Context) -> Result<CommandLine, RenderError> {
         match self.commands.get(field) {
             Some(CommandTemplate::Exec(parts)) => Ok(CommandLine::Exec(
@@ -453,16 +398,6 @@ impl Renderer {
                 field: field.to_owned(),
             }),
         }
-    }
-
-    /// Compiles and renders a one-off template; errors name it `name`, as the pod.yaml field
-    /// when `name` is one (`hooks.pre_start`: see [`fields`]). Prefer [`Self::render_field`] for
-    /// declared fields: it does not parse the template again.
-    pub fn render_str(&self, name: &str, template: &str, ctx: &Context) -> Result<String, RenderError> {
-        let origin = self.origin(name);
-        self.hb
-            .render_template(template, ctx.as_json())
-            .map_err(|e| RenderError::from_handlebars(&origin, e))
     }
 }
 

@@ -6,14 +6,14 @@
 //! Receives [`Rendered`] values from the supervise loop; emits files and a `changed` answer.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use crate::fsutil::write_atomic;
 
 use super::{RenderError, Rendered};
 use crate::spec::{CommandLine, WriteMode};
@@ -24,84 +24,6 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Ren
         op,
         source,
     }
-}
-
-/// Distinguishes temp files of concurrent writers in one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `content` to `dest` with permissions `mode`, creating missing parent folders.
-///
-/// Atomic: a temp file in the same folder is written, chmod'ed and fsync'ed, then renamed over
-/// `dest`, so the process never reads a half-written file. When `dest` is a mount point (a file
-/// bind-mounted into the container by Docker or Kubernetes), rename fails with EBUSY (or EXDEV),
-/// and the file is rewritten in place instead: the only way to change a mounted file.
-pub fn write_atomic(dest: &Path, content: &[u8], mode: u32) -> Result<(), RenderError> {
-    let name = dest.file_name().ok_or_else(|| RenderError::Io {
-        path: dest.to_path_buf(),
-        op: "write (not a file name)",
-        source: io::Error::from(io::ErrorKind::InvalidInput),
-    })?;
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(io_err(dir, "create folder"))?;
-    let tmp = dir.join(format!(
-        ".{}.ochopod-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(content)?;
-        // Explicitly, so the umask does not decide the declared mode.
-        f.set_permissions(Permissions::from_mode(mode))?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp, "write temp file")(e));
-    }
-    match fs::rename(&tmp, dest) {
-        Ok(()) => {
-            // Best effort: makes the rename itself durable; some filesystems refuse it.
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EXDEV)) => {
-            let _ = fs::remove_file(&tmp);
-            tracing::debug!(dest = %dest.display(), "mount point: writing in place");
-            write_in_place(dest, content, mode)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(io_err(dest, "rename temp file onto")(e))
-        }
-    }
-}
-
-fn write_in_place(dest: &Path, content: &[u8], mode: u32) -> Result<(), RenderError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dest)
-        .map_err(io_err(dest, "open for writing"))?;
-    f.write_all(content).map_err(io_err(dest, "write"))?;
-    // chmod only when needed: a mounted file may belong to someone else.
-    let current = f.metadata().map_err(io_err(dest, "stat"))?.permissions().mode() & 0o7777;
-    if current != mode & 0o7777 {
-        f.set_permissions(Permissions::from_mode(mode))
-            .map_err(io_err(dest, "chmod"))?;
-    }
-    f.sync_all().map_err(io_err(dest, "fsync"))
 }
 
 /// Whether something (a file, a folder, a dangling symlink) is at `path`.

@@ -198,7 +198,11 @@ impl Running {
             Some(deadline) => match tokio::time::timeout_at(deadline, self.wait()).await {
                 Ok(exit) => exit,
                 Err(_) => {
-                    tracing::warn!(pid = self.pid, ?grace, "grace period over: sending KILL");
+                    tracing::warn!(
+                        pid = self.pid,
+                        grace_s = grace.as_secs_f64(),
+                        "grace period over: sending KILL"
+                    );
                     let _ = self.signal_group(Signal::SIGKILL);
                     self.wait().await
                 }

@@ -90,6 +90,10 @@ pub async fn run(
         source,
     })?;
     let pid = proc.id();
+    // The caller's span (`run`, see `runner`) names the field; this says which process it was.
+    if let Some(pid) = pid {
+        tracing::Span::current().record("pid", pid);
+    }
     let feeder = match (proc.stdin.take(), stdin) {
         (Some(mut input), Some(bytes)) => Some(tokio::spawn(async move {
             let _ = input.write_all(&bytes).await;
@@ -136,6 +140,13 @@ pub async fn run(
     let out = finish(out_task.as_mut(), drained, &stop).await;
     let err = finish(err_task.as_mut(), drained, &stop).await;
     let exit = exit?;
+    let span = tracing::Span::current();
+    if let Some(code) = exit.code {
+        span.record("code", code);
+    }
+    if let Some(signal) = exit.signal {
+        span.record("signal", signal);
+    }
     tracing::debug!(
         command = what,
         code = exit.code,

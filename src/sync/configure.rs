@@ -197,9 +197,9 @@ pub(super) async fn configure(
         }
     }
 
-    if let Some(apply) = &settings.apply {
+    if settings.apply.is_some() {
         still_leads(client, me).await?;
-        ctx.run(fields::APPLY, apply, &map)
+        ctx.run(fields::APPLY, &map)
             .await
             .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
     }

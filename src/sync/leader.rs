@@ -40,7 +40,6 @@ use super::watches::{Event, Watches};
 use super::world::{Ctx, World};
 use crate::model::ClusterMap;
 use crate::render::fields;
-use crate::spec::CommandLine;
 use crate::zk::cluster::Rejected;
 use crate::zk::election::Candidate;
 use crate::zk::pause;
@@ -226,7 +225,7 @@ pub(super) async fn lead(
             }
             _ = sleep_until(next_probe) => {
                 if let Some(probe) = &settings.probe {
-                    pending.probe = Some(run_probe(ctx, client, &probe.command).await);
+                    pending.probe = Some(run_probe(ctx, client).await);
                     next_probe = Some(Instant::now() + probe.every);
                 }
             }
@@ -334,7 +333,7 @@ async fn publish_dependencies(ctx: &Ctx, client: &Client, me: &Candidate, w: &Wo
 }
 
 /// Runs `settings.probe` against the last configuration; its stdout's last line is the status.
-async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String {
+async fn run_probe(ctx: &Ctx, client: &Client) -> String {
     let last = match snapshot::read(client, &ctx.paths.snapshot()).await {
         Ok(Some((s, _))) if s.pods.contains_key(&ctx.uuid) => s,
         Ok(_) => return "probe: waiting for a configuration with this pod".into(),
@@ -345,7 +344,7 @@ async fn run_probe(ctx: &Ctx, client: &Client, written: &CommandLine) -> String 
         pods: last.pods,
         ..ClusterMap::default()
     };
-    match ctx.run(fields::PROBE, written, &map).await {
+    match ctx.run(fields::PROBE, &map).await {
         Ok(out) => last_line(&out).unwrap_or_default(),
         Err(e) => format!("probe failed: {e}"),
     }

@@ -11,7 +11,7 @@ use super::calls::last_line;
 use super::plan::{Pods, ResolvedDep};
 use super::status::Report;
 use crate::model::ClusterMap;
-use crate::spec::{CommandLine, PodSpec};
+use crate::spec::PodSpec;
 use crate::zk::cluster::{HeldSeq, Registered, Rejected};
 use crate::zk::paths::ClusterPaths;
 use crate::zk::pause::Pause;
@@ -39,26 +39,21 @@ pub(super) enum RunError {
     /// It ran and failed: its exit code and the last line of its stderr.
     #[error("exit {code}: {stderr}")]
     Failed { code: i32, stderr: String },
-    /// It could not run (render, spawn).
+    /// It could not run (render, cluster file, spawn, timeout).
     #[error(transparent)]
-    Start(#[from] crate::supervise::ControlError),
+    Start(#[from] crate::supervise::RunError),
 }
 
 impl Ctx {
     /// Runs a command field (`settings.apply` / `settings.probe`) on the leader's own pod, as
     /// hooks run (SPEC §4): rendered for this pod against `map`, with the map in
     /// `$OCHOPOD_CLUSTER_FILE` and the pod in `$OCHOPOD_POD_JSON`. Returns its stdout.
-    pub(super) async fn run(
-        &self,
-        field: &str,
-        written: &CommandLine,
-        map: &ClusterMap,
-    ) -> Result<String, RunError> {
+    pub(super) async fn run(&self, field: &'static str, map: &ClusterMap) -> Result<String, RunError> {
         let mine = ClusterMap {
             key: self.uuid.clone(),
             ..map.clone()
         };
-        let out = crate::supervise::run_with_map(&self.pod, field, written, &mine).await?;
+        let out = crate::supervise::run_with_map(&self.pod, field, &mine).await?;
         if out.success() {
             Ok(out.stdout)
         } else {

@@ -222,8 +222,8 @@ fn pod_json(path: &str, pod: &Pod) -> Result<Vec<u8>, ZkError> {
 
 /// Keeps the claimed seq in `<state_dir>/seq`, written atomically, so a restart comes back as
 /// the same pod.
-pub fn persist_seq(state_dir: &Path, seq: u32) -> Result<(), crate::render::RenderError> {
-    crate::render::write_atomic(&state_dir.join("seq"), format!("{seq}\n").as_bytes(), 0o644)
+pub fn persist_seq(state_dir: &Path, seq: u32) -> Result<(), crate::fsutil::WriteError> {
+    crate::fsutil::write_atomic(&state_dir.join("seq"), format!("{seq}\n").as_bytes(), 0o644)
 }
 
 /// The seq kept by [`persist_seq`], if any.

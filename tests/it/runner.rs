@@ -152,6 +152,32 @@ process:
     .await;
 }
 
+/// `stop.grace: 0s` means wait as long as it takes, never KILL: a process that needs a second
+/// to shut down ends with its own code, not 137.
+#[tokio::test]
+async fn a_zero_grace_waits_for_the_process_and_never_kills_it() {
+    let dir = PodDir::new(
+        r#"
+cluster: patient
+process:
+  command: |
+    trap 'sleep 1; exit 7' TERM
+    while :; do sleep 0.1; done
+  stop: { signal: TERM, grace: 0s }
+"#,
+    );
+    let mut pod = Pod::start(&dir, PodOptions::default());
+    pod.wait_info("the process to run", T, |i| i["process"] == "running")
+        .await;
+    let started = std::time::Instant::now();
+    pod.signal(Signal::SIGTERM);
+    assert_eq!(pod.wait_exit(T).await, 7, "its own exit, not KILL's 137");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it had the second it asked for"
+    );
+}
+
 #[tokio::test]
 async fn reloads_by_signal_without_restart_when_the_render_changes() {
     let dir = PodDir::new(

@@ -228,17 +228,9 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
     assert_eq!(out.cwd.as_deref(), Some("/home/zk"));
     assert_eq!(out.files[0].dest, PathBuf::from("/home/zk/conf/2.cfg"));
     assert_eq!(r.render_field(fields::PRE_START, &ctx).unwrap(), "echo 10.0.0.2");
-    let e = r
-        .render_str(fields::PRE_START, "echo {{pod.nope}}", &ctx)
-        .unwrap_err();
     assert_eq!(
-        e.to_string(),
-        "pods/zk.yaml: hooks.pre_start:1:6: `pod.nope` is not in the context (strict mode)"
-    );
-    let e = r.render_str("adhoc", "{{nope}}", &ctx).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "adhoc:1:1: `nope` is not in the context (strict mode)"
+        r.render_command(fields::PRE_START, &ctx).unwrap(),
+        CommandLine::Shell("echo 10.0.0.2".into())
     );
     assert!(matches!(
         r.render_field(fields::TEAR_DOWN, &ctx),
@@ -247,6 +239,33 @@ fn render_pod_renders_command_env_cwd_and_relative_dests() {
     assert_eq!(
         r.render_command(fields::PROCESS, &ctx).unwrap(),
         CommandLine::Shell("exec zk --id 2".into())
+    );
+}
+
+/// Hooks and checks render from their compiled templates, and a render error names the
+/// pod.yaml field (checks were rendered from their text under `checks.ready`, a name that was not
+/// a field, so their errors read as if from a file called `checks.ready`).
+#[test]
+fn hook_and_check_render_errors_name_their_pod_yaml_field() {
+    let mut s = spec();
+    s.hooks.pre_start = Some("echo {{pod.nope}}".into());
+    s.checks.ready = Some(crate::spec::Check {
+        command: "test {{nope}}".into(),
+        every: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(1),
+        failures: 1,
+    });
+    let r = Renderer::new(&s).unwrap();
+    let ctx = Context::new(&s, &map(), None, &env()).unwrap();
+    let e = r.render_command(fields::PRE_START, &ctx).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pods/zk.yaml: hooks.pre_start:1:6: `pod.nope` is not in the context (strict mode)"
+    );
+    let e = r.render_command(fields::READY, &ctx).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pods/zk.yaml: checks.ready.command:1:6: `nope` is not in the context (strict mode)"
     );
 }
 
