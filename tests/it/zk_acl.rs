@@ -32,7 +32,7 @@ fn open() -> zkc::CreateOptions<'static> {
 /// What an anonymous client leaves when it gets there first: the whole layout, open to all, a
 /// snapshot of its own, and a persistent node that sorts before every election node.
 async fn plant_open_tree(anyone: &zkc::Client, paths: &ClusterPaths) {
-    for dir in [paths.pods(), paths.seqs(), paths.leader()] {
+    for dir in [paths.pods(), paths.seqs(), paths.leader(), paths.snapshot_parts()] {
         anyone.mkdir(&dir, &open()).await.unwrap();
     }
     anyone
@@ -61,6 +61,7 @@ fn the_nodes(paths: &ClusterPaths) -> Vec<String> {
         paths.seqs(),
         paths.leader(),
         paths.snapshot(),
+        paths.snapshot_parts(),
     ]
 }
 
@@ -83,6 +84,9 @@ async fn assert_closed(owner: &zkc::Client, anyone: &zkc::Client, paths: &Cluste
     assert_eq!(err, zkc::Error::NoAuth, "anonymous registration");
     let err = anyone.set_data(&paths.snapshot(), b"{}", None).await.unwrap_err();
     assert_eq!(err, zkc::Error::NoAuth, "anonymous snapshot");
+    let part = format!("{}/x-0", paths.snapshot_parts());
+    let err = anyone.create(&part, b"{}", &open()).await.unwrap_err();
+    assert_eq!(err, zkc::Error::NoAuth, "anonymous snapshot part");
 }
 
 #[tokio::test]
