@@ -124,7 +124,12 @@ impl Leader {
 async fn a_snapshot_of_5000_pods_commits_under_the_default_jute_maxbuffer_and_reads_back_equal() {
     let zk = ZkServer::start();
     let l = Leader::start(&zk).await;
-    let big = snap(1, pods(5000, "aaaaaaaa"));
+    let mut big = snap(1, pods(5000, "aaaaaaaa"));
+    let kept = snapshot::Reservation {
+        uuid: "gone-0000".into(),
+        until: 4_000_000_000_000,
+    };
+    big.reserved.insert(5001, kept);
     let bytes = serde_json::to_vec(&big).unwrap().len();
     assert!(bytes > 1536 * 1024, "{bytes} bytes: well over ZooKeeper's 1 MB");
     l.commit(&big).await.unwrap();
@@ -161,6 +166,12 @@ async fn a_snapshot_of_5000_pods_commits_under_the_default_jute_maxbuffer_and_re
             .unwrap(),
         big
     );
+    // ctl reads it whole too: the reservation is only in the parts.
+    let ls = crate::ctl::ctl_with(&zk.connect_string(), &["ls", "--json", "t.big"], &[]).await;
+    let ls: serde_json::Value = serde_json::from_str(&ls.stdout).expect(&ls.stderr);
+    let cluster = &ls["clusters"][0];
+    assert_eq!(cluster["generation"], 1, "{ls}");
+    assert_eq!(cluster["reserved"][0]["uuid"], "gone-0000", "{ls}");
 
     // The next big one replaces the parts; the old ones are deleted.
     let next = snap(2, pods(4000, "bbbbbbbb"));
