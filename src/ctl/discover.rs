@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use zookeeper_client as zkc;
 
 use super::CtlError;
@@ -65,16 +64,6 @@ pub struct Cluster {
     /// The snapshot's seqs reserved for pods that vanished without leaving, by seq, less those
     /// whose pod is registered again (the next configuration drops them).
     pub reserved: BTreeMap<u32, Reservation>,
-}
-
-/// The snapshot's fields ctl reads.
-#[derive(Deserialize)]
-struct Snapshot {
-    generation: u64,
-    #[serde(default)]
-    pods: BTreeMap<String, serde_json::Value>,
-    #[serde(default, deserialize_with = "crate::zk::snapshot::valid_reservations")]
-    reserved: BTreeMap<u32, Reservation>,
 }
 
 /// One attempt at a session, giving up after `timeout`. Fails eagerly once every host has been
@@ -224,7 +213,8 @@ impl Discovery {
         pods.sort_by(|a, b| (a.pod.seq, &a.pod.uuid).cmp(&(b.pod.seq, &b.pod.uuid)));
         let leader = leader_of(&client, &self.connect, &leader_dir, leader_names).await?;
         let (snapshot, mut reserved) = match snapshot.await {
-            Ok((data, _)) => match serde_json::from_slice::<Snapshot>(&data) {
+            // The leader's reader: either form of SPEC §6, a manifest's parts fetched.
+            Ok((data, _)) => match crate::zk::snapshot::resolve(&client, &snapshot_path, &data).await {
                 Ok(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
                 Err(_) => (None, BTreeMap::new()),
             },

@@ -111,7 +111,12 @@ async fn wait_unconfigured(client: &Client, paths: &ClusterPaths, uuid: &str) ->
             Err(zkc::Error::NoNode) => return Ok(()),
             Err(e) => return Err(ZkError::op("watching", &path)(e)),
         };
-        if !snapshot::decode(&path, &data)?.pods.contains_key(uuid) {
+        // Either form (SPEC §6): the watch is on `snapshot`, which every commit rewrites.
+        if !snapshot::resolve(client, &path, &data)
+            .await?
+            .pods
+            .contains_key(uuid)
+        {
             return Ok(());
         }
         let event = watcher.changed().await;
@@ -145,7 +150,7 @@ async fn wait_dependents(client: &Client, own: &str, uuid: &str) -> Result<(), Z
                 Err(e) => return Err(ZkError::op("watching", &path)(e)),
             };
             // A snapshot that is not one (another tool's) is not ours to wait for.
-            let Ok(s) = snapshot::decode(&path, &data) else {
+            let Ok(s) = snapshot::resolve(client, &path, &data).await else {
                 continue;
             };
             let lists_me = s

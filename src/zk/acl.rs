@@ -8,7 +8,7 @@
 //!
 //! [`secure`] runs each time the sync loop sets the tree up, before the pod registers. With
 //! credentials, it reads the ACL of `/ochopod`, `/ochopod/clusters`, the cluster's node and its
-//! `pods`, `seqs`, `leader`, `snapshot` and `paused`. An entry is unsafe when it grants more than
+//! `pods`, `seqs`, `leader`, `snapshot`, `snapshot-parts` and `paused`. An entry is unsafe when it grants more than
 //! READ to an identity other than ochopod's own digest (`world:anyone`, an `ip`, other
 //! credentials). For each
 //! such node, ochopod asks ZooKeeper to set its ACL to its own; ZooKeeper alone decides whether
@@ -24,6 +24,8 @@
 //!
 //! Children of `pods/` and `seqs/` are left alone: an open one may be a real pod registered before
 //! credentials were set (a rolling migration), and registrations are validated where they are read.
+//! So are the parts under `snapshot-parts/`: whoever rewrites one makes the snapshot unreadable
+//! (its digest), never different, and the next commit writes new ones with ochopod's ACL.
 
 use zookeeper_client as zkc;
 
@@ -54,6 +56,7 @@ async fn secure_acls(
         paths.seqs(),
         paths.leader(),
         paths.snapshot(),
+        paths.snapshot_parts(),
         paths.paused(),
     ];
     // Pipelined: every read is sent at once.

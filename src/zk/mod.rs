@@ -5,7 +5,7 @@
 //! backoff), the ACLs every created node gets, and typed operations over the layout
 //! ([`paths::ClusterPaths`]): [`register`] (seq claim and pod znode), [`election`] (one leader per
 //! cluster), [`snapshot`] (the last configuration, written in one transaction guarded by the
-//! leader's election node), [`pause`] (a cluster paused by an operator or its leader) and
+//! leader's election node; in parts when too big for one znode), [`pause`] (a cluster paused by an operator or its leader) and
 //! [`cluster`] (reading registered pods and dependencies).
 //!
 //! Errors: a [`ZkError`] keeps the znode and what was being done. Whether it is worth a retry on
@@ -180,6 +180,14 @@ pub enum ZkError {
     /// The snapshot transaction found the leader's election node gone or changed.
     #[error("no longer the leader ({path} is gone)")]
     Deposed { path: String },
+    /// A snapshot that cannot be read: not JSON, or a manifest whose parts are refused (see
+    /// [`snapshot::parts`]).
+    #[error("{path}: {source}")]
+    Snapshot {
+        path: String,
+        #[source]
+        source: snapshot::SnapshotError,
+    },
 }
 
 impl ZkError {

@@ -4,6 +4,7 @@
 //! /ochopod/clusters/<namespace>.<cluster>/pods/<uuid>    ephemeral, the pod's JSON
 //! /ochopod/clusters/<namespace>.<cluster>/seqs/<n>       persistent, the uuid holding seq n
 //! /ochopod/clusters/<namespace>.<cluster>/snapshot       persistent, the last configuration
+//! /ochopod/clusters/<namespace>.<cluster>/snapshot-parts/<sha256>-<i>  persistent, a big one's parts
 //! /ochopod/clusters/<namespace>.<cluster>/leader/n_      ephemeral-sequential, election
 //! /ochopod/clusters/<namespace>.<cluster>/paused         persistent, while the cluster is paused
 //! ```
@@ -47,6 +48,11 @@ impl ClusterPaths {
 
     pub fn snapshot(&self) -> String {
         format!("{}/snapshot", self.root)
+    }
+
+    /// The parts of a snapshot too big for one znode ([`super::snapshot::parts`]).
+    pub fn snapshot_parts(&self) -> String {
+        super::snapshot::parts::dir(&self.snapshot())
     }
 
     /// Exists while the cluster is paused ([`super::pause`]).
@@ -94,6 +100,10 @@ mod tests {
         assert_eq!(p.seq(3), "/ochopod/clusters/default.zookeeper/seqs/3");
         assert_eq!(p.snapshot(), "/ochopod/clusters/default.zookeeper/snapshot");
         assert_eq!(p.paused(), "/ochopod/clusters/default.zookeeper/paused");
+        assert_eq!(
+            p.snapshot_parts(),
+            "/ochopod/clusters/default.zookeeper/snapshot-parts"
+        );
         assert_eq!(p.leader_prefix(), "/ochopod/clusters/default.zookeeper/leader/n_");
     }
 

@@ -36,3 +36,4 @@ mod up;
 mod zk_acl;
 mod zk_layer;
 mod zk_reconnect;
+mod zk_snapshot;

@@ -32,7 +32,7 @@ fn open() -> zkc::CreateOptions<'static> {
 /// What an anonymous client leaves when it gets there first: the whole layout, open to all, a
 /// snapshot of its own, and a persistent node that sorts before every election node.
 async fn plant_open_tree(anyone: &zkc::Client, paths: &ClusterPaths) {
-    for dir in [paths.pods(), paths.seqs(), paths.leader()] {
+    for dir in [paths.pods(), paths.seqs(), paths.leader(), paths.snapshot_parts()] {
         anyone.mkdir(&dir, &open()).await.unwrap();
     }
     anyone
@@ -61,6 +61,7 @@ fn the_nodes(paths: &ClusterPaths) -> Vec<String> {
         paths.seqs(),
         paths.leader(),
         paths.snapshot(),
+        paths.snapshot_parts(),
     ]
 }
 
@@ -83,6 +84,9 @@ async fn assert_closed(owner: &zkc::Client, anyone: &zkc::Client, paths: &Cluste
     assert_eq!(err, zkc::Error::NoAuth, "anonymous registration");
     let err = anyone.set_data(&paths.snapshot(), b"{}", None).await.unwrap_err();
     assert_eq!(err, zkc::Error::NoAuth, "anonymous snapshot");
+    let part = format!("{}/x-0", paths.snapshot_parts());
+    let err = anyone.create(&part, b"{}", &open()).await.unwrap_err();
+    assert_eq!(err, zkc::Error::NoAuth, "anonymous snapshot part");
 }
 
 #[tokio::test]
@@ -314,4 +318,43 @@ async fn a_server_closing_connections_at_once_is_told_apart_and_maxclientcnxns_n
     };
     let text = ochopod::zk::try_connect(&gone).await.unwrap_err().to_string();
     assert!(!text.contains("maxClientCnxns"), "{text}");
+}
+
+#[tokio::test]
+async fn a_pod_refused_by_maxclientcnxns_says_so_in_its_status_and_log_and_connects_once_a_slot_frees() {
+    let zk = ZkServer::start_with("maxClientCnxns=2\n");
+    let a = zk.observer().await;
+    let _b = zk.observer().await;
+    let dir = PodDir::new("cluster: crowded\nprocess:\n  command: \"sleep 600\"\n");
+    let opts = PodOptions {
+        args: vec![],
+        env: [("OCHOPOD_ZK".to_string(), zk.connect_string())].into(),
+        ..PodOptions::default()
+    };
+    let pod = Pod::start(&dir, opts);
+    // What the operator sees in /info (and `ctl info`): what ZooKeeper did and what to check.
+    let info = pod
+        .wait_info("the refusal named in the status", T, |i| {
+            i["cluster_status"]
+                .as_str()
+                .is_some_and(|s| s.contains("maxClientCnxns"))
+        })
+        .await;
+    let status = info["cluster_status"].as_str().unwrap();
+    assert!(
+        status.contains("closed it at once") && status.contains("retrying"),
+        "{status}"
+    );
+    assert_eq!(info["connected"], false, "{info}");
+    // And in its log.
+    let (_, log) = pod.get("/log?lines=200").await;
+    let log = log.to_string();
+    assert!(
+        log.contains("maxClientCnxns") && log.contains("closed it at once"),
+        "{log}"
+    );
+    // A slot frees: the pod connects on its next attempt.
+    drop(a);
+    pod.wait_info("connected once a slot is free", T, |i| i["connected"] == true)
+        .await;
 }

@@ -64,7 +64,9 @@ async fn read_cluster(
     view.snapshot = match snapshot.await {
         // A snapshot that does not parse is shown as none: the leader will write a good one.
         // The snapshot as the leader reads it (crate::zk::snapshot): invalid pods dropped.
-        Ok((data, _)) => crate::zk::snapshot::decode(&snapshot_path, &data)
+        // Either form of SPEC §6 (one znode, or a manifest and its parts).
+        Ok((data, _)) => crate::zk::snapshot::resolve(client, &snapshot_path, &data)
+            .await
             .ok()
             .map(|s| SnapshotView {
                 generation: s.generation,

@@ -7,8 +7,13 @@
 //!
 //! Written only by the leader, in ONE transaction that first checks the leader's election node
 //! (so a deposed leader can change nothing), and that frees the seqs of pods the configuration
-//! dropped, less the reserved ones (each delete checks the version read when planning, so a pod re-claiming its seq
-//! meanwhile makes the whole transaction fail and the leader plan again).
+//! dropped, less the reserved ones (each delete checks the version read when planning, so a pod
+//! re-claiming its seq meanwhile makes the whole transaction fail and the leader plan again).
+//!
+//! Up to [`parts::INLINE_MAX`] of JSON the snapshot is the `snapshot` znode itself, as it always
+//! was; beyond, `snapshot` holds a manifest and the JSON is in parts ([`parts`]): ZooKeeper
+//! refuses a znode or a transaction over its `jute.maxbuffer`. [`read`] and [`resolve`] read both
+//! forms; [`decode`] only the first.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,40 @@ use zookeeper_client as zkc;
 
 use super::{Acls, Client, ZkError};
 use crate::model::Pod;
+
+pub mod parts;
+
+/// How often [`read`] starts again from the manifest when a part vanished under it (each time a
+/// newer commit replaced the parts).
+const ATTEMPTS: usize = 5;
+
+/// Why a snapshot cannot be read. The leader retries (a newer commit may fix it); `ctl` shows no
+/// snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a snapshot: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("stored in parts: read it with its parts (zk::snapshot::read)")]
+    InParts,
+    #[error("not a snapshot manifest: {0}")]
+    Manifest(#[source] serde_json::Error),
+    #[error("the manifest names {count} parts (1 to {} accepted)", parts::MAX_PARTS)]
+    PartCount { count: usize },
+    #[error("the manifest announces {bytes} bytes (1 to {} accepted)", parts::MAX_BYTES)]
+    TooLarge { bytes: u64 },
+    #[error("the manifest's sha256 is not 64 lowercase hex digits")]
+    BadDigest,
+    #[error("the manifest's part {index} is named {name:?}, not <sha256>-{index}")]
+    PartName { index: usize, name: String },
+    #[error("the parts do not hold the {expected} bytes the manifest announces")]
+    Size { expected: u64 },
+    #[error("the parts do not match the manifest's sha256")]
+    Digest,
+    #[error("the manifest does not agree with the snapshot in its parts ({field})")]
+    Disagrees { field: &'static str },
+    #[error("its parts vanished {ATTEMPTS} times in a row while being read")]
+    Vanishing,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -111,20 +150,74 @@ impl Snapshot {
     }
 }
 
-/// Reads a snapshot and its version; None when the cluster was never configured.
+/// Reads a snapshot (either form) and its version (the `snapshot` znode's); None when the cluster
+/// was never configured.
 pub async fn read(client: &Client, path: &str) -> Result<Option<(Snapshot, i32)>, ZkError> {
-    match client.get_data(path).await {
-        Ok((data, stat)) => Ok(Some((decode(path, &data)?, stat.version))),
-        Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(ZkError::op("reading", path)(e)),
+    for _ in 0..ATTEMPTS {
+        let (data, stat) = match client.get_data(path).await {
+            Ok(read) => read,
+            Err(zkc::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(ZkError::op("reading", path)(e)),
+        };
+        if let Some(snapshot) = resolve_once(client, path, &data).await? {
+            return Ok(Some((snapshot, stat.version)));
+        }
+    }
+    Err(snapshot_error(path, SnapshotError::Vanishing))
+}
+
+/// The snapshot `data` (read from `path` by the caller, for instance with a watch) holds: itself,
+/// or the one its manifest describes. When a part vanished (a newer commit), the current snapshot,
+/// read again from `path`; `SnapshotError::Vanishing` if it is gone meanwhile.
+pub async fn resolve(client: &Client, path: &str, data: &[u8]) -> Result<Snapshot, ZkError> {
+    if let Some(snapshot) = resolve_once(client, path, data).await? {
+        return Ok(snapshot);
+    }
+    match read(client, path).await? {
+        Some((snapshot, _)) => Ok(snapshot),
+        None => Err(snapshot_error(path, SnapshotError::Vanishing)),
     }
 }
 
+/// None: a part vanished.
+async fn resolve_once(client: &Client, path: &str, data: &[u8]) -> Result<Option<Snapshot>, ZkError> {
+    let Some(manifest) = parts::manifest(path, data)? else {
+        return decode(path, data).map(Some);
+    };
+    let Some(json) = parts::assemble(client, path, &manifest).await? else {
+        return Ok(None);
+    };
+    let snapshot: Snapshot =
+        serde_json::from_slice(&json).map_err(|e| snapshot_error(path, SnapshotError::Json(e)))?;
+    let disagrees = if snapshot.generation != manifest.generation {
+        Some("generation")
+    } else if snapshot.hash != manifest.hash {
+        Some("hash")
+    } else if snapshot.depends_on != manifest.depends_on {
+        Some("depends_on")
+    } else {
+        None
+    };
+    match disagrees {
+        Some(field) => Err(snapshot_error(path, SnapshotError::Disagrees { field })),
+        None => Ok(Some(snapshot)),
+    }
+}
+
+/// A snapshot of one znode. A manifest is refused ([`SnapshotError::InParts`]): its pods are in
+/// the parts, which [`read`] and [`resolve`] fetch.
 pub fn decode(path: &str, data: &[u8]) -> Result<Snapshot, ZkError> {
-    serde_json::from_slice(data).map_err(|e| ZkError::Data {
+    if parts::manifest(path, data)?.is_some() {
+        return Err(snapshot_error(path, SnapshotError::InParts));
+    }
+    serde_json::from_slice(data).map_err(|e| snapshot_error(path, SnapshotError::Json(e)))
+}
+
+fn snapshot_error(path: &str, source: SnapshotError) -> ZkError {
+    ZkError::Snapshot {
         path: path.to_string(),
-        message: e.to_string(),
-    })
+        source,
+    }
 }
 
 /// What one snapshot transaction does.
@@ -141,18 +234,56 @@ pub struct Commit<'a> {
     pub free_seqs: Vec<(String, i32)>,
 }
 
+/// Writes the snapshot: one znode up to [`parts::INLINE_MAX`] of JSON, else its parts first and
+/// a manifest in the transaction (which then also checks that each part exists). Then deletes the
+/// parts no longer named (best effort).
 pub async fn commit(client: &Client, acls: Acls, c: &Commit<'_>) -> Result<(), ZkError> {
-    let data = serde_json::to_vec(c.snapshot).map_err(|e| ZkError::Data {
+    let json = serde_json::to_vec(c.snapshot).map_err(|e| ZkError::Data {
         path: c.path.to_string(),
         message: e.to_string(),
     })?;
+    if json.len() <= parts::INLINE_MAX {
+        transaction(client, acls, c, &json, &[]).await?;
+        parts::sweep(client, c, &[]).await;
+        return Ok(());
+    }
+    let (manifest, part_paths) = parts::write(client, acls, c, &json).await?;
+    let data = serde_json::to_vec(&manifest).map_err(|e| ZkError::Data {
+        path: c.path.to_string(),
+        message: e.to_string(),
+    })?;
+    tracing::debug!(
+        bytes = json.len(),
+        parts = part_paths.len(),
+        generation = c.snapshot.generation,
+        "snapshot written in parts"
+    );
+    transaction(client, acls, c, &data, &part_paths).await?;
+    parts::sweep(client, c, &part_paths).await;
+    Ok(())
+}
+
+/// The one checked transaction: the leader's node, the snapshot (or manifest), the parts it names
+/// still there, the seqs freed.
+async fn transaction(
+    client: &Client,
+    acls: Acls,
+    c: &Commit<'_>,
+    data: &[u8],
+    part_paths: &[String],
+) -> Result<(), ZkError> {
     let bad = |e| ZkError::op("preparing the transaction for", c.path)(e);
     let mut w = client
         .new_check_writer(c.leader_node, Some(c.leader_version))
         .map_err(bad)?;
     match c.snapshot_version {
-        Some(v) => w.add_set_data(c.path, &data, Some(v)).map_err(bad)?,
-        None => w.add_create(c.path, &data, &acls.persistent()).map_err(bad)?,
+        Some(v) => w.add_set_data(c.path, data, Some(v)).map_err(bad)?,
+        None => w.add_create(c.path, data, &acls.persistent()).map_err(bad)?,
+    }
+    // A part deleted since it was written (by a deposed leader's sweep) fails the transaction:
+    // the manifest never names a part that is not there.
+    for part in part_paths {
+        w.add_check_version(part, -1).map_err(bad)?;
     }
     for (seq, version) in &c.free_seqs {
         w.add_delete(seq, Some(*version)).map_err(bad)?;
