@@ -35,6 +35,7 @@ use zookeeper_client as zkc;
 use super::calls::last_line;
 use super::configure::{configure, evicted, Evictions, Stop};
 use super::decide::{resignation, Pending};
+use super::delivery::Delivered;
 use super::lost::{NetAction, SafetyNet};
 use super::plan::{self, Pods, ResolvedDep};
 use super::SyncStatus;
@@ -240,6 +241,8 @@ pub(super) async fn lead(
     // Rejected registrations already logged (one line each, not one per round).
     let mut reported: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut evictions = Evictions::default();
+    // What each pod holds, to send it deltas (sync::delivery).
+    let mut delivered = Delivered::default();
     // Who was seen leaving: their seqs are freed, not reserved (plan::seqs_to_free).
     let mut leavers = plan::Leavers::default();
     // The last generation this leadership committed (see `configure`).
@@ -341,7 +344,7 @@ pub(super) async fn lead(
                 }
                 ctx.say(format!("configuring {} pods", world.live.len()));
                 ctx.status.send_modify(|s| s.leader.started());
-                let done = configure(ctx, client, me, &world, &mut evictions, &leavers, committed).await;
+                let done = configure(ctx, client, me, &world, &mut evictions, &mut delivered, &leavers, committed).await;
                 ctx.status.send_modify(|s| s.leader.finished(done.is_ok()));
                 match done {
                     Ok(generation) => {

@@ -21,6 +21,7 @@
 pub mod calls;
 mod configure;
 mod decide;
+pub mod delivery;
 mod leader;
 mod lost;
 mod member;

@@ -16,6 +16,7 @@ mod http_limits;
 mod lb;
 mod lifecycle;
 mod man;
+mod map_delta;
 mod monitoring;
 mod pause;
 mod pid1;
