@@ -302,4 +302,81 @@ mod tests {
         let d: crate::model::delta::Delta = serde_json::from_slice(&body.bytes).unwrap();
         assert_eq!(d.delta, crate::model::delta::Changes::default());
     }
+
+    /// Figures for docs/benchmarks.md: 1,000 pods, one joining. Bytes of a reconfiguration with
+    /// whole maps (check, on, ok to each pod) and with deltas, and the leader's CPU for the bodies
+    /// of one phase: per pod serialize and hash (before) against shared once, then copy and finish
+    /// the hash (after).
+    /// `cargo test --release --lib delivery_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn delivery_figures() {
+        use std::time::Instant;
+        let n = 1000u32;
+        let mut all: Vec<u32> = (1..=n).collect();
+        let pod_of = |i: u32| Pod {
+            uuid: format!("{:08x}-95a1-4b1e-9f38-0b5d3c7a9e11", i),
+            ip: format!("10.1.{}.{}", i / 250, i % 250 + 1),
+            host: format!("web-{i}.web.default.svc.cluster.local"),
+            node: format!("node-{}", i % 40),
+            ports: [("9000".to_string(), 9000)].into(),
+            version: "0.9.0".into(),
+            started: 1_700_000_000_000,
+            ..pod(i)
+        };
+        let map_of = |ids: &[u32], g: u64| ClusterMap {
+            pods: ids.iter().map(|&i| (pod_of(i).uuid.clone(), pod_of(i))).collect(),
+            ..map(g, &[])
+        };
+        let a = map_of(&all, 1);
+        all.push(n + 1);
+        let mut b = map_of(&all, 2);
+        b.added = vec![pod_of(n + 1).uuid];
+        let uuids: Vec<String> = b.pods.keys().cloned().collect();
+
+        // Before: every body is the map with its key, serialized and hashed per pod.
+        let t = Instant::now();
+        let mut before = 0usize;
+        for u in &uuids {
+            let body = serde_json::to_vec(&ClusterMap {
+                key: u.clone(),
+                ..b.clone()
+            })
+            .unwrap();
+            before += body.len();
+            std::hint::black_box(Sha256::digest(&body));
+        }
+        let per_phase_before = t.elapsed();
+
+        let mut d = Delivered::default();
+        let first = d.prepare(&a, uuids.iter());
+        for u in uuids.iter().filter(|u| a.pods.contains_key(*u)) {
+            d.checked(u, true);
+            d.applied(u, &first);
+        }
+        // After, whole maps (a first configuration): shared once, then per pod copy and hash.
+        let t = Instant::now();
+        let out = Delivered::default().prepare(&b, uuids.iter());
+        let whole: usize = uuids.iter().map(|u| out.body(u).bytes.len()).sum();
+        let per_phase_whole = t.elapsed();
+        // After, deltas: check (and on) from the last map, ok an empty delta.
+        let t = Instant::now();
+        let out = d.prepare(&b, uuids.iter());
+        let check: usize = uuids.iter().map(|u| out.body(u).bytes.len()).sum();
+        let per_phase_delta = t.elapsed();
+        for u in &uuids {
+            d.applied(u, &out);
+        }
+        let ok: usize = uuids
+            .iter()
+            .map(|u| d.prepare(&b, [u].into_iter()).body(u).bytes.len())
+            .sum();
+        println!("pods {}; one map {} B", uuids.len(), before / uuids.len());
+        println!("+1 pod, whole maps: {} B (3 calls x {} B)", 3 * before, before);
+        println!(
+            "+1 pod, deltas: {} B (check {check} + on {check} + ok {ok})",
+            2 * check + ok
+        );
+        println!("one phase's bodies, before: {per_phase_before:?}; whole maps after: {per_phase_whole:?} ({whole} B); deltas: {per_phase_delta:?}");
+    }
 }
