@@ -40,6 +40,9 @@ pub struct Reply {
     pub action: Option<Action>,
     /// The pod takes maps as deltas (SPEC §7).
     pub deltas: bool,
+    /// It asked for the whole map (409 `"need": "full"`) and took it: it did not hold the map
+    /// the leader thought.
+    pub refetched: bool,
 }
 
 /// Sends control requests to pods.
@@ -59,7 +62,7 @@ const MAX_ERROR_BODY: usize = 8 << 10;
 /// `ochopod_cluster_map_bytes_sent_total` in `/metrics`.
 static MAP_BYTES_SENT: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes of cluster maps sent so far (see [`MAP_BYTES_SENT`]).
+/// Bytes of cluster maps (whole or deltas) this process sent as a leader, so far.
 pub fn map_bytes_sent() -> u64 {
     MAP_BYTES_SENT.load(Ordering::Relaxed)
 }
@@ -95,7 +98,13 @@ impl Caller {
         match self.send(pod, path, Some(body)).await {
             (Answer::Stale(e), true) if delta => {
                 tracing::debug!(uuid = %pod.uuid, path, reason = %e, "the pod needs the whole map");
-                self.send(pod, path, Some(out.full(&pod.uuid))).await.0
+                match self.send(pod, path, Some(out.full(&pod.uuid))).await.0 {
+                    Answer::Ok(reply) => Answer::Ok(Reply {
+                        refetched: true,
+                        ..reply
+                    }),
+                    answer => answer,
+                }
             }
             (answer, _) => answer,
         }
@@ -126,6 +135,7 @@ impl Caller {
                         .get("action")
                         .and_then(|a| serde_json::from_value(a.clone()).ok()),
                     deltas: v.get("deltas").and_then(serde_json::Value::as_bool) == Some(true),
+                    refetched: false,
                 })
             }
             Ok(r) if r.status().as_u16() == 406 => Answer::Veto,

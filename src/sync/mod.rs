@@ -26,6 +26,7 @@ mod leader;
 mod lost;
 mod member;
 pub mod plan;
+mod stop;
 
 use std::path::PathBuf;
 use std::sync::Arc;
