@@ -35,6 +35,30 @@ pub fn sign(
     }
 }
 
+/// [`sign`] for a body whose hex sha256 the caller already has.
+pub fn sign_digest(
+    req: reqwest::RequestBuilder,
+    signer: Option<&Signer>,
+    method: &str,
+    pod: &crate::model::Pod,
+    path: &str,
+    body_sha256: &str,
+) -> reqwest::RequestBuilder {
+    match signer {
+        Some(s) => req.header(
+            reqwest::header::AUTHORIZATION,
+            s.authorization_of_digest(
+                method,
+                &pod.uuid,
+                &format!("{}:{}", pod.ip, pod.control_port),
+                path,
+                body_sha256,
+            ),
+        ),
+        None => req,
+    }
+}
+
 /// Reads at most `limit` bytes of an answer's body (a hostile listener could send gigabytes);
 /// the rest is dropped with the connection, and the text ends with `… [cut]`. Lossy UTF-8.
 pub async fn read_capped(mut r: reqwest::Response, limit: usize) -> Result<String, reqwest::Error> {

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{error, Api};
 use crate::auth::{Denied, Pending};
-use crate::model::ClusterMap;
+use crate::model::{delta, ClusterMap};
 use crate::supervise::{ControlError, Origin};
 
 impl IntoResponse for ControlError {
@@ -133,18 +133,36 @@ pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) 
     response
 }
 
-/// A body that is empty (None) or a cluster map; anything else is a 4xx.
-fn parse_map(body: Result<Bytes, BytesRejection>) -> Result<Option<ClusterMap>, Box<Response>> {
+/// A body that is empty (None) or a cluster map, whole or as a delta from the pod's last map
+/// ([`crate::model::delta`]); anything else is a 4xx. A delta this pod cannot rebuild is a 409
+/// with `"need": "full"`: the leader sends the whole map.
+fn parse_map(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<Option<ClusterMap>, Box<Response>> {
     let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&body).map(Some).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not a cluster map: {e}"),
-        ))
+    let last = api.supervise.last_map();
+    delta::read(&body, last.as_deref()).map(Some).map_err(|e| {
+        Box::new(if e.needs_full() {
+            let message = e.to_string();
+            let answer = json!({ "error": message, "need": "full" });
+            (StatusCode::CONFLICT, Json(answer)).into_response()
+        } else {
+            error(StatusCode::BAD_REQUEST, with_sources(&e))
+        })
     })
+}
+
+/// An error and its sources, `: `-separated.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 pub async fn healthz() -> Response {
@@ -237,9 +255,10 @@ pub async fn log(
 }
 
 pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse_map(body) {
+    match parse_map(&api, body) {
         Ok(Some(map)) => match api.supervise.check(map).await {
-            Ok(action) => Json(json!({ "ok": true, "action": action })).into_response(),
+            // `deltas`: this pod takes maps as deltas (SPEC §7).
+            Ok(action) => Json(json!({ "ok": true, "action": action, "deltas": true })).into_response(),
             Err(e) => e.into_response(),
         },
         Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),
@@ -248,7 +267,7 @@ pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) 
 }
 
 pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse_map(body) {
+    match parse_map(&api, body) {
         Ok(Some(map)) => done(api.supervise.on(Some(map), Origin::Leader).await),
         Ok(None) => done(api.supervise.on(None, Origin::Operator).await),
         Err(r) => *r,
@@ -258,7 +277,7 @@ pub async fn on(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> 
 /// The leader's `off` (`full_shutdown`) carries its map, which must be addressed to this pod
 /// and not older than the applied one; an operator's is bare and holds the pod.
 pub async fn off(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    let origin = match parse_map(body) {
+    let origin = match parse_map(&api, body) {
         Err(r) => return *r,
         Ok(Some(map)) => match api.supervise.admits(&map) {
             Ok(()) => Origin::Leader,
@@ -271,7 +290,7 @@ pub async fn off(State(api): State<Api>, body: Result<Bytes, BytesRejection>) ->
 
 /// The configuration is complete; the leader's carries its map (checked as for `off`).
 pub async fn ok(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
-    let map = match parse_map(body) {
+    let map = match parse_map(&api, body) {
         Ok(map) => map,
         Err(r) => return *r,
     };

@@ -229,6 +229,11 @@ fn leader_metrics(x: &mut Exposition, l: &crate::sync::LeaderStats) {
             unix,
         );
     }
+    x.counter(
+        "ochopod_cluster_map_bytes_sent",
+        "Leader only: bytes of cluster maps (whole or as deltas) this pod sent to the pods while leading",
+        crate::sync::calls::map_bytes_sent(),
+    );
     x.family(
         "ochopod_cluster_configuration_attempts",
         "Configurations this pod ran while leading, by result",

@@ -140,7 +140,7 @@ pub fn check_pod(p: &Pod) -> Result<(), Invalid> {
 
 /// A map is valid when every pod in it is (done by their own deserialization), each is filed
 /// under its own uuid, and every other name is a uuid or a dependency name.
-fn check_map(m: &ClusterMap) -> Result<(), Invalid> {
+pub(super) fn check_map(m: &ClusterMap) -> Result<(), Invalid> {
     uuid("key", &m.key)?;
     let filed = |field: &str, pods: &BTreeMap<String, Pod>| -> Result<(), Invalid> {
         for (key, pod) in pods {

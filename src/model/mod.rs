@@ -12,6 +12,7 @@
 //! so that a newer ochopod can add some without breaking older pods during a rolling upgrade.
 
 mod check;
+pub mod delta;
 
 use std::collections::BTreeMap;
 
@@ -20,8 +21,9 @@ use serde::{Deserialize, Serialize};
 pub use check::{check_pod, is_uuid, Invalid, MAX_SEQ};
 
 /// The version of the cluster map this ochopod writes (`version` in the map). Receivers accept
-/// any version: fields they do not know are ignored.
-pub const WIRE_VERSION: u32 = 1;
+/// any version: fields they do not know are ignored. 2: the leader may send a map as a delta
+/// ([`delta`]) to a pod that says it takes them.
+pub const WIRE_VERSION: u32 = 2;
 
 /// What a pod is, as registered in ZooKeeper and sent in cluster maps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,21 +6,23 @@
 //! Fan-outs run at most `settings.parallelism` requests at a time.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::delivery::{Body, Outgoing};
 use crate::auth::Signer;
 use crate::control::client;
-use crate::model::{Action, ClusterMap, Pod};
+use crate::model::{Action, Pod};
 
 /// What a pod answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// 2xx; for `check`, what `on` would do to the pod's process (None from an older pod).
-    Ok(Option<Action>),
+    /// 2xx; for `check`, what the pod says of itself.
+    Ok(Reply),
     /// 406: the pod vetoes this configuration (`can_configure`): retry later.
     Veto,
     /// 410: the pod was killed for good: drop it.
@@ -29,6 +31,18 @@ pub enum Answer {
     Stale(String),
     /// Anything else: timeout, refused, 5xx...
     Failed(String),
+}
+
+/// What a 2xx answer to `check` says (nothing for the other calls, or from an older pod).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// What `on` would do to the pod's process (None from an older pod).
+    pub action: Option<Action>,
+    /// The pod takes maps as deltas (SPEC §7).
+    pub deltas: bool,
+    /// It asked for the whole map (409 `"need": "full"`) and took it: it did not hold the map
+    /// the leader thought.
+    pub refetched: bool,
 }
 
 /// Sends control requests to pods.
@@ -43,6 +57,15 @@ pub struct Caller {
 
 /// At most this much of an error answer is read (a pod's `{"error": ...}` is a line).
 const MAX_ERROR_BODY: usize = 8 << 10;
+
+/// Bytes of cluster maps (whole or deltas) this process sent as a leader, all calls together:
+/// `ochopod_cluster_map_bytes_sent_total` in `/metrics`.
+static MAP_BYTES_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of cluster maps (whole or deltas) this process sent as a leader, so far.
+pub fn map_bytes_sent() -> u64 {
+    MAP_BYTES_SENT.load(Ordering::Relaxed)
+}
 
 impl Caller {
     pub fn new(signer: Option<Signer>, timeout: Duration, parallelism: usize) -> Caller {
@@ -64,31 +87,63 @@ impl Caller {
         }
     }
 
-    /// `POST <path>` to one pod, with `body` as JSON when given.
-    pub async fn post(&self, pod: &Pod, path: &str, body: Option<&ClusterMap>) -> Answer {
-        let url = format!("http://{}{path}", client::address(&pod.ip, pod.control_port));
-        let body = match body.map(serde_json::to_vec).transpose() {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => return Answer::Failed(format!("{url}: cannot encode the map: {e}")),
+    /// `POST <path>` to one pod, with its body of `out` when given: a delta, and the whole map
+    /// if the pod answers that it needs it (409 `"need": "full"`).
+    pub async fn post(&self, pod: &Pod, path: &str, out: Option<&Outgoing>) -> Answer {
+        let Some(out) = out else {
+            return self.send(pod, path, None).await.0;
         };
+        let body = out.body(&pod.uuid);
+        let delta = body.delta;
+        match self.send(pod, path, Some(body)).await {
+            (Answer::Stale(e), true) if delta => {
+                tracing::debug!(uuid = %pod.uuid, path, reason = %e, "the pod needs the whole map");
+                match self.send(pod, path, Some(out.full(&pod.uuid))).await.0 {
+                    Answer::Ok(reply) => Answer::Ok(Reply {
+                        refetched: true,
+                        ..reply
+                    }),
+                    answer => answer,
+                }
+            }
+            (answer, _) => answer,
+        }
+    }
+
+    /// One request; the flag says the answer was a 409 asking for the whole map.
+    async fn send(&self, pod: &Pod, path: &str, body: Option<Body>) -> (Answer, bool) {
+        let url = format!("http://{}{path}", client::address(&pod.ip, pod.control_port));
         let req = self
             .http
             .post(&url)
             .timeout(self.timeout)
             .header("content-type", "application/json");
-        let req = client::sign(req, self.signer.as_ref(), "POST", pod, path, &body);
-        match req.body(body).send().await {
+        let req = match body {
+            Some(b) => {
+                let n = u64::try_from(b.bytes.len()).unwrap_or(u64::MAX);
+                MAP_BYTES_SENT.fetch_add(n, Ordering::Relaxed);
+                client::sign_digest(req, self.signer.as_ref(), "POST", pod, path, &b.sha256).body(b.bytes)
+            }
+            None => client::sign(req, self.signer.as_ref(), "POST", pod, path, b""),
+        };
+        let answer = match req.send().await {
             Ok(r) if r.status().is_success() => {
                 let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
-                let action = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v.get("action")?.clone()).ok());
-                Answer::Ok(action)
+                let v = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+                Answer::Ok(Reply {
+                    action: v
+                        .get("action")
+                        .and_then(|a| serde_json::from_value(a.clone()).ok()),
+                    deltas: v.get("deltas").and_then(serde_json::Value::as_bool) == Some(true),
+                    refetched: false,
+                })
             }
             Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
             Ok(r) if r.status().as_u16() == 409 => {
                 let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
-                Answer::Stale(format!("{url}: 409 {}", text.trim()))
+                let full = serde_json::from_str::<serde_json::Value>(&text)
+                    .is_ok_and(|v| v.get("need").and_then(serde_json::Value::as_str) == Some("full"));
+                return (Answer::Stale(format!("{url}: 409 {}", text.trim())), full);
             }
             Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
             Ok(r) => {
@@ -97,30 +152,27 @@ impl Caller {
                 Answer::Failed(format!("{url}: {status} {}", text.trim()))
             }
             Err(e) => Answer::Failed(format!("{url}: {e}")),
-        }
+        };
+        (answer, false)
     }
 
-    /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with the map
-    /// keyed for it when `map` is given.
+    /// `POST <path>` to every pod at once (up to `parallelism` in flight), each with its body of
+    /// `out` when given.
     pub async fn fan_out(
         &self,
         pods: &[Pod],
         path: &'static str,
-        map: Option<&ClusterMap>,
+        out: Option<&Arc<Outgoing>>,
     ) -> BTreeMap<String, Answer> {
         let gate = Arc::new(Semaphore::new(self.parallelism));
         let mut set = JoinSet::new();
         for pod in pods {
-            let (me, pod, gate) = (self.clone(), pod.clone(), gate.clone());
-            let body = map.map(|m| ClusterMap {
-                key: pod.uuid.clone(),
-                ..m.clone()
-            });
+            let (me, pod, gate, out) = (self.clone(), pod.clone(), gate.clone(), out.cloned());
             set.spawn(async move {
                 // The semaphore is never closed, so acquire cannot fail; a failure would only
                 // mean running without the limit.
                 let _permit = gate.acquire_owned().await.ok();
-                let answer = me.post(&pod, path, body.as_ref()).await;
+                let answer = me.post(&pod, path, out.as_deref()).await;
                 (pod.uuid, answer)
             });
         }

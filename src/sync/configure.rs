@@ -9,17 +9,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use std::sync::Arc;
+
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::calls::{Answer, Caller};
+use super::delivery::{Delivered, Outgoing};
 use super::plan::{self, Pods};
+pub(super) use super::stop::Stop;
+use super::stop::{fail_if_any, Phase};
 use super::world::{Ctx, World};
 use crate::model::{Action, ClusterMap, Pod};
 use crate::render::fields;
 use crate::zk::cluster::Registered;
 use crate::zk::election::{still_leads, Candidate};
 use crate::zk::snapshot::{self, Commit, Snapshot};
-use crate::zk::{Client, ZkError};
+use crate::zk::Client;
 
 /// Pods left out: gone (410) or failing `on` `evict_after` times, for as long as they keep the
 /// same registration (a new znode, i.e. a new czxid, gives them another chance). A new leader
@@ -51,7 +57,7 @@ impl Evictions {
         }
     }
 
-    fn fail(&mut self, r: &Registered, by: u32) -> u32 {
+    pub(super) fn fail(&mut self, r: &Registered, by: u32) -> u32 {
         let n = self.count(r).saturating_add(by);
         self.failures.insert(r.pod.uuid.clone(), (r.czxid, n));
         n
@@ -59,29 +65,6 @@ impl Evictions {
 
     fn succeed(&mut self, uuid: &str) {
         self.failures.remove(uuid);
-    }
-}
-
-/// Why a configuration attempt stopped short.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum Stop {
-    #[error("vetoed by {0}")]
-    Veto(String),
-    /// Before any pod was sent the new map.
-    #[error("{0}")]
-    Failed(String),
-    /// After some pods may have applied the new map: the cluster is no longer as its snapshot
-    /// says, so the next attempt must happen even if the pods are back to the snapshot's.
-    #[error("{0}")]
-    Partial(String),
-    #[error(transparent)]
-    Zk(#[from] ZkError),
-}
-
-impl Stop {
-    /// Whether pods may have applied the attempted map (see [`Stop::Partial`]).
-    pub(super) fn is_partial(&self) -> bool {
-        matches!(self, Stop::Partial(_) | Stop::Zk(_))
     }
 }
 
@@ -94,12 +77,16 @@ impl Stop {
 /// ZooKeeper and this leader's own count, never from what a pod says. An attempt that fails does
 /// not use its generation up: pods that applied its map take the next attempt's, of the same
 /// epoch and generation, as the same configuration (they are ordered by epoch, then generation).
+///
+/// Each pod gets the map whole or as a delta from the last one it applied ([`Delivered`]).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn configure(
     ctx: &Ctx,
     client: &Client,
     me: &Candidate,
     w: &World,
     evictions: &mut Evictions,
+    delivered: &mut Delivered,
     left: &plan::Leavers,
     committed: u64,
 ) -> Result<u64, Stop> {
@@ -108,28 +95,32 @@ pub(super) async fn configure(
         Some((s, v)) => (s.pods.clone(), s.generation, Some(*v)),
         None => (Pods::new(), 0, None),
     };
-    let generation = prev_generation.max(committed).checked_add(1).ok_or_else(|| {
-        Stop::Failed(format!(
-            "generation {} cannot grow: the snapshot {} was written by something else than \
-             ochopod (delete it to start over)",
-            prev_generation.max(committed),
-            ctx.paths.snapshot()
-        ))
+    let at = prev_generation.max(committed);
+    let generation = at.checked_add(1).ok_or_else(|| Stop::Generation {
+        at,
+        path: ctx.paths.snapshot(),
     })?;
     let caller = Caller::new(ctx.signer.clone(), settings.timeout, settings.parallelism);
     let mut pods = w.live.clone();
+    delivered.retain(|uuid| w.registered.contains_key(uuid));
 
     still_leads(client, me).await?;
     let map = plan::cluster_map(me.epoch, generation, &prev, &pods, &w.deps);
-    let answers = caller.fan_out(&list(&pods), "/control/check", Some(&map)).await;
+    let out = Arc::new(delivered.prepare(&map, pods.keys()));
+    let answers = phase(&caller, Phase::Check, &list(&pods), &out, generation).await;
     let mut vetoes = Vec::new();
     let mut failures = Vec::new();
     // What `on` would do to each pod's process (for a rolling restart).
     let mut actions = BTreeMap::new();
     for (uuid, answer) in answers {
         match answer {
-            Answer::Ok(action) => {
-                if let Some(a) = action {
+            Answer::Ok(reply) => {
+                delivered.checked(&uuid, reply.deltas);
+                if reply.refetched {
+                    // Not the map the leader thought: the whole map for the rest of this one.
+                    delivered.unknown(&uuid);
+                }
+                if let Some(a) = reply.action {
                     actions.insert(uuid, a);
                 }
             }
@@ -147,23 +138,17 @@ pub(super) async fn configure(
         }
     }
     if !vetoes.is_empty() {
-        return Err(Stop::Veto(vetoes.join(", ")));
+        return Err(Stop::Veto(vetoes));
     }
-    if !failures.is_empty() {
-        return Err(Stop::Failed(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "check",
-            failures,
-        )));
-    }
+    fail_if_any(w, evictions, settings.evict_after, Phase::Check, failures)?;
     let map = plan::cluster_map(me.epoch, generation, &prev, &pods, &w.deps);
+    // What the pods said of themselves (deltas) is known now.
+    let out = Arc::new(delivered.prepare(&map, pods.keys()));
 
     if settings.full_shutdown {
         still_leads(client, me).await?;
         // With a body, `off` is the leader's (an empty one is an operator's, which holds the pod).
-        for (uuid, answer) in caller.fan_out(&list(&pods), "/control/off", Some(&map)).await {
+        for (uuid, answer) in phase(&caller, Phase::Off, &list(&pods), &out, generation).await {
             if let Answer::Failed(e) | Answer::Stale(e) = answer {
                 tracing::warn!(uuid, error = %e, "off failed, going on");
             }
@@ -172,26 +157,29 @@ pub(super) async fn configure(
 
     still_leads(client, me).await?;
     let mut failures = Vec::new();
-    for (uuid, answer) in turn_on(ctx, &caller, &pods, &map, &actions).await {
+    let span = phase_span(Phase::On, &out, pods.len(), generation);
+    for (uuid, answer) in turn_on(ctx, &caller, &pods, &map, &out, &actions)
+        .instrument(span)
+        .await
+    {
         match answer {
-            Answer::Ok(_) => evictions.succeed(&uuid),
-            Answer::Veto => failures.push((uuid, "vetoed `on` (406)".to_string())),
-            Answer::Gone => failures.push((uuid, "gone (410)".to_string())),
-            Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid, e)),
+            Answer::Ok(_) => {
+                evictions.succeed(&uuid);
+                delivered.applied(&uuid, &out);
+                continue;
+            }
+            Answer::Veto => failures.push((uuid.clone(), "vetoed `on` (406)".to_string())),
+            Answer::Gone => failures.push((uuid.clone(), "gone (410)".to_string())),
+            Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid.clone(), e)),
         }
+        delivered.unknown(&uuid);
     }
-    if !failures.is_empty() {
-        return Err(Stop::Partial(count_failures(
-            w,
-            evictions,
-            settings.evict_after,
-            "on",
-            failures,
-        )));
-    }
+    fail_if_any(w, evictions, settings.evict_after, Phase::On, failures)?;
 
     still_leads(client, me).await?;
-    for (uuid, answer) in caller.fan_out(&list(&pods), "/control/ok", Some(&map)).await {
+    // Every pod holds the map now: `ok` carries it as an empty delta to those that take them.
+    let out = Arc::new(delivered.prepare(&map, pods.keys()));
+    for (uuid, answer) in phase(&caller, Phase::Ok, &list(&pods), &out, generation).await {
         if let Answer::Failed(e) = answer {
             tracing::warn!(uuid, error = %e, "ok failed, going on");
         }
@@ -199,9 +187,7 @@ pub(super) async fn configure(
 
     if settings.apply.is_some() {
         still_leads(client, me).await?;
-        ctx.run(fields::APPLY, &map)
-            .await
-            .map_err(|e| Stop::Partial(format!("apply: {e}")))?;
+        ctx.run(fields::APPLY, &map).await.map_err(Stop::Apply)?;
     }
 
     let registered: BTreeSet<String> = w.registered.keys().cloned().collect();
@@ -242,6 +228,31 @@ pub(super) async fn configure(
     Ok(generation)
 }
 
+fn phase_span(phase: Phase, out: &Outgoing, pods: usize, generation: u64) -> tracing::Span {
+    tracing::info_span!(
+        "configure",
+        phase = phase.name(),
+        generation,
+        pods,
+        deltas = out.deltas()
+    )
+}
+
+/// One phase's calls to every pod at once, in its span.
+async fn phase(
+    caller: &Caller,
+    phase: Phase,
+    pods: &[Pod],
+    out: &Arc<Outgoing>,
+    generation: u64,
+) -> BTreeMap<String, Answer> {
+    let span = phase_span(phase, out, pods.len(), generation);
+    caller
+        .fan_out(pods, phase.path(), Some(out))
+        .instrument(span)
+        .await
+}
+
 /// The `on` phase; the answers in the order they came. All pods at once (up to `parallelism`),
 /// or one at a time in `order` when `sequential`, or, when `rolling`, the pods whose process
 /// would not restart (new ones, reloads, no change) at once and then those that would, at most
@@ -253,16 +264,17 @@ async fn turn_on(
     caller: &Caller,
     pods: &Pods,
     map: &ClusterMap,
+    out: &Arc<Outgoing>,
     actions: &BTreeMap<String, Action>,
 ) -> Vec<(String, Answer)> {
     let settings = &ctx.spec.settings;
     let order = plan::call_order(pods, &map.added, settings.order);
     if settings.sequential {
-        return in_windows(ctx, caller, pods, map, &order, 1, "configuring one by one").await;
+        return in_windows(ctx, caller, pods, out, &order, 1, "configuring one by one").await;
     }
     if !settings.rolling {
         return caller
-            .fan_out(&list(pods), "/control/on", Some(map))
+            .fan_out(&list(pods), Phase::On.path(), Some(out))
             .await
             .into_iter()
             .collect();
@@ -273,13 +285,13 @@ async fn turn_on(
     let (roll, at_once): (Vec<String>, Vec<String>) = order.into_iter().partition(restarts);
     let first: Vec<Pod> = at_once.iter().filter_map(|u| pods.get(u).cloned()).collect();
     let mut answers: Vec<(String, Answer)> = caller
-        .fan_out(&first, "/control/on", Some(map))
+        .fan_out(&first, Phase::On.path(), Some(out))
         .await
         .into_iter()
         .collect();
     if answers.iter().all(|(_, a)| matches!(a, Answer::Ok(_))) {
         let window = settings.max_unavailable.max(1);
-        answers.extend(in_windows(ctx, caller, pods, map, &roll, window, "rolling restart").await);
+        answers.extend(in_windows(ctx, caller, pods, out, &roll, window, "rolling restart").await);
     }
     answers
 }
@@ -289,7 +301,7 @@ async fn in_windows(
     ctx: &Ctx,
     caller: &Caller,
     pods: &Pods,
-    map: &ClusterMap,
+    out: &Arc<Outgoing>,
     order: &[String],
     window: usize,
     what: &str,
@@ -308,13 +320,9 @@ async fn in_windows(
                 order.len(),
                 pod.seq
             ));
-            let (caller, pod) = (caller.clone(), pod.clone());
-            let body = ClusterMap {
-                key: pod.uuid.clone(),
-                ..map.clone()
-            };
+            let (caller, pod, out) = (caller.clone(), pod.clone(), out.clone());
             flying.spawn(async move {
-                let answer = caller.post(&pod, "/control/on", Some(&body)).await;
+                let answer = caller.post(&pod, Phase::On.path(), Some(&out)).await;
                 (pod.uuid, answer)
             });
         }
@@ -351,36 +359,9 @@ fn list(pods: &Pods) -> Vec<Pod> {
     pods.values().cloned().collect()
 }
 
-fn name(pods: &Pods, uuid: &str) -> String {
+pub(super) fn name(pods: &Pods, uuid: &str) -> String {
     pods.get(uuid)
         .map_or_else(|| uuid.to_string(), |p| format!("seq {} ({uuid})", p.seq))
-}
-
-/// Counts one failure for each pod and says which ones are now evicted.
-fn count_failures(
-    w: &World,
-    evictions: &mut Evictions,
-    evict_after: u32,
-    phase: &str,
-    failures: Vec<(String, String)>,
-) -> String {
-    let mut words = Vec::new();
-    for (uuid, e) in failures {
-        let n = w.registered.get(&uuid).map_or(0, |r| evictions.fail(r, 1));
-        if n >= evict_after.max(1) {
-            tracing::warn!(uuid, failures = n, "pod evicted: left out of the configuration");
-            words.push(format!(
-                "{} failed {phase} {n} times, evicted ({e})",
-                name(&w.live, &uuid)
-            ));
-        } else {
-            words.push(format!(
-                "{} failed {phase} ({n}/{evict_after}): {e}",
-                name(&w.live, &uuid)
-            ));
-        }
-    }
-    words.join("; ")
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use super::cache::Cache;
 use super::calls::last_line;
 use super::configure::{configure, Evictions, Stop};
 use super::decide::{resignation, Pending};
+use super::delivery::Delivered;
 use super::lost::{NetAction, SafetyNet};
 use super::plan;
 use super::status::{Report, Seen};
@@ -82,6 +83,8 @@ pub(super) async fn lead(
     // Rejected registrations already logged (one line each, not one per round).
     let mut reported: BTreeSet<(String, i64)> = BTreeSet::new();
     let mut evictions = Evictions::default();
+    // What each pod holds, to send it deltas (sync::delivery).
+    let mut delivered = Delivered::default();
     // Who was seen leaving: their seqs are freed, not reserved (plan::seqs_to_free).
     let mut leavers = plan::Leavers::default();
     // The last generation this leadership committed (see `configure`).
@@ -202,7 +205,7 @@ pub(super) async fn lead(
                 }
                 let round = tracing::info_span!("configuration", pods = world.live.len(), epoch = me.epoch);
                 let done = tracing::Instrument::instrument(
-                    round_of(ctx, client, me, &world, &mut evictions, &leavers, committed),
+                    round_of(ctx, client, me, &world, &mut evictions, &mut delivered, &leavers, committed),
                     round,
                 )
                 .await;
@@ -240,12 +243,13 @@ async fn round_of(
     me: &Candidate,
     world: &World,
     evictions: &mut Evictions,
+    delivered: &mut Delivered,
     leavers: &plan::Leavers,
     committed: u64,
 ) -> Result<u64, Stop> {
     ctx.say(format!("configuring {} pods", world.live.len()));
     ctx.tell(Report::Started);
-    let done = configure(ctx, client, me, world, evictions, leavers, committed).await;
+    let done = configure(ctx, client, me, world, evictions, delivered, leavers, committed).await;
     ctx.tell(Report::Finished(done.is_ok()));
     match &done {
         Ok(generation) => {

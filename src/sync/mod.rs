@@ -27,12 +27,14 @@ mod cache;
 pub mod calls;
 mod configure;
 mod decide;
+pub mod delivery;
 mod leader;
 mod lost;
 mod member;
 pub mod plan;
 mod seqs;
 mod status;
+mod stop;
 mod watches;
 mod world;
 

@@ -18,6 +18,7 @@ mod lb;
 mod leader_cache;
 mod lifecycle;
 mod man;
+mod map_delta;
 mod monitoring;
 mod pause;
 mod pid1;

@@ -8,6 +8,7 @@
 // Tests may unwrap: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod delta;
 mod gen;
 mod glob;
 mod map;
