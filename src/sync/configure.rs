@@ -68,6 +68,16 @@ impl Evictions {
     }
 }
 
+/// What a leadership carries from one configuration round to the next.
+#[derive(Default)]
+pub(super) struct Rounds {
+    pub evictions: Evictions,
+    /// What each pod holds, to send it deltas.
+    pub delivered: Delivered,
+    /// The last generation this leadership committed to the snapshot.
+    pub committed: u64,
+}
+
 /// One configuration: check, (off), on, ok, apply, then the snapshot transaction. Before each
 /// phase the leader makes sure it still leads (a deposed leader stops at the next phase; pods
 /// refuse its maps anyway, they carry an older epoch).
@@ -79,34 +89,31 @@ impl Evictions {
 /// epoch and generation, as the same configuration (they are ordered by epoch, then generation).
 ///
 /// Each pod gets the map whole or as a delta from the last one it applied ([`Delivered`]).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn configure(
     ctx: &Ctx,
     client: &Client,
     me: &Candidate,
     w: &World,
-    evictions: &mut Evictions,
-    delivered: &mut Delivered,
+    rounds: &mut Rounds,
     left: &plan::Leavers,
-    committed: u64,
 ) -> Result<u64, Stop> {
     let settings = &ctx.spec.settings;
     let (prev, prev_generation, version) = match &w.snapshot {
         Some((s, v)) => (s.pods.clone(), s.generation, Some(*v)),
         None => (Pods::new(), 0, None),
     };
-    let at = prev_generation.max(committed);
+    let at = prev_generation.max(rounds.committed);
     let generation = at.checked_add(1).ok_or_else(|| Stop::Generation {
         at,
         path: ctx.paths.snapshot(),
     })?;
     let caller = Caller::new(ctx.signer.clone(), settings.timeout, settings.parallelism);
     let mut pods = w.live.clone();
-    delivered.retain(|uuid| w.registered.contains_key(uuid));
+    rounds.delivered.retain(|uuid| w.registered.contains_key(uuid));
 
     still_leads(client, me).await?;
     let map = plan::cluster_map(me.epoch, generation, &prev, &pods, &w.deps);
-    let out = Arc::new(delivered.prepare(&map, pods.keys()));
+    let out = Arc::new(rounds.delivered.prepare(&map, pods.keys()));
     let answers = phase(&caller, Phase::Check, &list(&pods), &out, generation).await;
     let mut vetoes = Vec::new();
     let mut failures = Vec::new();
@@ -115,10 +122,10 @@ pub(super) async fn configure(
     for (uuid, answer) in answers {
         match answer {
             Answer::Ok(reply) => {
-                delivered.checked(&uuid, reply.deltas);
+                rounds.delivered.checked(&uuid, reply.deltas);
                 if reply.refetched {
                     // Not the map the leader thought: the whole map for the rest of this one.
-                    delivered.unknown(&uuid);
+                    rounds.delivered.unknown(&uuid);
                 }
                 if let Some(a) = reply.action {
                     actions.insert(uuid, a);
@@ -128,7 +135,7 @@ pub(super) async fn configure(
             Answer::Gone => {
                 tracing::info!(uuid, "pod is gone (410), dropped");
                 if let Some(r) = w.registered.get(&uuid) {
-                    evictions.fail(r, u32::MAX);
+                    rounds.evictions.fail(r, u32::MAX);
                 }
                 pods.remove(&uuid);
             }
@@ -140,10 +147,16 @@ pub(super) async fn configure(
     if !vetoes.is_empty() {
         return Err(Stop::Veto(vetoes));
     }
-    fail_if_any(w, evictions, settings.evict_after, Phase::Check, failures)?;
+    fail_if_any(
+        w,
+        &mut rounds.evictions,
+        settings.evict_after,
+        Phase::Check,
+        failures,
+    )?;
     let map = plan::cluster_map(me.epoch, generation, &prev, &pods, &w.deps);
     // What the pods said of themselves (deltas) is known now.
-    let out = Arc::new(delivered.prepare(&map, pods.keys()));
+    let out = Arc::new(rounds.delivered.prepare(&map, pods.keys()));
 
     if settings.full_shutdown {
         still_leads(client, me).await?;
@@ -164,21 +177,27 @@ pub(super) async fn configure(
     {
         match answer {
             Answer::Ok(_) => {
-                evictions.succeed(&uuid);
-                delivered.applied(&uuid, &out);
+                rounds.evictions.succeed(&uuid);
+                rounds.delivered.applied(&uuid, &out);
                 continue;
             }
             Answer::Veto => failures.push((uuid.clone(), "vetoed `on` (406)".to_string())),
             Answer::Gone => failures.push((uuid.clone(), "gone (410)".to_string())),
             Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid.clone(), e)),
         }
-        delivered.unknown(&uuid);
+        rounds.delivered.unknown(&uuid);
     }
-    fail_if_any(w, evictions, settings.evict_after, Phase::On, failures)?;
+    fail_if_any(
+        w,
+        &mut rounds.evictions,
+        settings.evict_after,
+        Phase::On,
+        failures,
+    )?;
 
     still_leads(client, me).await?;
     // Every pod holds the map now: `ok` carries it as an empty delta to those that take them.
-    let out = Arc::new(delivered.prepare(&map, pods.keys()));
+    let out = Arc::new(rounds.delivered.prepare(&map, pods.keys()));
     for (uuid, answer) in phase(&caller, Phase::Ok, &list(&pods), &out, generation).await {
         if let Answer::Failed(e) = answer {
             tracing::warn!(uuid, error = %e, "ok failed, going on");
@@ -210,7 +229,7 @@ pub(super) async fn configure(
         generation,
         hash: plan::config_hash(&pods, &w.deps),
         depends_on: w.depends_on.clone(),
-        failed: evicted(w, &pods, evictions, settings.evict_after),
+        failed: evicted(w, &pods, &rounds.evictions, settings.evict_after),
         dependencies: w.dependencies.clone(),
         reserved: seqs.reserved,
         pods,

@@ -31,9 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::Cache;
 use super::calls::last_line;
-use super::configure::{configure, Evictions, Stop};
+use super::configure::{configure, Rounds, Stop};
 use super::decide::{resignation, Pending};
-use super::delivery::Delivered;
 use super::lost::{NetAction, SafetyNet};
 use super::plan;
 use super::status::{Report, Seen};
@@ -82,13 +81,9 @@ pub(super) async fn lead(
     let mut net = SafetyNet::default();
     // Rejected registrations already logged (one line each, not one per round).
     let mut reported: BTreeSet<(String, i64)> = BTreeSet::new();
-    let mut evictions = Evictions::default();
-    // What each pod holds, to send it deltas (sync::delivery).
-    let mut delivered = Delivered::default();
+    let mut rounds = Rounds::default();
     // Who was seen leaving: their seqs are freed, not reserved (plan::seqs_to_free).
     let mut leavers = plan::Leavers::default();
-    // The last generation this leadership committed (see `configure`).
-    let mut committed = 0;
     let mut next_probe = settings.probe.as_ref().map(|_| Instant::now());
     // The connection came back: every watch is added again before anything is read.
     let mut renew = false;
@@ -105,7 +100,9 @@ pub(super) async fn lead(
                     return Err(e);
                 }
             }
-            cache.observe(ctx, client, &mut watches, &mut evictions).await
+            cache
+                .observe(ctx, client, &mut watches, &mut rounds.evictions)
+                .await
         }
         .await
         .inspect(|w| leavers.saw(&w.registered, &w.held));
@@ -205,7 +202,7 @@ pub(super) async fn lead(
                 }
                 let round = tracing::info_span!("configuration", pods = world.live.len(), epoch = me.epoch);
                 let done = tracing::Instrument::instrument(
-                    round_of(ctx, client, me, &world, &mut evictions, &mut delivered, &leavers, committed),
+                    round_of(ctx, client, me, &world, &mut rounds, &leavers),
                     round,
                 )
                 .await;
@@ -213,7 +210,7 @@ pub(super) async fn lead(
                 cache.snapshot_written();
                 match done {
                     Ok(generation) => {
-                        committed = generation;
+                        rounds.committed = generation;
                         pending.done();
                     }
                     Err(Stop::Zk(e)) if e.is_session_lost() || matches!(e, ZkError::Deposed { .. }) => return Err(e),
@@ -242,14 +239,12 @@ async fn round_of(
     client: &Client,
     me: &Candidate,
     world: &World,
-    evictions: &mut Evictions,
-    delivered: &mut Delivered,
+    rounds: &mut Rounds,
     leavers: &plan::Leavers,
-    committed: u64,
 ) -> Result<u64, Stop> {
     ctx.say(format!("configuring {} pods", world.live.len()));
     ctx.tell(Report::Started);
-    let done = configure(ctx, client, me, world, evictions, delivered, leavers, committed).await;
+    let done = configure(ctx, client, me, world, rounds, leavers).await;
     ctx.tell(Report::Finished(done.is_ok()));
     match &done {
         Ok(generation) => {
