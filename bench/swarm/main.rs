@@ -123,10 +123,6 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         },
         args.leader_rss_cap_mib,
     )?;
-    let pids = Pids {
-        leader: leader.pid.clone(),
-        zk: args.zk_pid.map(|p| p.to_string()),
-    };
     if let Err(status) = leader
         .wait_configured(1, Instant::now() + Duration::from_secs(60))
         .await
@@ -144,6 +140,11 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         _ => None,
     })?;
     zk.auth = None;
+    let pids = Pids {
+        leader: leader.pid.clone(),
+        zk: args.zk_pid.map(|p| p.to_string()),
+        leader_sid: leader_session(&leader, &zk).await,
+    };
     let shared = Arc::new(Shared {
         acls: ochopod::zk::Acls::new(&zk),
         zk,
@@ -250,6 +251,15 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
     let out = finish(out, &leader, &pids).await;
     leader.stop().await;
     Ok(out)
+}
+
+/// The leader's session id: the owner of its ephemeral pod znode (read once, before any phase).
+async fn leader_session(leader: &Leader, zk: &ochopod::zk::ZkConfig) -> Option<i64> {
+    let uuid = leader.info().await?.get("uuid")?.as_str()?.to_string();
+    let client = ochopod::zk::connect(zk).await.ok()?;
+    let path = ochopod::zk::paths::ClusterPaths::new("default.swarm").pod(&uuid);
+    let stat = client.check_stat(&path).await.ok()??;
+    Some(stat.ephemeral_owner)
 }
 
 /// Registers `pods`, `parallel` at a time; the instant of the last registration.

@@ -47,16 +47,33 @@ pub fn io(pid: &str) -> Option<(u64, u64)> {
     Some((get("rchar:")?, get("wchar:")?))
 }
 
-/// `zk_packets_received` and `zk_packets_sent` from `mntr` (one plain TCP connection, 3 s at most).
-pub async fn packets(zk: &str) -> Option<(u64, u64)> {
+/// A four-letter word's answer (one plain TCP connection, 3 s at most).
+async fn four(zk: &str, word: &str) -> Option<String> {
     let read = async {
         let mut s = tokio::net::TcpStream::connect(zk).await.ok()?;
-        s.write_all(b"mntr").await.ok()?;
+        s.write_all(word.as_bytes()).await.ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
         Some(out)
     };
-    let out = tokio::time::timeout(Duration::from_secs(3), read).await.ok()??;
+    tokio::time::timeout(Duration::from_secs(3), read).await.ok()?
+}
+
+/// Requests received on the connection of session `sid` (`cons`: `...,recved=N,...,sid=0x..,`):
+/// one session's own requests, heartbeats included, whatever the other sessions do.
+pub async fn session_received(zk: &str, sid: i64) -> Option<u64> {
+    let out = four(zk, "cons").await?;
+    let tag = format!("sid={sid:#x},");
+    let line = out.lines().find(|l| l.contains(&tag))?;
+    line.split(['(', ','])
+        .find_map(|f| f.strip_prefix("recved="))?
+        .parse()
+        .ok()
+}
+
+/// `zk_packets_received` and `zk_packets_sent` from `mntr`.
+pub async fn packets(zk: &str) -> Option<(u64, u64)> {
+    let out = four(zk, "mntr").await?;
     let get = |key: &str| -> Option<u64> {
         out.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('\t'))?
@@ -72,6 +89,8 @@ pub async fn packets(zk: &str) -> Option<(u64, u64)> {
 pub struct Pids {
     pub leader: String,
     pub zk: Option<String>,
+    /// The leader's ZooKeeper session, for its own request count.
+    pub leader_sid: Option<i64>,
 }
 
 /// One reading of everything a phase costs.
@@ -84,6 +103,8 @@ pub struct Usage {
     /// ZooKeeper requests received, answers and notifications sent.
     pub zk_received: u64,
     pub zk_sent: u64,
+    /// Requests received from the leader's session alone.
+    pub leader_zk: u64,
     /// The ZooKeeper JVM's rchar + wchar.
     pub zk_io: u64,
     pub http: TrafficCount,
@@ -93,7 +114,12 @@ impl Usage {
     pub async fn now(zk: &str, pids: &Pids, http: TrafficCount) -> Usage {
         let (zk_received, zk_sent) = packets(zk).await.unwrap_or_default();
         let zk_pid = pids.zk.as_deref();
+        let leader_zk = match pids.leader_sid {
+            Some(sid) => session_received(zk, sid).await.unwrap_or_default(),
+            None => 0,
+        };
         Usage {
+            leader_zk,
             at: Instant::now(),
             leader_cpu: cpu(&pids.leader).unwrap_or_default(),
             swarm_cpu: cpu("self").unwrap_or_default(),
@@ -120,6 +146,8 @@ pub struct Cost {
     pub zk_requests: f64,
     pub zk_requests_raw: u64,
     pub zk_sent: u64,
+    /// Requests from the leader's session alone (`cons`), heartbeats included.
+    pub leader_zk_requests: u64,
     pub zk_io_bytes: u64,
     pub http_requests: u64,
     pub http_bytes: u64,
@@ -138,6 +166,7 @@ impl Cost {
             zk_requests: raw as f64 - idle_per_s * seconds,
             zk_requests_raw: raw,
             zk_sent: b.zk_sent.saturating_sub(a.zk_sent),
+            leader_zk_requests: b.leader_zk.saturating_sub(a.leader_zk),
             zk_io_bytes: b.zk_io.saturating_sub(a.zk_io),
             http_requests: http.total_requests(),
             http_bytes: http.total_bytes(),
