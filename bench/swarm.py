@@ -4,7 +4,7 @@
 sizes. Prints a Markdown table and writes the cost curves as an SVG (docs/swarm.svg).
 
   cargo build --release --bin ochopod --example swarm
-  bench/swarm.py [--sizes 100,1000] [--with-5000] [--svg docs/swarm.svg] [-- extra swarm args]
+  bench/swarm.py [--sizes 100,1000] [--with-5000] [--svg docs/swarm.svg] [--load runs.jsonl] [-- extra swarm args]
 
 Each size gets a fresh ZooKeeper. The raw JSON of each run goes to stderr as well.
 """
@@ -99,18 +99,23 @@ def table(results):
 PANELS = [
     ("formation beyond the damper (s)", lambda r: _get(r, "formation_beyond_damper_s")),
     ("pod lost → survivors ok (s)", lambda r: _get(r, "lost_s")),
-    ("ZK requests per change (+1 pod; leader's own)", lambda r: _get(r, "join", "zk_requests"),
+    ("ZK requests, +1 pod (blue all, red leader's)", lambda r: _get(r, "join", "zk_requests"),
      lambda r: _get(r, "join", "leader_zk_requests")),
-    ("HTTP MB to pods per change (+1 pod)", lambda r: mb(_get(r, "join", "http_bytes"))),
-    ("leader CPU s per change (+1 pod)", lambda r: _get(r, "join", "leader_cpu_s")),
+    ("HTTP MB to pods, +1 pod", lambda r: mb(_get(r, "join", "http_bytes"))),
+    ("CPU s, +1 pod (blue leader, red swarm)", lambda r: _get(r, "join", "leader_cpu_s"),
+     lambda r: _get(r, "join", "swarm_cpu_s")),
     ("leader peak RSS (MiB)", lambda r: _get(r, "leader_memory", "hwm_mib")),
 ]
 COLORS = ["#1f6feb", "#d1242f"]
 
 
+def num(v):
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def svg(results, title):
     import math
-    w, h, cols = 300, 210, 3
+    w, h, cols = 310, 210, 3
     rows = (len(PANELS) + cols - 1) // cols
     W, H = cols * w + 20, rows * h + 50
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
@@ -122,7 +127,7 @@ def svg(results, title):
     x_lo, x_hi = (min(lx) - 0.15, max(lx) + 0.15) if lx else (1, 4)
     for i, (name, *series) in enumerate(PANELS):
         ox, oy = 10 + (i % cols) * w, 40 + (i // cols) * h
-        px, py, pw, ph = ox + 45, oy + 22, w - 70, h - 65
+        px, py, pw, ph = ox + 50, oy + 22, w - 80, h - 65
         out.append(f'<text x="{ox + 5}" y="{oy + 12}" font-weight="bold">{name}</text>')
         pts = [[(r["pods"], f(r)) for r in results if isinstance(f(r), (int, float))] for f in series]
         top = max([v for s in pts for _, v in s] + [0])
@@ -133,7 +138,7 @@ def svg(results, title):
         for k in range(5):
             v = top * k / 4
             out.append(f'<line x1="{px}" x2="{px + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>')
-            out.append(f'<text x="{px - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+            out.append(f'<text x="{px - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{num(v)}</text>')
         for x in xs:
             out.append(f'<text x="{X(x):.1f}" y="{py + ph + 14}" text-anchor="middle">{x:,}</text>')
         done = {r["pods"] for r in results if not r.get("failed") and "snapshot" not in r}
@@ -145,7 +150,7 @@ def svg(results, title):
                 out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
             for x, v in s:
                 out.append(f'<circle cx="{X(x):.1f}" cy="{Y(v):.1f}" r="3" fill="{color}"/>')
-                out.append(f'<text x="{X(x) + 5:.1f}" y="{Y(v) - 5:.1f}" fill="{color}">{v:.3g}</text>')
+                out.append(f'<text x="{X(x) + 5:.1f}" y="{Y(v) - 5:.1f}" fill="{color}">{num(v)}</text>')
         out.append(f'<text x="{px + pw / 2}" y="{py + ph + 28}" text-anchor="middle" fill="#555">pods (log scale)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
@@ -160,17 +165,22 @@ def main():
     ap.add_argument("--svg", default="docs/swarm.svg")
     ap.add_argument("--title", default="ochopod swarm: one real leader, N simulated pods")
     ap.add_argument("--run-timeout", type=int, default=900, help="seconds per size")
+    ap.add_argument("--load", help="JSON lines of earlier runs (as printed on stderr) to table with these")
     ap.add_argument("extra", nargs="*", help="after --: more arguments for the swarm example")
     a = ap.parse_args()
     for f in (a.binary, a.swarm):
         if not os.path.exists(f):
             sys.exit(f"{f} missing: cargo build --release --bin ochopod --example swarm")
-    sizes = [int(x) for x in a.sizes.split(",")] + ([5000] if a.with_5000 else [])
+    sizes = [int(x) for x in a.sizes.split(",") if x] + ([5000] if a.with_5000 else [])
     load = os.getloadavg()[0]
     results = []
+    if a.load:
+        with open(a.load) as f:
+            results = [json.loads(l) for l in f if l.startswith("{")]
     for n in sizes:
         print(f"swarm.py: {n} pods", file=sys.stderr, flush=True)
         results.append(run_size(a.swarm, a.binary, n, a.extra, a.run_timeout))
+    results.sort(key=lambda r: r["pods"])
     print(f"# swarm ({os.cpu_count()} cores, load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)\n")
     print(table(results))
     if a.svg:
