@@ -29,14 +29,15 @@ def four(port, word):
 
 
 class Zk:
-    def __init__(self, root):
+    def __init__(self, root, extra=""):
+        """`extra`: more zoo.cfg lines (e.g. "maxSessionTimeout=60000\n")."""
         self.port = free_port()
         data = os.path.join(root, "zk")
         os.makedirs(data)
         cfg = os.path.join(data, "zoo.cfg")
         with open(cfg, "w") as f:
             f.write(f"tickTime=200\ndataDir={data}\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
-                    "admin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n")
+                    "admin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n" + extra)
         self.proc = subprocess.Popen(["java", "-Xmx256m", "-XX:+UseSerialGC", "-cp", JARS,
                                       "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
