@@ -59,15 +59,26 @@ pub fn serve(
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    Refusal(status, message.to_string()).into_response()
+    Refusal(status, message.to_string(), false).into_response()
 }
 
-/// A request refused: its status and the `{"error": ...}` message.
-struct Refusal(StatusCode, String);
+/// A request refused: its status and the `{"error": ...}` message; `need_full` adds
+/// `"need": "full"` (a delta this pod cannot rebuild, as a real pod answers it).
+struct Refusal(StatusCode, String, bool);
+
+impl Refusal {
+    fn need_full(message: String) -> Refusal {
+        Refusal(StatusCode::CONFLICT, message, true)
+    }
+}
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut body = json!({ "error": self.1 });
+        if self.2 {
+            body["need"] = json!("full");
+        }
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -84,8 +95,10 @@ impl Ctx {
             return Ok(None);
         }
         let last = self.pod.applied().last.clone();
-        let map =
-            decode(body, last.as_deref()).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let map = decode(body, last.as_deref()).map_err(|e| match e.needs_full() {
+            true => Refusal::need_full(e.to_string()),
+            false => Refusal(StatusCode::BAD_REQUEST, e.to_string(), false),
+        })?;
         self.admit(&map)?;
         Ok(Some(map))
     }
@@ -97,6 +110,7 @@ impl Ctx {
             return Err(Refusal(
                 StatusCode::BAD_REQUEST,
                 format!("the map is addressed to {:?}, this pod is {}", map.key, me.uuid),
+                false,
             ));
         }
         match map.me() {
@@ -104,12 +118,14 @@ impl Ctx {
                 return Err(Refusal(
                     StatusCode::BAD_REQUEST,
                     "the map's key is not one of its pods".into(),
+                    false,
                 ))
             }
             Some(p) if p.cluster != me.cluster || p.namespace != me.namespace => {
                 return Err(Refusal(
                     StatusCode::BAD_REQUEST,
                     "the map is for another cluster".into(),
+                    false,
                 ))
             }
             Some(_) => {}
@@ -120,6 +136,7 @@ impl Ctx {
             return Err(Refusal(
                 StatusCode::CONFLICT,
                 format!("stale map: have {have:?}, got {got:?}"),
+                false,
             ));
         }
         Ok(())
@@ -177,7 +194,7 @@ async fn check(State(c): State<Ctx>, body: Bytes) -> Response {
             } else {
                 "start"
             };
-            Json(json!({ "ok": true, "action": action })).into_response()
+            Json(json!({ "ok": true, "action": action, "deltas": true })).into_response()
         }
         Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),
         Err(r) => r.into_response(),

@@ -2,9 +2,9 @@
 //! simulated pods keep "their last map" without a thousand copies of it.
 //!
 //! [`decode`] is what a real pod does at its trust boundary: the body is parsed into the crate's
-//! own [`ClusterMap`], whose deserialization validates every pod (SPEC §6, §7). When the leader
-//! sends version-2 bodies (a `base` digest and a `delta`), this function rebuilds the full map
-//! from the receiver's last one, and only this function changes.
+//! own [`ClusterMap`], whose deserialization validates every pod (SPEC §6, §7); a version-2 body
+//! (a `base` digest and a `delta`) is rebuilt from the receiver's last map by the crate's own
+//! `model::delta::read`, as a real pod does.
 //!
 //! [`Maps`] interns the maps the pods applied: maps of one configuration differ only in `key`
 //! (the receiver), so the store keeps one copy per configuration, compared field by field (not
@@ -14,18 +14,15 @@ use std::sync::{Arc, Mutex};
 
 use ochopod::model::ClusterMap;
 
-/// A body a pod refuses (400), as a real pod would.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("the body is not a cluster map: {0}")]
-    Json(#[source] serde_json::Error),
-}
+/// Why a body is refused, as a real pod refuses it: 409 `need: full` when it is a delta this pod
+/// cannot rebuild ([`DecodeError::needs_full`]), 400 otherwise.
+pub use ochopod::model::delta::DeltaError as DecodeError;
 
 /// A body → the full map it stands for, given the receiver's last applied map (`None` before the
-/// first `on`). Version 1 bodies carry the whole map, so `last` is not needed yet.
+/// first `on`): a whole map as it is, a delta (SPEC §7, version 2) rebuilt from `last` and
+/// checked against the digest the leader sent, with the real pod's own function.
 pub fn decode(body: &[u8], last: Option<&ClusterMap>) -> Result<ClusterMap, DecodeError> {
-    let _ = last;
-    serde_json::from_slice(body).map_err(DecodeError::Json)
+    ochopod::model::delta::read(body, last)
 }
 
 /// How many distinct configurations the store remembers: pods may lag one or two behind while a
