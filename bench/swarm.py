@@ -55,7 +55,7 @@ def row(r):
     g = lambda *k: _get(r, *k)
     failed = r.get("failed") or ({"phase": "snapshot", "why": r["snapshot"]} if "snapshot" in r else None)
     return [
-        str(r["pods"]),
+        r.get("label", str(r["pods"])),
         fmt(g("registration_s"), " s"),
         fmt(g("formation_beyond_damper_s"), " s"),
         fmt(g("lost_s"), " s"),
@@ -113,7 +113,10 @@ def num(v):
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def svg(results, title):
+def svg(results, title, before=()):
+    """Small multiples; with `before` (earlier runs, e.g. the commit before a change), each
+    panel's first series is drawn for them too, grey and dashed, and the y axes are logarithmic so
+    that both curves stay readable."""
     import math
     w, h, cols = 310, 210, 3
     rows = (len(PANELS) + cols - 1) // cols
@@ -122,7 +125,7 @@ def svg(results, title):
            'font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="10" y="20" font-size="14" font-weight="bold">{title}</text>']
-    xs = sorted({r["pods"] for r in results})
+    xs = sorted({r["pods"] for r in list(results) + list(before)})
     lx = [math.log10(x) for x in xs]
     x_lo, x_hi = (min(lx) - 0.15, max(lx) + 0.15) if lx else (1, 4)
     for i, (name, *series) in enumerate(PANELS):
@@ -130,15 +133,29 @@ def svg(results, title):
         px, py, pw, ph = ox + 50, oy + 22, w - 80, h - 65
         out.append(f'<text x="{ox + 5}" y="{oy + 12}" font-weight="bold">{name}</text>')
         pts = [[(r["pods"], f(r)) for r in results if isinstance(f(r), (int, float))] for f in series]
-        top = max([v for s in pts for _, v in s] + [0])
+        old = [(r["pods"], series[0](r)) for r in before if isinstance(series[0](r), (int, float))]
+        vals = [v for s in pts + [old] for _, v in s]
+        top = max(vals + [0])
         top = top * 1.15 if top > 0 else 1
         X = lambda x: px + (math.log10(x) - x_lo) / (x_hi - x_lo) * pw
-        Y = lambda v: py + ph - max(v, 0) / top * ph
+        if before:
+            lo = min([v for v in vals if v > 0] + [top]) / 2
+            lt, ll = math.log10(top), math.log10(lo)
+            Y = lambda v: py + ph - (math.log10(max(v, lo)) - ll) / max(lt - ll, 1e-9) * ph
+            ticks = [10 ** (ll + (lt - ll) * k / 4) for k in range(5)]
+        else:
+            Y = lambda v: py + ph - max(v, 0) / top * ph
+            ticks = [top * k / 4 for k in range(5)]
         out.append(f'<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
-        for k in range(5):
-            v = top * k / 4
+        for v in ticks:
             out.append(f'<line x1="{px}" x2="{px + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>')
             out.append(f'<text x="{px - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{num(v)}</text>')
+        if len(old) > 1:
+            path = " ".join(f"{X(x):.1f},{Y(v):.1f}" for x, v in old)
+            out.append(f'<polyline points="{path}" fill="none" stroke="#999" stroke-width="2" stroke-dasharray="5,4"/>')
+        for x, v in old:
+            out.append(f'<circle cx="{X(x):.1f}" cy="{Y(v):.1f}" r="3" fill="#999"/>')
+            out.append(f'<text x="{X(x) + 5:.1f}" y="{Y(v) + 12:.1f}" fill="#999">{num(v)}</text>')
         for x in xs:
             out.append(f'<text x="{X(x):.1f}" y="{py + ph + 14}" text-anchor="middle">{x:,}</text>')
         done = {r["pods"] for r in results if not r.get("failed") and "snapshot" not in r}
@@ -166,6 +183,8 @@ def main():
     ap.add_argument("--title", default="ochopod swarm: one real leader, N simulated pods")
     ap.add_argument("--run-timeout", type=int, default=900, help="seconds per size")
     ap.add_argument("--load", help="JSON lines of earlier runs (as printed on stderr) to table with these")
+    ap.add_argument("--before", help="JSON lines of runs of an earlier commit: tabled as 'N (before)' and "
+                    "drawn grey and dashed (log y axes)")
     ap.add_argument("extra", nargs="*", help="after --: more arguments for the swarm example")
     a = ap.parse_args()
     for f in (a.binary, a.swarm):
@@ -181,11 +200,15 @@ def main():
         print(f"swarm.py: {n} pods", file=sys.stderr, flush=True)
         results.append(run_size(a.swarm, a.binary, n, a.extra, a.run_timeout))
     results.sort(key=lambda r: r["pods"])
+    before = []
+    if a.before:
+        with open(a.before) as f:
+            before = sorted((json.loads(l) for l in f if l.startswith("{")), key=lambda r: r["pods"])
     print(f"# swarm ({os.cpu_count()} cores, load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)\n")
-    print(table(results))
+    print(table(results + [dict(r, label=f"{r['pods']} (before)") for r in before]))
     if a.svg:
         with open(a.svg, "w") as f:
-            f.write(svg(results, a.title))
+            f.write(svg(results, a.title, before))
         print(f"\n(plot: {a.svg})")
 
 
