@@ -29,8 +29,9 @@ def four(port, word):
 
 
 class Zk:
-    def __init__(self, root, extra=""):
-        """`extra`: more zoo.cfg lines (e.g. "maxSessionTimeout=60000\n")."""
+    def __init__(self, root, extra="", heap="256m"):
+        """`extra`: more zoo.cfg lines (e.g. "maxSessionTimeout=60000\n"); `heap`: the JVM's -Xmx
+        (thousands of sessions want more than the default 256m)."""
         self.port = free_port()
         data = os.path.join(root, "zk")
         os.makedirs(data)
@@ -38,7 +39,7 @@ class Zk:
         with open(cfg, "w") as f:
             f.write(f"tickTime=200\ndataDir={data}\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
                     "admin.enableServer=false\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n" + extra)
-        self.proc = subprocess.Popen(["java", "-Xmx256m", "-XX:+UseSerialGC", "-cp", JARS,
+        self.proc = subprocess.Popen(["java", f"-Xmx{heap}", "-XX:+UseSerialGC", "-cp", JARS,
                                       "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30

@@ -18,7 +18,8 @@ def run_size(swarm, binary, n, extra, timeout):
     root = tempfile.mkdtemp(prefix="ochopod-swarm-")
     # tickTime=200 caps sessions at 4 s, whose heartbeats (about 2 requests/s per session) would
     # drown a change's requests at 1,000 sessions: allow the swarm's 30 s.
-    zk = Zk(root, extra="maxSessionTimeout=60000\n")
+    # Thousands of sessions and their watches outgrow a 256 MiB heap (5,000 dropped connections).
+    zk = Zk(root, extra="maxSessionTimeout=60000\n", heap="256m" if n <= 1000 else "1g")
     try:
         cmd = [swarm, "--zk", f"127.0.0.1:{zk.port}", "--zk-pid", str(zk.proc.pid), "--binary", binary,
                "--pods", str(n), "--session-timeout", "30s"] + extra
