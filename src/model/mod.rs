@@ -95,6 +95,9 @@ pub enum Action {
     Restart,
 }
 
+/// Pods by uuid.
+pub type Pods = std::collections::BTreeMap<String, Pod>;
+
 /// The body of `POST /control/on` and `/control/check` (SPEC §7).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "check::RawMap")]

@@ -14,6 +14,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,8 +22,9 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION};
 pub use error::{Diagnostic, Diagnostics};
-pub use load::{load, load_str, load_with_env, parse_signal, SignalError};
+pub use load::{load, load_str, load_with_env};
 pub use nix::sys::signal::Signal;
+pub use values::{parse_signal, SignalError};
 
 /// A validated pod.yaml.
 #[derive(Debug, Clone)]

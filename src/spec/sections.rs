@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::load::{escape_controls, parse_mode};
 use super::raw::{self, S};
 use super::validate::{pos, Validator, TOP};
+use super::values::{escape_controls, parse_mode};
 use super::{
     format_duration, Check, Checks, CommandLine, Hooks, Order, Probe, Process, Reload, ReloadAction,
     ReloadFailure, Restart, RestartPolicy, Settings, Signal, Stop, TemplateSpec, WriteMode,

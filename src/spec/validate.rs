@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use super::load::{escape_controls, is_name, is_pattern, parse_signal};
 use super::raw::{RawCommand, RawDependency, RawPod, S};
+use super::values::{escape_controls, is_name, is_pattern, parse_signal};
 use super::{parse_duration, CommandLine, Dependency, Diagnostic, PodSpec, Signal};
 use crate::glob::matches as glob;
 

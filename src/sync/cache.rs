@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::configure::{evicted, Evictions};
+use super::evictions::{evicted, Evictions};
 use super::plan::{self, Pods};
 use super::watches::{Event, Watches};
 use super::world::{Ctx, World};

@@ -35,7 +35,7 @@ use super::configure::{configure, Rounds, Stop};
 use super::decide::{resignation, Pending};
 use super::lost::{NetAction, SafetyNet};
 use super::plan;
-use super::status::{Report, Seen};
+use super::status::Report;
 use super::watches::{Event, Watches};
 use super::world::{Ctx, World};
 use crate::model::ClusterMap;
@@ -123,7 +123,7 @@ pub(super) async fn lead(
         let mut publish_failed = false;
         if let Some(world) = &world {
             report_rejected(ctx, &mut reported, &world.rejected);
-            ctx.tell(Report::Observed(Seen::of(world, settings)));
+            ctx.tell(Report::Observed(world.seen(settings)));
             if let Some(why) = resignation(&ctx.uuid, world) {
                 return Ok(Ended::Resigned(why));
             }

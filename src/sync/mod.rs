@@ -28,6 +28,7 @@ pub mod calls;
 mod configure;
 mod decide;
 pub mod delivery;
+mod evictions;
 mod leader;
 mod lost;
 mod member;

@@ -11,8 +11,7 @@ use crate::spec::{Dependency, Order};
 
 pub use super::seqs::{seqs_to_free, Leavers, SeqPlan};
 
-/// Pods by uuid.
-pub type Pods = BTreeMap<String, Pod>;
+pub use crate::model::Pods;
 
 /// The hash of a configuration: the pod set (uuids and their JSON minus `state`) and the
 /// dependencies. A change of leader alone leaves it as it was, so it causes no reconfiguration.

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::time::Duration;
 
-use super::plan::Pods;
 use crate::model::PodState;
+use crate::model::Pods;
 use crate::zk::cluster::{HeldSeq, Registered};
 use crate::zk::snapshot::Reservation;
 

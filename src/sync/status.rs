@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use crate::model::PodState;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// No session, or not registered yet.
@@ -145,29 +143,6 @@ pub(super) struct Seen {
     pub bound: Duration,
     pub paused: Option<crate::zk::pause::Pause>,
     pub lost: usize,
-}
-
-impl Seen {
-    pub(super) fn of(w: &super::world::World, settings: &crate::spec::Settings) -> Seen {
-        let mut pods = PodCounts::default();
-        for r in w.registered.values() {
-            let n = match r.pod.state {
-                PodState::Running => &mut pods.running,
-                PodState::Held => &mut pods.held,
-                PodState::Failed => &mut pods.failed,
-                PodState::Leaving => &mut pods.leaving,
-            };
-            *n = n.saturating_add(1);
-        }
-        Seen {
-            pods,
-            live: w.live.len(),
-            evicted: w.evicted.len(),
-            bound: configuration_bound(settings, w.live.len()),
-            paused: w.paused.as_ref().map(|(p, _)| p.clone()),
-            lost: w.lost.len(),
-        }
-    }
 }
 
 /// What the member and leader tasks report to the sync actor (past tense: it happened).

@@ -2,7 +2,7 @@
 //! leader logs, shows in its status line, and whether the next attempt must happen even if the
 //! pods are back to the snapshot's ([`Stop::is_partial`]).
 
-use super::configure::{name, Evictions};
+use super::evictions::{name, Evictions};
 use super::world::World;
 use crate::zk::ZkError;
 

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::calls::last_line;
 use super::plan::{Pods, ResolvedDep};
-use super::status::Report;
+use super::status::{Report, Seen};
 use crate::model::ClusterMap;
 use crate::spec::PodSpec;
 use crate::zk::cluster::{HeldSeq, Registered, Rejected};
@@ -100,4 +100,29 @@ pub(super) struct World {
     /// Pods of the last configuration that vanished without leaving, by seq (set from the
     /// leader's `SafetyNet` after reading).
     pub lost: Vec<String>,
+}
+
+impl World {
+    /// What this read shows for `/metrics` (the sync actor publishes it).
+    pub(super) fn seen(&self, settings: &crate::spec::Settings) -> Seen {
+        let w = self;
+        let mut pods = super::status::PodCounts::default();
+        for r in w.registered.values() {
+            let n = match r.pod.state {
+                crate::model::PodState::Running => &mut pods.running,
+                crate::model::PodState::Held => &mut pods.held,
+                crate::model::PodState::Failed => &mut pods.failed,
+                crate::model::PodState::Leaving => &mut pods.leaving,
+            };
+            *n = n.saturating_add(1);
+        }
+        Seen {
+            pods,
+            live: w.live.len(),
+            evicted: w.evicted.len(),
+            bound: super::status::configuration_bound(settings, w.live.len()),
+            paused: w.paused.as_ref().map(|(p, _)| p.clone()),
+            lost: w.lost.len(),
+        }
+    }
 }
