@@ -14,6 +14,7 @@ mod ctl;
 mod deploy;
 mod examples;
 mod http_limits;
+mod identity;
 mod lb;
 mod leader_cache;
 mod lifecycle;
