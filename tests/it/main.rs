@@ -11,6 +11,7 @@ mod cluster_deps;
 mod cluster_faults;
 mod cluster_settings;
 mod ctl;
+mod damper;
 mod deploy;
 mod examples;
 mod http_limits;
