@@ -33,6 +33,7 @@ mod shell_safety;
 mod showcase;
 mod showcase_scripts;
 mod sync_zk;
+mod templates;
 mod trust;
 mod ui;
 mod up;
