@@ -26,6 +26,7 @@ mod pause;
 mod pid1;
 mod process;
 mod readiness;
+mod redirect;
 mod rolling;
 mod runner;
 mod seq_hold;
