@@ -278,3 +278,54 @@ async fn cluster_and_namespace_variables_override_the_pod_yaml() {
         "nothing under the file's names: {clusters:?}"
     );
 }
+
+/// `ochopod run` without a file argument: `$OCHOPOD_POD` names the pod.yaml (SPEC §2).
+/// `OCHOPOD_STATE_DIR` keeps the uuid (and the last renders) out of `$OCHOPOD_HOME`, so that a
+/// container started again with another home but the same state volume is the same pod (§5).
+#[tokio::test]
+async fn ochopod_pod_names_the_file_and_the_state_dir_keeps_the_uuid() {
+    let state = tempfile::tempdir().unwrap();
+    let run = |dir: &PodDir| {
+        let ip = next_ip();
+        let port = free_port(&ip);
+        let home = dir.home();
+        std::fs::create_dir_all(&home).unwrap();
+        let child = std::process::Command::new(crate::harness::pod::binary())
+            .args(["run", "--standalone"])
+            .current_dir(dir.dir.path().join("home"))
+            .env("OCHOPOD_POD", dir.path())
+            .env("OCHOPOD_STATE_DIR", state.path())
+            .env("OCHOPOD_IP", &ip)
+            .env("OCHOPOD_BIND", &ip)
+            .env("OCHOPOD_PORT", port.to_string())
+            .env("OCHOPOD_HOME", &home)
+            .env_remove("OCHOPOD_TOKEN")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Pod {
+            child: Some(child),
+            ip,
+            port,
+            home,
+            token: None,
+            client: reqwest::Client::new(),
+        }
+    };
+    let yaml = "cluster: named-by-env\nprocess:\n  command: [\"sleep\", \"60\"]\n";
+    let first_dir = PodDir::new(yaml);
+    let first = run(&first_dir);
+    let info = first.wait_info("running", T, |i| i["process"] == "running").await;
+    assert_eq!(info["cluster"], "named-by-env", "{info}");
+    let uuid = info["uuid"].as_str().unwrap().to_string();
+    assert_eq!(read(&state.path().join("uuid")).trim(), uuid);
+    assert!(
+        !first_dir.home().join(".ochopod").exists(),
+        "nothing kept in $OCHOPOD_HOME/.ochopod"
+    );
+    drop(first);
+    let again_dir = PodDir::new(yaml);
+    let again = run(&again_dir);
+    let info = again.wait_info("running", T, |i| i["process"] == "running").await;
+    assert_eq!(info["uuid"], uuid.as_str(), "the same pod again: {info}");
+}
