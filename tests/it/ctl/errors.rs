@@ -87,26 +87,15 @@ async fn wait_gates_a_deploy_and_times_out_with_exit_3() {
         p.wait_info("running", T, |i| i["process"] == "running").await;
     }
 
-    // Started before the cluster exists: it waits, then passes once both pods register.
-    let zk = fx.zk.connect_string();
-    let waiter = tokio::spawn(async move {
-        ctl_with(
-            &zk,
-            &["wait", "gate", "--count", "2", "--timeout", "60s", "--json"],
-            &[],
-        )
-        .await
-    });
-    // It must still be waiting while nothing is registered.
-    tokio::time::timeout(Duration::from_millis(1500), async {
-        while !waiter.is_finished() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect_err("wait returned before the cluster existed");
+    // Started before the cluster exists: it waits, then passes once both pods register. Its
+    // progress line on stderr says that it looked, found nothing and goes on waiting.
+    let waiter = Waiting::start(
+        &fx.zk.connect_string(),
+        &["wait", "gate", "--count", "2", "--timeout", "60s", "--json"],
+    )
+    .await;
     fx.register(&pods).await;
-    let out = waiter.await.unwrap();
+    let out = waiter.finish().await;
     assert_eq!(out.code, 0, "{out:?}");
     let v = out.json();
     assert_eq!(
@@ -145,6 +134,73 @@ async fn wait_gates_a_deploy_and_times_out_with_exit_3() {
         (v["clusters"][0]["running"] == 2).then_some(())
     })
     .await;
+}
+
+/// An `ochopod ctl wait` running, seen to be waiting: it printed a progress line (one per round
+/// that found the condition unmet) and has not exited.
+struct Waiting {
+    child: tokio::process::Child,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    seen: String,
+}
+
+impl Waiting {
+    async fn start(zk: &str, args: &[&str]) -> Waiting {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(crate::harness::pod::binary())
+            .arg("ctl")
+            .arg("--zk")
+            .arg(zk)
+            .args(args)
+            .env_remove("OCHOPOD_TOKEN")
+            .env_remove("OCHOPOD_TOKEN_FILE")
+            .env_remove("OCHOPOD_NAMESPACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        tokio::time::timeout(T, async {
+            while let Some(line) = stderr.next_line().await.unwrap() {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.starts_with("waiting (") {
+                    return;
+                }
+            }
+            panic!("ctl ended its stderr without waiting: {seen}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no progress line from ctl in {T:?}: {seen}"));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ctl exited after saying it waits: {seen}"
+        );
+        Waiting { child, stderr, seen }
+    }
+
+    async fn finish(self) -> super::Out {
+        let Waiting {
+            child,
+            mut stderr,
+            mut seen,
+        } = self;
+        let rest = tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            seen
+        });
+        let out = child.wait_with_output().await.unwrap();
+        super::Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: rest.await.unwrap(),
+        }
+    }
 }
 
 /// The client connections ZooKeeper has (its `cons` command), to know ctl is connected.

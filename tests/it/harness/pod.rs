@@ -74,6 +74,8 @@ pub struct PodOptions {
     pub token: Option<String>,
     /// The pod's address (`OCHOPOD_IP` and `OCHOPOD_BIND`), e.g. `::1`; a fresh 127.x by default.
     pub ip: Option<String>,
+    /// Its control port (`OCHOPOD_PORT`); a free one by default.
+    pub port: Option<u16>,
 }
 
 impl Default for PodOptions {
@@ -84,6 +86,7 @@ impl Default for PodOptions {
             env: BTreeMap::new(),
             token: None,
             ip: None,
+            port: None,
         }
     }
 }
@@ -97,7 +100,7 @@ impl Pod {
     /// Starts `ochopod run` on `pod_yaml`, with its home in `dir`.
     pub fn start_file(pod_yaml: &Path, dir: &PodDir, opts: PodOptions) -> Pod {
         let ip = opts.ip.clone().unwrap_or_else(next_ip);
-        let port = free_port(&ip);
+        let port = opts.port.unwrap_or_else(|| free_port(&ip));
         let home = dir.home();
         std::fs::create_dir_all(&home).expect("home");
         let mut cmd = match opts.prefix.split_first() {
