@@ -26,6 +26,7 @@ mod process;
 mod readiness;
 mod rolling;
 mod runner;
+mod seq_claim;
 mod seq_hold;
 mod shell_safety;
 mod showcase;
