@@ -3,15 +3,18 @@
 reconfigured; ZooKeeper requests per reconfiguration and while idle.
 
 Real parts only: Debian's ZooKeeper on a free port of 127.0.0.1, N `ochopod run` processes on
-127.0.77.x (each its own OCHOPOD_HOME), their /info polled over HTTP. Prints a Markdown table.
+127.0.77.x (each its own OCHOPOD_HOME; `--net 127.0.91` for another range, so that two benches can
+run at once), their /info polled over HTTP. Prints a Markdown table.
 
-  bench/cluster.py [--sizes 3,10,50] [--binary target/release/ochopod]
+  bench/cluster.py [--sizes 3,10,50] [--binary target/release/ochopod] [--net 127.0.77]
 """
 import argparse, concurrent.futures, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 from benchzk import Zk, four
 DAMPER = 1.0
 SESSION = 4.0
+# The first three octets of the pods' addresses (--net).
+NET = "127.0.77"
 
 
 def packets(port):
@@ -47,7 +50,7 @@ def start_pods(binary, root, zk_port, n, first=0):
             f.write(POD_YAML)
     pods = []
     for i in range(first, first + n):
-        ip = f"127.0.77.{i + 2}"
+        ip = f"{NET}.{i + 2}"
         home = os.path.join(root, f"pod-{i}")
         os.makedirs(home, exist_ok=True)
         env = dict(os.environ, OCHOPOD_ZK=f"127.0.0.1:{zk_port}", OCHOPOD_IP=ip, OCHOPOD_BIND=ip,
@@ -109,6 +112,7 @@ def run_size(binary, n):
         gen = wait(lambda: configured(pods, n), 120)
         t_form = time.time() - t0
         t_after_last = time.time() - t_spawned
+        formed = packets(zk.port) - base
         if not gen:
             return dict(n=n, form="timeout")
         # Idle: requests over 10 s with nothing changing (session pings only, no polling).
@@ -132,7 +136,7 @@ def run_size(binary, n):
         t_lost = time.time() - t1
         return dict(n=n, form=t_form, beyond=t_after_last - DAMPER, spawn=t_spawned - t0, idle=idle,
                     reconf=reconf_requests, reconf_net=reconf_net,
-                    lost=t_lost if gen3 else "timeout", startup_packets=p0 - base)
+                    lost=t_lost if gen3 else "timeout", formed_packets=formed)
     finally:
         stop_pods(pods)
         zk.stop()
@@ -143,20 +147,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="3,10,50")
     ap.add_argument("--binary", default="target/release/ochopod")
+    ap.add_argument("--net", default=NET, help="the pods' addresses: <net>.2, <net>.3, ...")
     a = ap.parse_args()
+    globals()["NET"] = a.net
     if not os.path.exists(a.binary):
         sys.exit(f"{a.binary} missing: cargo build --release")
     print(f"# cluster sync ({os.cpu_count()} cores, damper {DAMPER}s, session timeout {SESSION}s)\n")
     print("| pods | first start → all configured | starting them took | last start → all configured, "
           "beyond the damper | pod killed → survivors reconfigured | ZK requests for +1 pod "
-          "| less idle pings | per pod | ZK requests/s idle |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| less idle pings | per pod | ZK requests/s idle | ZK requests to form |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in [int(x) for x in a.sizes.split(",")]:
         r = run_size(a.binary, n)
         f = lambda v: f"{v:.2f} s" if isinstance(v, float) else str(v)
         print(f"| {n} | {f(r['form'])} | {f(r.get('spawn', '-'))} | {f(r.get('beyond', '-'))} | {f(r.get('lost', '-'))} "
               f"| {r.get('reconf', '-')} | {r.get('reconf_net', 0):.0f} | {r.get('reconf_net', 0) / (n + 1):.2f} "
-              f"| {r.get('idle', 0):.1f} |", flush=True)
+              f"| {r.get('idle', 0):.1f} | {r.get('formed_packets', '-')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -93,13 +93,14 @@ pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 }
 
 /// The pod's uuid, created on first use and kept in the state dir so that a restarted container
-/// with the same volume comes back as the same pod.
-pub fn load_or_create_uuid(dir: &Path) -> Result<String, StartError> {
+/// with the same volume comes back as the same pod; and whether it was created now (a new uuid
+/// holds no seq: its first claim need not look for one).
+pub fn load_or_create_uuid(dir: &Path) -> Result<(String, bool), StartError> {
     let path = dir.join("uuid");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let text = text.trim();
         if uuid::Uuid::parse_str(text).is_ok() {
-            return Ok(text.to_string());
+            return Ok((text.to_string(), false));
         }
         tracing::warn!(path = %path.display(), "ignoring a malformed uuid file");
     }
@@ -109,7 +110,7 @@ pub fn load_or_create_uuid(dir: &Path) -> Result<String, StartError> {
     })?;
     let uuid = uuid::Uuid::new_v4().to_string();
     crate::fsutil::write_atomic(&path, uuid.as_bytes(), 0o644)?;
-    Ok(uuid)
+    Ok((uuid, true))
 }
 
 fn process_env() -> impl Fn(&str) -> Option<String> {
@@ -126,7 +127,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         .ports
         .insert(identity.listen_port.to_string(), identity.control_port);
     let state_dir = state_dir(&env);
-    let uuid = load_or_create_uuid(&state_dir)?;
+    let (uuid, new_uuid) = load_or_create_uuid(&state_dir)?;
     let tokens = crate::auth::Tokens::from_vars(&|k| std::env::var(k).ok())?;
     if tokens.is_none() {
         tracing::warn!("no OCHOPOD_TOKEN: the control API accepts anybody who can reach it");
@@ -199,6 +200,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             zk,
             &me,
             &state_dir,
+            new_uuid,
             tokens.as_ref(),
             &supervise,
             shutdown.child_token(),
@@ -301,6 +303,7 @@ fn start_sync(
     zk: ZkConfig,
     me: &Pod,
     state_dir: &Path,
+    new_uuid: bool,
     tokens: Option<&crate::auth::Tokens>,
     supervise: &supervise::Handle,
     shutdown: CancellationToken,
@@ -310,6 +313,7 @@ fn start_sync(
         spec: supervise.context().spec.clone(),
         me: me.clone(),
         state_dir: state_dir.to_path_buf(),
+        new_uuid,
         zk,
         signer: tokens.map(crate::auth::Tokens::signer),
         pod: supervise.context().clone(),
@@ -397,4 +401,19 @@ async fn wait_for_the_end(spec: &PodSpec, supervise: &supervise::Handle, sync: O
     }
     let exit = supervise.shutdown().await;
     exit.map(|e| e.shell_code()).unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uuid_is_new_once_then_read_back_from_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (made, new) = load_or_create_uuid(&state).unwrap();
+        assert!(new, "made by this run: it holds no seq");
+        assert_eq!(load_or_create_uuid(&state).unwrap(), (made, false));
+    }
 }

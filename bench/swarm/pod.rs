@@ -157,15 +157,23 @@ impl SimPod {
     async fn register(&self, client: &Client, shared: &Shared) -> Result<Instant, ZkError> {
         zk::register::ensure_layout(client, &shared.paths, shared.acls).await?;
         zk::acl::secure(client, &shared.paths, &shared.zk).await?;
-        let seq =
-            zk::register::claim_seq(client, &shared.paths, shared.acls, &self.me.uuid, self.me.seq).await?;
+        // The uuid was made by this run and `start` runs once: it holds no seq yet.
+        let seq = zk::register::claim_seq(
+            client,
+            &shared.paths,
+            shared.acls,
+            &self.me.uuid,
+            self.me.seq,
+            true,
+        )
+        .await?;
         let me = Pod {
             seq,
             ..self.me.clone()
         };
         zk::register::publish(client, &shared.paths, shared.acls, &me).await?;
         let at = Instant::now();
-        zk::snapshot::read(client, &shared.paths.snapshot()).await?;
+        zk::snapshot::generation(client, &shared.paths.snapshot()).await?;
         Ok(at)
     }
 

@@ -23,7 +23,7 @@ use crate::zk::mirror::Mirror;
 use crate::zk::paths::{is_cluster_key, ClusterPaths, CLUSTERS};
 use crate::zk::pause::{self, Pause};
 use crate::zk::snapshot::{self, DependencyRecord, Snapshot};
-use crate::zk::{Client, ZkError};
+use crate::zk::{register, Client, ZkError};
 
 /// At most this many clusters are followed looking for a dependency cycle.
 const GRAPH_LIMIT: usize = 64;
@@ -53,7 +53,7 @@ fn judged(name: &str, data: &[u8], stat: &zookeeper_client::Stat) -> Option<Judg
 
 fn held(name: &str, data: &[u8], stat: &zookeeper_client::Stat) -> Option<HeldSeq> {
     Some(HeldSeq {
-        seq: name.parse().ok()?,
+        seq: register::seq_of(name)?,
         uuid: String::from_utf8_lossy(data).into_owned(),
         version: stat.version,
     })
@@ -83,7 +83,8 @@ impl Cache {
         Cache {
             wildcard: ctx.spec.depends_on.iter().any(|d| plan::is_pattern(&d.cluster)),
             pods: Mirror::new(paths.pods(), judged),
-            seqs: Mirror::new(paths.seqs(), held),
+            // Claim tickets come and go with each registration: not a read each.
+            seqs: Mirror::new(paths.seqs(), held).only(|name| register::seq_of(name).is_some()),
             snapshot: Slot::default(),
             paused: Slot::default(),
             clusters: Slot::default(),

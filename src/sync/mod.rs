@@ -62,6 +62,9 @@ pub struct SyncConfig {
     pub me: Pod,
     /// Where the claimed seq is kept (`<state_dir>/seq`).
     pub state_dir: PathBuf,
+    /// The uuid was made by this run, not read from the state dir: it cannot hold a seq yet, so
+    /// the first claim does not look for one (`register::claim_seq`).
+    pub new_uuid: bool,
     pub zk: ZkConfig,
     /// Signs the leader's calls to pods (None: no token set).
     pub signer: Option<crate::auth::Signer>,
@@ -151,6 +154,8 @@ struct Actor {
     seq: u32,
     /// The current session was resumed, not opened anew (it may hold an election node).
     resumed: bool,
+    /// No claim was tried yet with a uuid this run made: none can hold a seq.
+    fresh_uuid: bool,
     cfg: SyncConfig,
     paths: ClusterPaths,
     acls: Acls,
@@ -201,6 +206,7 @@ impl Actor {
             reports,
             seq: cfg.me.seq,
             resumed: false,
+            fresh_uuid: cfg.new_uuid,
             cfg,
             paths,
             acls,
@@ -458,7 +464,18 @@ impl Actor {
             (0, given) => given,
             (claimed, _) => claimed,
         };
-        let seq = register::claim_seq(client, &self.paths, self.acls, &self.cfg.me.uuid, preferred).await?;
+        // Whatever this claim's outcome, it may have created a seq (an answer lost with the
+        // connection): the next one looks for it.
+        let fresh = std::mem::take(&mut self.fresh_uuid);
+        let seq = register::claim_seq(
+            client,
+            &self.paths,
+            self.acls,
+            &self.cfg.me.uuid,
+            preferred,
+            fresh,
+        )
+        .await?;
         if let Err(e) = register::persist_seq(&self.cfg.state_dir, seq) {
             tracing::warn!(error = %e, dir = %self.cfg.state_dir.display(), "cannot keep the seq in the state dir");
         }
@@ -466,9 +483,8 @@ impl Actor {
         self.status(|s| s.seq = seq);
         let state = self.desired_state();
         register::publish(client, &self.paths, self.acls, &self.pod_with(state)).await?;
-        let generation = snapshot::read(client, &self.paths.snapshot())
-            .await?
-            .map_or(0, |(s, _)| s.generation);
+        // Only the generation: neither the pods nor, for a snapshot in parts, the parts.
+        let generation = snapshot::generation(client, &self.paths.snapshot()).await?;
         tracing::info!(seq, uuid = %self.cfg.me.uuid, "registered");
         self.status(|s| {
             s.connected = true;

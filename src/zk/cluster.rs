@@ -99,6 +99,7 @@ pub struct HeldSeq {
     pub version: i32,
 }
 
+/// Every `seqs/<n>` with its holder (claim tickets, `seqs/claim-<n>`, are not seqs).
 pub async fn held_seqs(client: &Client, paths: &ClusterPaths) -> Result<Vec<HeldSeq>, ZkError> {
     let dir = paths.seqs();
     let names = match client.list_children(&dir).await {
@@ -108,7 +109,7 @@ pub async fn held_seqs(client: &Client, paths: &ClusterPaths) -> Result<Vec<Held
     };
     let seqs: Vec<(u32, String)> = names
         .iter()
-        .filter_map(|n| n.parse().ok())
+        .filter_map(|n| super::register::seq_of(n))
         .map(|n| (n, paths.seq(n)))
         .collect();
     let reads: Vec<_> = seqs.iter().map(|(_, p)| client.get_data(p)).collect();

@@ -66,6 +66,8 @@ pub type Decode<T> = fn(&str, &[u8], &zkc::Stat) -> Option<T>;
 pub struct Mirror<T> {
     dir: String,
     decode: Decode<T>,
+    /// The children followed, by name (see [`Mirror::only`]).
+    names: fn(&str) -> bool,
     entries: BTreeMap<String, T>,
     /// Children named by events since the last refresh.
     dirty: BTreeSet<String>,
@@ -79,10 +81,18 @@ impl<T> Mirror<T> {
         Mirror {
             dir,
             decode,
+            names: |_| true,
             entries: BTreeMap::new(),
             dirty: BTreeSet::new(),
             stale: true,
         }
+    }
+
+    /// Follows only the children whose name `names` accepts: the others are never read, nor
+    /// kept (the claim tickets under `seqs/`, which come and go with every registration).
+    pub fn only(mut self, names: fn(&str) -> bool) -> Mirror<T> {
+        self.names = names;
+        self
     }
 
     pub fn dir(&self) -> &str {
@@ -102,6 +112,7 @@ impl<T> Mirror<T> {
     /// Takes one watch event into account; true when it concerned this directory.
     pub fn event(&mut self, kind: zkc::EventType, path: &str) -> bool {
         match action(&self.dir, kind, path) {
+            Action::Read(name) | Action::Drop(name) if !(self.names)(&name) => {}
             Action::Read(name) => {
                 self.dirty.insert(name);
             }
@@ -137,7 +148,8 @@ impl<T> Mirror<T> {
             // The events until now are covered by the full read.
             self.dirty.clear();
             match client.list_children(&self.dir).await {
-                Ok(n) => {
+                Ok(mut n) => {
+                    n.retain(|name| (self.names)(name));
                     self.entries.retain(|name, _| n.contains(name));
                     n
                 }
@@ -237,5 +249,15 @@ mod tests {
         assert!(m.dirty.contains("a") && !m.is_fresh());
         m.event(NodeDeleted, "/d");
         assert!(m.stale);
+    }
+
+    #[test]
+    fn children_not_followed_are_neither_read_nor_kept() {
+        let mut m = mirror().only(|name| name != "ticket");
+        assert!(m.event(NodeCreated, "/d/ticket"), "about this directory");
+        assert!(m.event(NodeDeleted, "/d/ticket"));
+        assert!(m.is_fresh(), "nothing to read");
+        assert!(m.event(NodeCreated, "/d/c"));
+        assert!(!m.is_fresh());
     }
 }

@@ -29,6 +29,7 @@ mod readiness;
 mod redirect;
 mod rolling;
 mod runner;
+mod seq_claim;
 mod seq_hold;
 mod shell_safety;
 mod showcase;

@@ -97,6 +97,7 @@ fn member(zk: &ZkServer, spec: &Arc<PodSpec>, uuid: &str) -> Member {
         spec: spec.clone(),
         me: pod(spec, uuid, 0),
         state_dir: dir.path().to_path_buf(),
+        new_uuid: true,
         pod: pod_context(spec, uuid, dir.path()),
         zk: zk_config(zk),
         signer: None,
@@ -263,6 +264,7 @@ async fn zookeeper_down_at_start_is_retried_and_a_short_outage_keeps_the_session
         spec: s.clone(),
         me: pod(&s, "late", 0),
         state_dir: dir.path().to_path_buf(),
+        new_uuid: true,
         pod: pod_context(&s, "late", dir.path()),
         // Long enough that the outage below stays a connection loss, not an expiry.
         zk: ZkConfig {

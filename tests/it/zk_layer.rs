@@ -26,7 +26,9 @@ async fn seqs_are_claimed_smallest_first_and_freed_only_by_a_configuration() {
     for (i, uuid) in ["u1", "u2", "u3"].iter().enumerate() {
         let c = client(&zk).await;
         register::ensure_layout(&c, &paths, acls).await.unwrap();
-        let seq = register::claim_seq(&c, &paths, acls, uuid, 0).await.unwrap();
+        let seq = register::claim_seq(&c, &paths, acls, uuid, 0, true)
+            .await
+            .unwrap();
         assert_eq!(seq as usize, i + 1, "{uuid}");
         register::publish(&c, &paths, acls, &pod(&s, uuid, seq))
             .await
@@ -36,12 +38,22 @@ async fn seqs_are_claimed_smallest_first_and_freed_only_by_a_configuration() {
     // u2 goes away: its seq stays taken until a configuration without it.
     drop(clients.remove(1));
     let c4 = client(&zk).await;
-    assert_eq!(register::claim_seq(&c4, &paths, acls, "u4", 0).await.unwrap(), 4);
+    assert_eq!(
+        register::claim_seq(&c4, &paths, acls, "u4", 0, true)
+            .await
+            .unwrap(),
+        4
+    );
     register::publish(&c4, &paths, acls, &pod(&s, "u4", 4))
         .await
         .unwrap();
     // A pod coming back with its seq gets it again.
-    assert_eq!(register::claim_seq(&c4, &paths, acls, "u3", 3).await.unwrap(), 3);
+    assert_eq!(
+        register::claim_seq(&c4, &paths, acls, "u3", 3, false)
+            .await
+            .unwrap(),
+        3
+    );
 
     // A configuration of u1, u3, u4 (as the leader writes it) frees seq 2.
     let leader = &clients[0];
@@ -91,7 +103,12 @@ async fn seqs_are_claimed_smallest_first_and_freed_only_by_a_configuration() {
     };
     snapshot::commit(leader, acls, &commit).await.unwrap();
     let c5 = client(&zk).await;
-    assert_eq!(register::claim_seq(&c5, &paths, acls, "u5", 0).await.unwrap(), 2);
+    assert_eq!(
+        register::claim_seq(&c5, &paths, acls, "u5", 0, true)
+            .await
+            .unwrap(),
+        2
+    );
     let (read, _) = snapshot::read(&c5, &path)
         .await
         .unwrap()
@@ -309,7 +326,9 @@ async fn with_auth_and_a_chroot_the_layout_is_readable_by_anyone_and_writable_by
     let paths = ClusterPaths::new(&s.key());
     // The chroot does not exist yet: registering creates it.
     register::ensure_layout(&owner, &paths, acls).await.unwrap();
-    let seq = register::claim_seq(&owner, &paths, acls, "p1", 0).await.unwrap();
+    let seq = register::claim_seq(&owner, &paths, acls, "p1", 0, true)
+        .await
+        .unwrap();
     register::publish(&owner, &paths, acls, &pod(&s, "p1", seq))
         .await
         .unwrap();
@@ -334,7 +353,9 @@ async fn with_auth_and_a_chroot_the_layout_is_readable_by_anyone_and_writable_by
     // Another pod with the same credentials works in the same cluster.
     let peer = ochopod::zk::connect(&cfg).await.unwrap();
     assert_eq!(
-        register::claim_seq(&peer, &paths, acls, "p2", 0).await.unwrap(),
+        register::claim_seq(&peer, &paths, acls, "p2", 0, true)
+            .await
+            .unwrap(),
         2
     );
 }

@@ -13,7 +13,7 @@
 //! Up to [`parts::INLINE_MAX`] of JSON the snapshot is the `snapshot` znode itself, as it always
 //! was; beyond, `snapshot` holds a manifest and the JSON is in parts ([`parts`]): ZooKeeper
 //! refuses a znode or a transaction over its `jute.maxbuffer`. [`read`] and [`resolve`] read both
-//! forms; [`decode`] only the first.
+//! forms; [`decode`] only the first; [`generation`] the generation of either.
 
 use std::collections::BTreeMap;
 
@@ -164,6 +164,24 @@ pub async fn read(client: &Client, path: &str) -> Result<Option<(Snapshot, i32)>
         }
     }
     Err(snapshot_error(path, SnapshotError::Vanishing))
+}
+
+/// Only the generation of the snapshot at `path` (0: never configured), read from the `snapshot`
+/// znode alone: both forms carry it at the top (SPEC §6), so neither the parts of a manifest nor
+/// the pods are read or validated. For what only shows it (a registering pod's status).
+pub async fn generation(client: &Client, path: &str) -> Result<u64, ZkError> {
+    #[derive(Deserialize)]
+    struct Head {
+        generation: u64,
+    }
+    let data = match client.get_data(path).await {
+        Ok((data, _)) => data,
+        Err(zkc::Error::NoNode) => return Ok(0),
+        Err(e) => return Err(ZkError::op("reading", path)(e)),
+    };
+    serde_json::from_slice::<Head>(&data)
+        .map(|h| h.generation)
+        .map_err(|e| snapshot_error(path, SnapshotError::Json(e)))
 }
 
 /// The snapshot `data` (read from `path` by the caller, for instance with a watch) holds: itself,
