@@ -20,10 +20,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::client::Call;
 
+pub use zookeeper::{ruok, LocalZk};
+
 /// At most this much of a pod's `/info` is read (it is a few hundred bytes).
 const MAX_INFO: usize = 64 << 10;
-
-pub use zookeeper::{ruok, LocalZk};
 
 /// `ochopod up` options (also its command line).
 #[derive(Debug, Clone, clap::Args)]
