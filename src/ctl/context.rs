@@ -22,7 +22,7 @@ pub struct Ctx {
 impl Ctx {
     /// The token, the ZooKeeper credentials and the session, as `args` and the environment say.
     pub async fn open(args: &CtlArgs) -> Result<Ctx, CtlError> {
-        let caller = Caller::new(signer(args.token.as_deref())?, args.parallelism)?;
+        let caller = Caller::new(signer(args.token.as_deref())?, args.parallelism);
         let zk = Discovery::connect(&args.zk, args.zk_timeout, zk_auth()?).await?;
         Ok(Ctx {
             zk,

@@ -1,9 +1,9 @@
 //! Calling pods: the control API of SPEC §7 over HTTP, many pods at once.
 //!
-//! Owns one `reqwest::Client` (its connection pool) for the command. Receives [`Target`]s and a
-//! request; emits each pod's JSON answer or a [`Failure`] that says what a user can do about it
-//! (which address did not answer, a token problem, the pod's own error message). Requests run in
-//! parallel up to a limit, each with its own timeout; nothing outlives the command.
+//! Receives [`Target`]s and a request (sent by [`crate::control::client`]); emits each pod's JSON
+//! answer or a [`Failure`] that says what a user can do about it (which address did not answer, a
+//! token problem, the pod's own error message). Requests run in parallel up to a limit, each with
+//! its own timeout; nothing outlives the command.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::discover::Target;
 use crate::auth::Signer;
-use crate::control::client;
+use crate::control::client::{Call, CallError};
 
 /// At most this much of a pod's answer is read (`/log` of many lines is the largest).
 const MAX_ANSWER: usize = 8 << 20;
@@ -76,7 +76,6 @@ impl Request {
 /// The client side of the control API, cheap to clone into tasks.
 #[derive(Clone)]
 pub struct Caller {
-    client: reqwest::Client,
     /// Signs every request when a token is given (the token itself is never sent).
     signer: Option<Signer>,
     /// At most this many requests in flight.
@@ -84,56 +83,24 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn new(signer: Option<Signer>, parallelism: usize) -> Result<Caller, reqwest::Error> {
-        // Pods are addressed by ip: a proxy from the environment would only get in the way.
-        // Pods close idle connections after 5 s: reuse one for less than that.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(2))
-            // A pod answers; it does not send ctl elsewhere (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Caller {
-            client,
+    pub fn new(signer: Option<Signer>, parallelism: usize) -> Caller {
+        Caller {
             signer,
             parallelism: parallelism.max(1),
-        })
+        }
     }
 
     /// One call; the pod's JSON answer on a 2xx.
     pub async fn call(&self, target: &Target, req: &Request) -> Result<Value, Failure> {
         let address = target.address();
-        let url = format!("http://{address}{}", req.path);
         let body = req.body.clone().unwrap_or_default();
-        let (method, builder) = match req.post {
-            true => (
-                "POST",
-                self.client.post(&url).header("content-type", "application/json"),
-            ),
-            false => ("GET", self.client.get(&url)),
-        };
-        let builder = client::sign(
-            builder,
-            self.signer.as_ref(),
-            method,
-            &target.pod,
-            &req.path,
-            &body,
-        );
-        let builder = match req.post {
-            true => builder.body(body),
-            false => builder,
-        };
-        let response = builder
-            .timeout(req.timeout)
-            .send()
+        let response = Call::to(&target.pod, req.post, &req.path, body)
+            .signed(self.signer.as_ref(), &target.pod)
+            .send(req.timeout, MAX_ANSWER)
             .await
-            .map_err(|e| transport(&address, req.timeout, &e))?;
-        let status = response.status().as_u16();
-        let text = client::read_capped(response, MAX_ANSWER)
-            .await
-            .map_err(|e| transport(&address, req.timeout, &e))?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            .map_err(|e| transport(&address, &e))?;
+        let status = response.status.as_u16();
+        let body: Value = serde_json::from_str(&response.text).unwrap_or(Value::String(response.text));
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -204,22 +171,16 @@ impl Caller {
 }
 
 /// A transport error in words a user can act on.
-fn transport(address: &str, timeout: Duration, e: &reqwest::Error) -> Failure {
-    if e.is_timeout() {
-        return Failure::Timeout {
+fn transport(address: &str, e: &CallError) -> Failure {
+    match e {
+        CallError::Timeout(after) => Failure::Timeout {
             address: address.to_string(),
-            after: timeout,
-        };
-    }
-    // reqwest's top-level message is generic ("error sending request"); the cause says why.
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        reason = s.to_string();
-        source = s.source();
-    }
-    Failure::Unreachable {
-        address: address.to_string(),
-        reason,
+            after: *after,
+        },
+        // The innermost cause says why (`Connection refused (os error 111)`).
+        _ => Failure::Unreachable {
+            address: address.to_string(),
+            reason: e.cause(),
+        },
     }
 }

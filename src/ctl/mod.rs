@@ -270,8 +270,6 @@ pub enum CtlError {
     /// `OCHOPOD_ZK_AUTH` or `OCHOPOD_ZK_AUTH_FILE` cannot be used.
     #[error(transparent)]
     ZkConfig(crate::zk::ZkError),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
     #[error("cannot serve on {address}: {source}")]
     Listen {
         address: std::net::SocketAddr,

@@ -2,7 +2,8 @@
 //! and the commands it runs on its own pod (`settings.apply`, `settings.probe`).
 //!
 //! Every request carries `settings.timeout` and, when a token is set, a signature (never the
-//! token: see [`crate::auth`]). Answers are read up to a cap.
+//! token: see [`crate::auth`]). Answers are read up to a cap. The HTTP itself is
+//! [`crate::control::client`]'s.
 //! Fan-outs run at most `settings.parallelism` requests at a time.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::delivery::{Body, Outgoing};
 use crate::auth::Signer;
-use crate::control::client;
+use crate::control::client::Call;
 use crate::model::{Action, Pod};
 
 /// What a pod answered.
@@ -48,7 +49,6 @@ pub struct Reply {
 /// Sends control requests to pods.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    http: reqwest::Client,
     /// Signs every request when tokens are set (the token itself is never sent).
     signer: Option<Signer>,
     timeout: Duration,
@@ -69,18 +69,7 @@ pub fn map_bytes_sent() -> u64 {
 
 impl Caller {
     pub fn new(signer: Option<Signer>, timeout: Duration, parallelism: usize) -> Caller {
-        // Peers are addressed directly; an HTTP proxy from the environment must not get in the way.
-        // Pods close idle connections after 5 s (control::server): reuse one for less than that,
-        // so that a request never races the pod closing it.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(2))
-            // A pod answers; it does not send the leader elsewhere (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
         Caller {
-            http,
             signer,
             timeout,
             parallelism: parallelism.max(1),
@@ -112,24 +101,22 @@ impl Caller {
 
     /// One request; the flag says the answer was a 409 asking for the whole map.
     async fn send(&self, pod: &Pod, path: &str, body: Option<Body>) -> (Answer, bool) {
-        let url = format!("http://{}{path}", client::address(&pod.ip, pod.control_port));
-        let req = self
-            .http
-            .post(&url)
-            .timeout(self.timeout)
-            .header("content-type", "application/json");
-        let req = match body {
+        let call = match body {
             Some(b) => {
                 let n = u64::try_from(b.bytes.len()).unwrap_or(u64::MAX);
                 MAP_BYTES_SENT.fetch_add(n, Ordering::Relaxed);
-                client::sign_digest(req, self.signer.as_ref(), "POST", pod, path, &b.sha256).body(b.bytes)
+                Call::to(pod, true, path, b.bytes).signed_digest(self.signer.as_ref(), pod, &b.sha256)
             }
-            None => client::sign(req, self.signer.as_ref(), "POST", pod, path, b""),
+            None => Call::to(pod, true, path, Vec::new()).signed(self.signer.as_ref(), pod),
         };
-        let answer = match req.send().await {
-            Ok(r) if r.status().is_success() => {
-                let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
-                let v = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+        let url = call.url();
+        let r = match call.send(self.timeout, MAX_ERROR_BODY).await {
+            Ok(r) => r,
+            Err(e) => return (Answer::Failed(format!("{url}: {}", e.with_causes())), false),
+        };
+        let answer = match r.status.as_u16() {
+            200..=299 => {
+                let v = serde_json::from_str::<serde_json::Value>(&r.text).unwrap_or_default();
                 Answer::Ok(Reply {
                     action: v
                         .get("action")
@@ -138,20 +125,14 @@ impl Caller {
                     refetched: false,
                 })
             }
-            Ok(r) if r.status().as_u16() == 406 => Answer::Veto,
-            Ok(r) if r.status().as_u16() == 409 => {
-                let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
-                let full = serde_json::from_str::<serde_json::Value>(&text)
+            406 => Answer::Veto,
+            409 => {
+                let full = serde_json::from_str::<serde_json::Value>(&r.text)
                     .is_ok_and(|v| v.get("need").and_then(serde_json::Value::as_str) == Some("full"));
-                return (Answer::Stale(format!("{url}: 409 {}", text.trim())), full);
+                return (Answer::Stale(format!("{url}: 409 {}", r.text.trim())), full);
             }
-            Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
-            Ok(r) => {
-                let status = r.status();
-                let text = client::read_capped(r, MAX_ERROR_BODY).await.unwrap_or_default();
-                Answer::Failed(format!("{url}: {status} {}", text.trim()))
-            }
-            Err(e) => Answer::Failed(format!("{url}: {e}")),
+            410 => Answer::Gone,
+            _ => Answer::Failed(format!("{url}: {} {}", r.status, r.text.trim())),
         };
         (answer, false)
     }

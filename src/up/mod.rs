@@ -18,7 +18,12 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::control::client::Call;
+
 pub use zookeeper::{ruok, LocalZk};
+
+/// At most this much of a pod's `/info` is read (it is a few hundred bytes).
+const MAX_INFO: usize = 64 << 10;
 
 /// `ochopod up` options (also its command line).
 #[derive(Debug, Clone, clap::Args)]
@@ -143,9 +148,6 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 async fn watch(pods: &mut [LocalPod], port: u16, plain: bool) -> anyhow::Result<i32> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(800))
-        .build()?;
     let mut last = String::new();
     loop {
         let mut lines = Vec::new();
@@ -160,7 +162,7 @@ async fn watch(pods: &mut [LocalPod], port: u16, plain: bool) -> anyhow::Result<
                     "exited ({status}); log: {}",
                     pod.home.join("ochopod.log").display()
                 )),
-                None => fetch(&client, &pod.ip, port).await,
+                None => fetch(&pod.ip, port).await,
             };
             lines.push(line(pod, info));
         }
@@ -186,15 +188,15 @@ async fn watch(pods: &mut [LocalPod], port: u16, plain: bool) -> anyhow::Result<
     }
 }
 
-async fn fetch(client: &reqwest::Client, ip: &str, port: u16) -> Result<Value, String> {
-    let mut req = client.get(format!("http://{ip}:{port}/info"));
+async fn fetch(ip: &str, port: u16) -> Result<Value, String> {
+    let mut call = Call::get(ip, port, "/info");
     if let Ok(t) = std::env::var("OCHOPOD_TOKEN") {
         if let Some(first) = t.split(',').next() {
-            req = req.bearer_auth(first.trim());
+            call = call.bearer(first.trim());
         }
     }
-    match req.send().await {
-        Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string()),
+    match call.send(Duration::from_millis(800), MAX_INFO).await {
+        Ok(r) => serde_json::from_str(&r.text).map_err(|e| e.to_string()),
         Err(_) => Err("starting (no answer yet)".into()),
     }
 }
