@@ -54,8 +54,12 @@ impl Known {
 
     /// The same map with `key` set (a copy when it differs; the digest goes along, it does not
     /// cover `key`).
-    pub fn with_key(self, key: &str) -> Known {
+    pub fn with_key(mut self, key: &str) -> Known {
         if self.0.map.key == key {
+            return self;
+        }
+        if let Some(only) = Arc::get_mut(&mut self.0) {
+            only.map.key = key.to_string();
             return self;
         }
         let mut map = self.0.map.clone();
