@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control;
 use crate::logs::LogRing;
+use crate::model::delta::Known;
 use crate::model::{ClusterMap, Pod, PodState};
 use crate::render::Renderer;
 use crate::spec::{self, PodSpec, Signal};
@@ -215,6 +216,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
             .map(|t| crate::auth::Verifier::new(t, &me.uuid, own_addresses(&me, identity.listen_port))),
         ring: opts.ring.clone(),
         started: Instant::now(),
+        checked: control::Checked::default(),
     };
     let server = tokio::spawn(control::serve(listener, api, http_stop.clone()));
 
@@ -230,7 +232,7 @@ pub async fn run(opts: RunOptions) -> Result<i32, StartError> {
         );
         tokio::spawn(async move {
             // A process that ends at once (a one-shot job) is not a failed configuration.
-            if let Err(e) = supervise.on(Some(map), Origin::Leader).await {
+            if let Err(e) = supervise.on(Some(Known::new(map)), Origin::Leader).await {
                 if supervise.status().borrow().process != supervise::ProcessState::Dead {
                     tracing::error!(error = %e, "standalone configuration failed");
                 }

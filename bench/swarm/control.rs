@@ -4,8 +4,9 @@
 //! Every map body goes through [`crate::decode::decode`] (the crate's validating types) and the
 //! same admission as `supervise::admit`: addressed to this pod, of its cluster, not older than
 //! the applied map (409). `check` answers `start` before the first `on` (a real pod's process
-//! starts with its first map) and `keep` after: nothing it renders changes. It does not say
-//! `"deltas": true` (see decode.rs). One listener per pod, served until its token is cancelled.
+//! starts with its first map) and `keep` after: nothing it renders changes. It says
+//! `"deltas": true` and holds, as a real pod, the map it applied and the one its last `check`
+//! carried (see decode.rs). One listener per pod, served until its token is cancelled.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ochopod::model::delta::{Held, Known};
 use ochopod::model::ClusterMap;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -87,33 +89,41 @@ fn done() -> Response {
 }
 
 impl Ctx {
-    /// Counts the body, decodes it against this pod's last map, and admits it; None for an
-    /// empty body (an operator's call).
-    fn map(&self, route: usize, body: &Bytes) -> Result<Option<ClusterMap>, Refusal> {
+    /// Counts the body, decodes it against the maps this pod holds, and admits it; None for an
+    /// empty body (an operator's call). The map is a shared copy without `key` when the body
+    /// named a held one.
+    fn map(&self, route: usize, body: &Bytes) -> Result<Option<Known>, Refusal> {
         self.shared.traffic.add(route, body.len());
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        let last = self.pod.applied().last.clone();
-        let map = decode(body, last.as_deref()).map_err(|e| match e.needs_full() {
+        let held = {
+            let a = self.pod.applied();
+            Held {
+                applied: a.last.clone(),
+                checked: a.checked.clone(),
+            }
+        };
+        let got = decode(body, &held).map_err(|e| match e.needs_full() {
             true => Refusal::need_full(e.to_string()),
             false => Refusal(StatusCode::BAD_REQUEST, e.to_string(), false),
         })?;
-        self.admit(&map)?;
-        Ok(Some(map))
+        self.admit(&got.map, &got.key)?;
+        Ok(Some(got.map))
     }
 
-    /// `supervise::admit`: the pod's own map, of its cluster, not older than the applied one.
-    fn admit(&self, map: &ClusterMap) -> Result<(), Refusal> {
+    /// `supervise::admit`: the pod's own map (the body's `key`), of its cluster, not older than
+    /// the applied one.
+    fn admit(&self, map: &ClusterMap, key: &str) -> Result<(), Refusal> {
         let me = &self.pod.me;
-        if map.key != me.uuid {
+        if key != me.uuid {
             return Err(Refusal(
                 StatusCode::BAD_REQUEST,
-                format!("the map is addressed to {:?}, this pod is {}", map.key, me.uuid),
+                format!("the map is addressed to {key:?}, this pod is {}", me.uuid),
                 false,
             ));
         }
-        match map.me() {
+        match map.pods.get(key) {
             None => {
                 return Err(Refusal(
                     StatusCode::BAD_REQUEST,
@@ -187,8 +197,11 @@ async fn info(State(c): State<Ctx>) -> Response {
 
 async fn check(State(c): State<Ctx>, body: Bytes) -> Response {
     match c.map(0, &body) {
-        Ok(Some(_)) => {
-            let a = c.pod.applied();
+        Ok(Some(map)) => {
+            // Held as a base for this configuration's `on` and `ok`, as a real pod holds it.
+            let map = c.shared.maps.intern(map);
+            let mut a = c.pod.applied();
+            a.checked = Some(map);
             let action = if a.last.is_some() && !a.held {
                 "keep"
             } else {

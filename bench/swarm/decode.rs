@@ -1,50 +1,54 @@
 //! The one place a map body becomes a full cluster map, and the store that lets a thousand
-//! simulated pods keep "their last map" without a thousand copies of it.
+//! simulated pods keep "the maps they hold" without a thousand copies of them.
 //!
 //! [`decode`] is what a real pod does at its trust boundary: the body is parsed into the crate's
 //! own [`ClusterMap`], whose deserialization validates every pod (SPEC §6, §7); a version-2 body
-//! (a `base` digest and a `delta`) is rebuilt from the receiver's last map by the crate's own
-//! `model::delta::read`, as a real pod does.
+//! (a `base` digest and a `delta`) is read against the maps the pod holds (the one it applied
+//! and the one its last `check` carried) by the crate's own `model::delta::Held`, as a real pod
+//! does: each held map's digest is computed once, and an empty delta from a held map to itself
+//! is that map.
 //!
-//! [`Maps`] interns the maps the pods applied: maps of one configuration differ only in `key`
-//! (the receiver), so the store keeps one copy per configuration, compared field by field (not
-//! trusted by generation alone), with `key` cleared. Each pod keeps its own uuid.
+//! [`Maps`] interns the maps the pods hold: maps of one configuration differ only in `key` (the
+//! receiver), so the store keeps one copy per configuration, found by its digest (computed once
+//! per body received whole, as a real pod computes it once), with `key` cleared. Each pod keeps
+//! its own uuid, and admits a body by the body's `key` ([`Resolved::key`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use ochopod::model::ClusterMap;
+use ochopod::model::delta::{Held, Known, Resolved};
 
 /// Why a body is refused, as a real pod refuses it: 409 `need: full` when it is a delta this pod
 /// cannot rebuild ([`DecodeError::needs_full`]), 400 otherwise.
 pub use ochopod::model::delta::DeltaError as DecodeError;
 
-/// A body → the full map it stands for, given the receiver's last applied map (`None` before the
-/// first `on`): a whole map as it is, a delta (SPEC §7, version 2) rebuilt from `last` and
-/// checked against the digest the leader sent, with the real pod's own function.
-pub fn decode(body: &[u8], last: Option<&ClusterMap>) -> Result<ClusterMap, DecodeError> {
-    ochopod::model::delta::read(body, last)
+/// A body → the map it stands for, given the maps the receiver holds: a whole map as it is, a
+/// delta (SPEC §7, version 2) read against the held map it names, with the real pod's own
+/// function. The map may be a shared copy without `key`: the body's is [`Resolved::key`].
+pub fn decode(body: &[u8], held: &Held) -> Result<Resolved, DecodeError> {
+    held.resolve(body)
 }
 
 /// How many distinct configurations the store remembers: pods may lag one or two behind while a
 /// configuration is under way; an older one is dropped once no pod holds it.
 const KEPT: usize = 4;
 
-/// The applied maps, one copy per configuration (see the module header).
+/// The held maps, one copy per configuration (see the module header).
 #[derive(Default)]
 pub struct Maps {
-    recent: Mutex<Vec<Arc<ClusterMap>>>,
+    recent: Mutex<Vec<Known>>,
 }
 
 impl Maps {
     /// The shared copy of `map` (its `key` cleared), stored if new.
-    pub fn intern(&self, mut map: ClusterMap) -> Arc<ClusterMap> {
-        map.key.clear();
+    pub fn intern(&self, map: Known) -> Known {
+        // Outside the lock: the one hash of a map received whole.
+        let digest = map.digest().to_string();
         // A poisoned lock only means another pod's handler panicked mid-push: the Vec is intact.
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(same) = recent.iter().find(|m| ***m == map) {
+        if let Some(same) = recent.iter().find(|m| m.digest() == digest) {
             return same.clone();
         }
-        let map = Arc::new(map);
+        let map = map.without_key();
         recent.push(map.clone());
         if recent.len() > KEPT {
             recent.remove(0);
@@ -56,6 +60,7 @@ impl Maps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ochopod::model::ClusterMap;
 
     #[test]
     fn one_copy_per_configuration() {
@@ -73,8 +78,13 @@ mod tests {
             generation: 3,
             ..a.clone()
         };
-        let (a, b, c) = (maps.intern(a), maps.intern(b), maps.intern(c));
-        assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &c));
+        let (a, b, c) = (
+            maps.intern(Known::new(a)),
+            maps.intern(Known::new(b)),
+            maps.intern(Known::new(c)),
+        );
+        assert!(a.ptr_eq(&b));
+        assert!(!a.ptr_eq(&c));
+        assert_eq!(a.key, "");
     }
 }

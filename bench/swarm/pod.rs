@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ochopod::model::{ClusterMap, Pod, PodState};
+use ochopod::model::delta::Known;
+use ochopod::model::{Pod, PodState};
 use ochopod::zk::paths::ClusterPaths;
 use ochopod::zk::{self, Acls, Client, ZkConfig, ZkError};
 use tokio::task::JoinHandle;
@@ -40,7 +41,10 @@ pub struct Applied {
     /// (epoch, generation) of the last map applied by `on`; (0, 0) before.
     pub version: (u64, u64),
     /// The last map applied (interned: see [`Maps`]).
-    pub last: Option<Arc<ClusterMap>>,
+    pub last: Option<Known>,
+    /// The map of the last `check` accepted (interned), a base for deltas as a real pod's
+    /// (`control::Checked`).
+    pub checked: Option<Known>,
     /// An operator's `off` (an empty body) holds the pod until an `on`.
     pub held: bool,
 }

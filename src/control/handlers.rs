@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{error, Api};
 use crate::auth::{Denied, Pending};
-use crate::model::{delta, ClusterMap};
+use crate::model::delta::{self, Known};
 use crate::supervise::{ControlError, Origin};
 
 impl IntoResponse for ControlError {
@@ -133,16 +133,19 @@ pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) 
     response
 }
 
-/// A body that is empty (None) or a cluster map, whole or as a delta from the pod's last map
-/// ([`crate::model::delta`]); anything else is a 4xx. A delta this pod cannot rebuild is a 409
-/// with `"need": "full"`: the leader sends the whole map.
-fn parse_map(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<Option<ClusterMap>, Box<Response>> {
+/// A body that is empty (None) or a cluster map, whole or as a delta from a map the pod holds
+/// (the applied one, or its last `check`'s: [`delta::Held`]); anything else is a 4xx. A delta
+/// this pod cannot rebuild is a 409 with `"need": "full"`: the leader sends the whole map.
+fn parse_map(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<Option<Known>, Box<Response>> {
     let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let last = api.supervise.last_map();
-    delta::read(&body, last.as_deref()).map(Some).map_err(|e| {
+    let held = delta::Held {
+        applied: api.supervise.last_map(),
+        checked: api.checked.get(),
+    };
+    held.read(&body).map(Some).map_err(|e| {
         Box::new(if e.needs_full() {
             let message = e.to_string();
             let answer = json!({ "error": message, "need": "full" });
@@ -256,9 +259,12 @@ pub async fn log(
 
 pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
     match parse_map(&api, body) {
-        Ok(Some(map)) => match api.supervise.check(map).await {
-            // `deltas`: this pod takes maps as deltas (SPEC §7).
-            Ok(action) => Json(json!({ "ok": true, "action": action, "deltas": true })).into_response(),
+        Ok(Some(map)) => match api.supervise.check(&map).await {
+            // `deltas`: this pod takes maps as deltas (SPEC §7), from this map too.
+            Ok(action) => {
+                api.checked.set(map);
+                Json(json!({ "ok": true, "action": action, "deltas": true })).into_response()
+            }
             Err(e) => e.into_response(),
         },
         Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),

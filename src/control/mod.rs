@@ -14,6 +14,7 @@ mod handlers;
 mod metrics;
 pub mod server;
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::logs::LogRing;
+use crate::model::delta::Known;
 use crate::model::Pod;
 use crate::supervise;
 use crate::sync::{Role, SyncStatus};
@@ -69,6 +71,27 @@ pub struct Api {
     pub auth: Option<crate::auth::Verifier>,
     pub ring: LogRing,
     pub started: Instant,
+    /// The map of the last `check` this pod accepted: a base the leader may name for the deltas
+    /// of that configuration's `on` and `ok` (SPEC §7).
+    pub checked: Checked,
+}
+
+/// The map of the last accepted `check`, with its digest ([`Known`]). It lives here, not in the
+/// supervise actor: it is only a base to read the next bodies against, it changes nothing the pod
+/// runs, and its one writer is the `check` handler; the actor stays the one owner of the applied
+/// map. Concurrent `check`s: the last one wins, and a delta from the other is a 409 `need: full`.
+#[derive(Clone, Default)]
+pub struct Checked(Arc<Mutex<Option<Known>>>);
+
+impl Checked {
+    pub fn get(&self) -> Option<Known> {
+        // A poisoned lock only means a handler panicked between two plain stores: the value is whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, map: Known) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(map);
+    }
 }
 
 /// The router, with authentication, body limit and JSON fallbacks.

@@ -3,7 +3,8 @@
 //! Every configuration carries the map to every pod, three or four times (`check`, `off`, `on`,
 //! `ok`). Sent whole, that is O(N) bytes per pod and O(N²) per configuration. A pod that applied
 //! the leader's last map gets only the pods added, changed and gone since ([`Delta`]); it
-//! rebuilds the whole map from its own ([`rebuild`]) and checks the result against the digest the
+//! rebuilds the whole map from its own ([`rebuild`], or [`Held::read`], which hashes each map it
+//! holds once) and checks the result against the digest the
 //! leader sent ([`digest`]: sha256 of the map's JSON without `key`, the same bytes on both sides
 //! since every collection in a map is ordered). When it does not hold the base map, or the result
 //! differs, it asks for the whole map ([`DeltaError::needs_full`]: a 409 with `"need": "full"`),
@@ -18,7 +19,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::check::{check_map, Invalid};
+pub use super::held::{Held, Known, Resolved};
 use super::{ClusterMap, Pod};
+
+#[cfg(test)]
+thread_local! {
+    /// How many maps this thread hashed ([`digest`]): what the tests of [`Held`] count.
+    pub(super) static DIGESTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// Pods, dependencies' pods and removed pods in a rebuilt map, all together, at most: more than a
 /// full map can carry within the control API's body limit.
@@ -44,7 +52,7 @@ pub struct PodChanges {
 }
 
 impl PodChanges {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.pods.is_empty() && self.gone.is_empty()
     }
 
@@ -169,6 +177,8 @@ impl<'a> Keyless<'a> {
 
 /// The map's digest: hex sha256 of its JSON without `key` ([`Keyless`]).
 pub fn digest(map: &ClusterMap) -> String {
+    #[cfg(test)]
+    DIGESTS.with(|n| n.set(n.get().saturating_add(1)));
     hex::encode(Sha256::digest(Keyless::of(map).to_json()))
 }
 
@@ -242,6 +252,12 @@ pub fn rebuild(last: Option<&ClusterMap>, d: &Delta) -> Result<ClusterMap, Delta
     if last.generation != d.base.generation || digest(last) != d.base.digest {
         return Err(other());
     }
+    rebuild_from(last, d)
+}
+
+/// The map a delta describes from `base`, which the caller knows is the delta's base (a
+/// [`Held`] map whose digest it computed once): [`rebuild`] without hashing the base again.
+pub(super) fn rebuild_from(last: &ClusterMap, d: &Delta) -> Result<ClusterMap, DeltaError> {
     let changes = d
         .delta
         .dependencies

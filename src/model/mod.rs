@@ -13,6 +13,7 @@
 
 mod check;
 pub mod delta;
+mod held;
 
 use std::collections::BTreeMap;
 

@@ -20,6 +20,7 @@ use super::runner::{self, PreparedCheck};
 use super::status::{ProcessState, Status};
 use super::step::{self, Effect, Event, Rules, State, StopFor};
 use super::{Backoff, Command, Origin, PodContext};
+use crate::model::delta::Known;
 use crate::model::{ClusterMap, PodState};
 use crate::render::{fields, Context, RenderState, Rendered};
 use crate::spec::ReloadAction;
@@ -29,7 +30,7 @@ pub(super) struct Publish {
     pub status: watch::Sender<Status>,
     /// `Status::state` alone, for the sync loop (the pod's znode).
     pub pod_state: watch::Sender<PodState>,
-    pub last_map: watch::Sender<Option<Arc<ClusterMap>>>,
+    pub last_map: watch::Sender<Option<Known>>,
     /// What the last applied map rendered (for `check` to tell what a new one would change).
     pub rendered: watch::Sender<Option<Arc<Rendered>>>,
 }
@@ -56,7 +57,7 @@ pub(super) struct Actor {
     rx: mpsc::Receiver<Command>,
     publish: Publish,
     /// The last applied map (published on `publish.last_map`).
-    map: Option<Arc<ClusterMap>>,
+    map: Option<Known>,
     /// Check tasks hold clones of the sender; they send `Ready` and `Sanity` events.
     checks_tx: mpsc::Sender<Event>,
     checks_rx: mpsc::Receiver<Event>,
@@ -171,7 +172,7 @@ impl Actor {
     async fn handle(&mut self, cmd: Command) -> Option<oneshot::Sender<Option<Exit>>> {
         match cmd {
             Command::On { map, origin, reply } => {
-                let result = self.on(map.map(|m| *m), origin).await;
+                let result = self.on(map, origin).await;
                 let _ = reply.send(result);
             }
             Command::Off { origin, reply } => {
@@ -200,14 +201,14 @@ impl Actor {
     }
 
     /// Applies a map: render, record, then start, reload, restart or keep the process.
-    async fn on(&mut self, map: Option<ClusterMap>, origin: Origin) -> Result<Option<u64>, ControlError> {
+    async fn on(&mut self, map: Option<Known>, origin: Origin) -> Result<Option<u64>, ControlError> {
         if self.state.shown.process == ProcessState::Dead {
             return Err(ControlError::Gone);
         }
         let previous = self.map.clone();
         let map = match map {
             Some(m) => m,
-            None => previous.as_deref().cloned().ok_or(ControlError::NoMap)?,
+            None => previous.clone().ok_or(ControlError::NoMap)?,
         };
         super::admit(&self.ctx, &self.state.shown, &map)?;
         let context = Context::new(&self.ctx.spec, &map, previous.as_deref(), &self.ctx.env)?;
@@ -231,7 +232,6 @@ impl Actor {
             .map(|(k, v)| (k.clone(), v.len()))
             .collect();
         let (generation, epoch) = (map.generation, map.epoch);
-        let map = Arc::new(map);
         self.map = Some(map.clone());
         self.publish.last_map.send_replace(Some(map));
         self.publish.rendered.send_replace(Some(Arc::new(rendered)));

@@ -12,6 +12,7 @@ use super::error::{ControlError, Misaddressed};
 use super::runner;
 use super::status::{ProcessState, Status};
 use super::{Command, Origin, PodContext};
+use crate::model::delta::Known;
 use crate::model::{Action, ClusterMap, PodState};
 use crate::render::{fields, Context, Rendered};
 use crate::spec::Signal;
@@ -26,7 +27,7 @@ pub struct Handle {
     /// The pod's standing alone (`Status::state`), for the sync loop to write into the znode.
     pub(super) pod_state: watch::Receiver<PodState>,
     /// The last applied map, published by the actor (for `check`, `ok`, `signal`).
-    pub(super) last_map: watch::Receiver<Option<Arc<ClusterMap>>>,
+    pub(super) last_map: watch::Receiver<Option<Known>>,
     /// What the last applied map rendered, published by the actor (for `check`).
     pub(super) rendered: watch::Receiver<Option<Arc<Rendered>>>,
     pub(super) ctx: Arc<PodContext>,
@@ -73,7 +74,8 @@ impl Handle {
         self.pod_state.clone()
     }
 
-    pub fn last_map(&self) -> Option<Arc<ClusterMap>> {
+    /// The last applied map, with its digest (computed once).
+    pub fn last_map(&self) -> Option<Known> {
         self.last_map.borrow().clone()
     }
 
@@ -101,14 +103,14 @@ impl Handle {
 
     /// `POST /control/check`: can this pod take `map`? Runs `hooks.can_configure`, and answers
     /// what applying it would do to the process.
-    pub async fn check(&self, map: ClusterMap) -> Result<Action, ControlError> {
+    pub async fn check(&self, map: &ClusterMap) -> Result<Action, ControlError> {
         self.refuse_if_gone()?;
-        self.admits(&map)?;
-        let action = self.action(&map);
+        self.admits(map)?;
+        let action = self.action(map);
         if self.ctx.spec.hooks.can_configure.is_none() {
             return Ok(action);
         }
-        let out = runner::run(&self.ctx, fields::CAN_CONFIGURE, &map, None).await?;
+        let out = runner::run(&self.ctx, fields::CAN_CONFIGURE, map, None).await?;
         if out.success() {
             Ok(action)
         } else {
@@ -141,15 +143,9 @@ impl Handle {
     }
 
     /// `POST /control/on`: apply `map` (None: the last one) and answer once the pod is ready.
-    pub async fn on(&self, map: Option<ClusterMap>, origin: Origin) -> Result<(), ControlError> {
+    pub async fn on(&self, map: Option<Known>, origin: Origin) -> Result<(), ControlError> {
         self.refuse_if_gone()?;
-        let incarnation = self
-            .ask(|reply| Command::On {
-                map: map.map(Box::new),
-                origin,
-                reply,
-            })
-            .await??;
+        let incarnation = self.ask(|reply| Command::On { map, origin, reply }).await??;
         let Some(incarnation) = incarnation else {
             return Ok(());
         };
@@ -210,7 +206,7 @@ impl Handle {
         }
         let map = self
             .last_map()
-            .map(|m| (*m).clone())
+            .map(|m| m.map().clone())
             .unwrap_or_else(|| ClusterMap::of_one(&self.ctx.me, 0));
         let out = runner::run_ok(&self.ctx, fields::SIGNALED, &map, Some(body)).await?;
         runner::whole_stdout(fields::SIGNALED, &out)?;

@@ -2,9 +2,12 @@
 //! the last map the pod applied ([`crate::model::delta`]).
 //!
 //! Within a leadership the leader remembers, per pod, whether it takes deltas (its `check` answer
-//! says so) and the digest of the last map it applied (its `on` answered 2xx), and keeps the last
-//! few maps it sent. A pod whose last map is one of those gets a delta; any other (the first
-//! configuration of a leadership, a new pod, an older ochopod) gets the whole map, as before. A
+//! says so), the digest of the map its last `check` accepted and of the last map it applied (its
+//! `on` answered 2xx), and keeps the last few maps it sent. A pod holds both maps as bases
+//! ([`crate::model::delta::Held`]): one whose map is one of those gets a delta (after a `check`
+//! of the map itself, an empty one: a first configuration sends each pod the whole map once, at
+//! `check`); any other (a new pod that did not answer `check` yet, an older ochopod) gets the
+//! whole map, as before. A
 //! pod that cannot rebuild the delta answers 409 `"need": "full"` and is sent the whole map then
 //! ([`super::calls::Caller::post`]).
 //!
@@ -30,6 +33,8 @@ const KEEP_MAPS: usize = 4;
 struct Memory {
     /// Its `check` said it takes deltas.
     deltas: bool,
+    /// The digest of the map its last `check` accepted (it holds that map as a base).
+    checked: Option<String>,
     /// The digest of the last map it applied (`on` answered 2xx).
     applied: Option<String>,
 }
@@ -57,13 +62,22 @@ impl Delivered {
         let mut deltas: HashMap<String, Arc<Encoded>> = HashMap::new();
         let mut per_pod = HashMap::new();
         for uuid in uuids {
-            let Some(Memory {
-                deltas: true,
-                applied: Some(base),
-            }) = self.pods.get(uuid)
-            else {
+            let Some(m) = self.pods.get(uuid).filter(|m| m.deltas) else {
                 continue;
             };
+            // The map itself if the pod holds it (an empty delta), else the last one it checked,
+            // else the one it applied: the most recent has the fewest changes.
+            let held = [&m.checked, &m.applied];
+            let base = held
+                .iter()
+                .filter_map(|b| b.as_ref())
+                .find(|b| **b == digest)
+                .or_else(|| {
+                    held.iter()
+                        .filter_map(|b| b.as_ref())
+                        .find(|b| self.maps.iter().any(|(d, _)| d == *b))
+                });
+            let Some(base) = base else { continue };
             let encoded = match deltas.get(base) {
                 Some(e) => e.clone(),
                 None => {
@@ -103,9 +117,12 @@ impl Delivered {
         }
     }
 
-    /// The pod's `check` answered: whether it takes deltas.
-    pub(super) fn checked(&mut self, uuid: &str, deltas: bool) {
-        self.pods.entry(uuid.to_string()).or_default().deltas = deltas;
+    /// The pod's `check` of the map of `out` answered 2xx: whether it takes deltas (then it holds
+    /// that map as a base).
+    pub(super) fn checked(&mut self, uuid: &str, deltas: bool, out: &Outgoing) {
+        let m = self.pods.entry(uuid.to_string()).or_default();
+        m.deltas = deltas;
+        m.checked = deltas.then(|| out.digest.clone());
     }
 
     /// The pod applied the map of `out` (its `on` answered 2xx).
@@ -261,18 +278,18 @@ mod tests {
         let mut d = Delivered::default();
         let (a, b) = (map(1, &[1, 2, 3]), map(2, &[1, 2, 3, 4]));
         let first = d.prepare(&a, uuids(&[1, 2, 3]).iter());
-        d.checked("u1", true);
-        d.checked("u2", false); // an older pod
-        d.checked("u3", true);
+        d.checked("u1", true, &first);
+        d.checked("u2", false, &first); // an older pod
+        d.checked("u3", true, &first);
         d.applied("u1", &first);
         d.applied("u2", &first);
-        // u3's `on` failed: what it holds is unknown.
+        // u3's `on` failed: what it applied is unknown, but it holds the map it checked.
         d.applied("u3", &first);
         d.unknown("u3");
         let next = d.prepare(&b, uuids(&[1, 2, 3, 4]).iter());
-        assert_eq!(next.deltas(), 1);
+        assert_eq!(next.deltas(), 2);
         let body = next.body("u1");
-        assert!(body.delta && !next.body("u2").delta && !next.body("u3").delta);
+        assert!(body.delta && !next.body("u2").delta && next.body("u3").delta);
         assert_eq!(body.sha256, hex::encode(Sha256::digest(&body.bytes)));
         let rebuilt = crate::model::delta::read(
             &body.bytes,
@@ -301,6 +318,38 @@ mod tests {
         let body = ok.body("u1");
         let d: crate::model::delta::Delta = serde_json::from_slice(&body.bytes).unwrap();
         assert_eq!(d.delta, crate::model::delta::Changes::default());
+    }
+
+    #[test]
+    fn a_first_configuration_sends_the_whole_map_once_at_check() {
+        let mut d = Delivered::default();
+        let m = map(1, &[1, 2]);
+        let check = d.prepare(&m, uuids(&[1, 2]).iter());
+        assert_eq!(check.deltas(), 0, "nothing known yet: whole maps");
+        d.checked("u1", true, &check);
+        d.checked("u2", false, &check); // an older pod
+        let on = d.prepare(&m, uuids(&[1, 2]).iter());
+        assert_eq!(on.deltas(), 1);
+        let body = on.body("u1");
+        let delta: crate::model::delta::Delta = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(delta.delta, crate::model::delta::Changes::default());
+        assert_eq!(delta.base.digest, delta.digest);
+        assert!(!on.body("u2").delta);
+        // The pod reads it as the map it checked.
+        let held = crate::model::delta::Held {
+            applied: None,
+            checked: Some(crate::model::delta::Known::new(ClusterMap {
+                key: "u1".into(),
+                ..m.clone()
+            })),
+        };
+        assert_eq!(
+            *held.read(&body.bytes).unwrap(),
+            ClusterMap {
+                key: "u1".into(),
+                ..m
+            }
+        );
     }
 
     /// Figures for docs/benchmarks.md: 1,000 pods, one joining. Bytes of a reconfiguration with
@@ -351,7 +400,7 @@ mod tests {
         let mut d = Delivered::default();
         let first = d.prepare(&a, uuids.iter());
         for u in uuids.iter().filter(|u| a.pods.contains_key(*u)) {
-            d.checked(u, true);
+            d.checked(u, true, &first);
             d.applied(u, &first);
         }
         // After, whole maps (a first configuration): shared once, then per pod copy and hash.
@@ -366,7 +415,7 @@ mod tests {
         let per_phase_delta = t.elapsed();
         for u in &uuids {
             // The newcomer said at check that it takes deltas, like the others.
-            d.checked(u, true);
+            d.checked(u, true, &out);
             d.applied(u, &out);
         }
         let ok: usize = uuids

@@ -1,5 +1,6 @@
 //! Map deltas (SPEC §7) end to end: real pods, a real ZooKeeper, the leader's real HTTP calls.
-//! Once a pod applied a map of the leader, later maps reach it as deltas; a pod that cannot
+//! Once a pod accepted a map of the leader (`check`) or applied it (`on`), later bodies reach it
+//! as deltas (a first configuration sends each pod the whole map once); a pod that cannot
 //! rebuild one (it lost its map) answers 409 `"need": "full"` and gets the whole map; a whole map
 //! without the newer fields (an older leader's) is still taken.
 #![allow(clippy::unwrap_used)]
@@ -54,11 +55,23 @@ async fn a_pod_joining_sends_deltas_to_the_others_and_every_pod_ends_on_the_same
     let zk = ZkServer::start();
     let token = Some("s3cret");
     let mut pods: Vec<Member> = (0..4).map(|_| start(&zk, yaml(), token)).collect();
-    converged(&pods.iter().collect::<Vec<_>>(), 4, "4 pods configured").await;
+    let four = converged(&pods.iter().collect::<Vec<_>>(), 4, "4 pods configured").await;
     let lead = leader(&pods.iter().collect::<Vec<_>>()).await;
     at_rest(lead, 4, 1).await;
     let before = bytes_sent(lead).await;
-    assert!(before > 0, "the leader counts what it sends");
+    // The first configuration of the leadership: the whole map once per pod, at `check`; `on`
+    // and `ok` are empty deltas from it (three whole maps per pod before).
+    let maps: Vec<ClusterMap> = pods.iter().map(applied).collect();
+    let full = serde_json::to_vec(&maps[0]).unwrap().len() as u64;
+    assert!(
+        before >= 4 * full * 9 / 10 && before < 2 * 4 * full,
+        "the first configuration of 4 pods sent {before} bytes; a whole map is {full} bytes"
+    );
+    for (m, map) in pods.iter().zip(&maps) {
+        assert_eq!(delta::digest(map), delta::digest(&maps[0]), "{}", m.ip);
+        assert_eq!(map.me().map(|p| p.ip.clone()), Some(m.ip.clone()));
+        assert_eq!(peers(m), four, "every pod rendered the same peers");
+    }
     let lead_ip = lead.ip.clone();
 
     pods.push(start(&zk, yaml(), token));
@@ -166,13 +179,36 @@ async fn a_pod_takes_old_whole_maps_and_deltas_from_its_map_and_asks_for_the_who
     let applied: ClusterMap = serde_json::from_str(&read(&dir.home().join(".ochopod/cluster.json"))).unwrap();
     assert_eq!(applied, next, "the map rebuilt from the delta is the one meant");
 
-    // The same delta again: its base is no longer what the pod holds.
+    // The map of the last `check` is a base too: `on` as an empty delta from it applies it.
+    let seventh = ClusterMap {
+        generation: 7,
+        ..next.clone()
+    };
+    let (status, body) = pod
+        .post("/control/check", &serde_json::to_string(&seventh).unwrap())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut same = delta::make(
+        &seventh,
+        &delta::digest(&seventh),
+        &seventh,
+        &delta::digest(&seventh),
+    );
+    same.key = uuid.clone();
+    for call in ["/control/on", "/control/ok"] {
+        let (status, body) = pod.post(call, &serde_json::to_string(&same).unwrap()).await;
+        assert_eq!(status, 200, "{call}: {body}");
+    }
+    assert_eq!(pod.info().await["generation"], 7);
+
+    // The first delta again: its base (generation 5) is neither the applied map nor the last
+    // `check`'s.
     let (status, body) = pod
         .post("/control/check", &serde_json::to_string(&d).unwrap())
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["need"], "full", "{body}");
-    assert_eq!(pod.info().await["generation"], 6, "nothing changed");
+    assert_eq!(pod.info().await["generation"], 7, "nothing changed");
     // A broken one is a 400, not a request for the whole map.
     let (status, body) = pod.post("/control/on", r#"{"base": 1}"#).await;
     assert_eq!(status, 400, "{body}");
