@@ -321,10 +321,10 @@ mod tests {
         })
     }
 
-    fn with(field: &str, value: Value) -> Result<Pod, String> {
+    fn with(field: &str, value: Value) -> Result<Pod, serde_json::Error> {
         let mut v = good();
         v[field] = value;
-        serde_json::from_value::<Pod>(v).map_err(|e| e.to_string())
+        serde_json::from_value::<Pod>(v)
     }
 
     #[test]
@@ -370,7 +370,7 @@ mod tests {
             ("ports", json!({"80": 0}), "port 0"),
         ];
         for (field, value, expected) in cases {
-            let e = with(field, value.clone()).unwrap_err();
+            let e = with(field, value.clone()).unwrap_err().to_string();
             assert!(e.contains(expected), "{field}={value}: {e}");
         }
     }

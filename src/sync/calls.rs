@@ -20,7 +20,7 @@ use crate::control::client::Call;
 use crate::model::{Action, Pod};
 
 /// What a pod answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Answer {
     /// 2xx; for `check`, what the pod says of itself.
     Ok(Reply),
@@ -29,9 +29,33 @@ pub enum Answer {
     /// 410: the pod was killed for good: drop it.
     Gone,
     /// 409: the pod applied a later generation than the map's (or has no map to re-apply).
-    Stale(String),
+    Stale(CallFailure),
     /// Anything else: timeout, refused, 5xx...
-    Failed(String),
+    Failed(CallFailure),
+}
+
+/// Why a pod took no part in a phase, as the leader's status and log say it.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    /// No answer: refused, timed out, cut off.
+    #[error("{url}: {}", .source.with_causes())]
+    Unanswered {
+        url: String,
+        #[source]
+        source: crate::control::client::CallError,
+    },
+    /// 409: it holds a later map, or none to re-apply.
+    #[error("{url}: 409 {body}")]
+    Stale { url: String, body: String },
+    /// Any other status.
+    #[error("{url}: {status} {body}")]
+    Status { url: String, status: u16, body: String },
+    /// 406 to `on`: its `can_configure` changed its mind after `check`.
+    #[error("vetoed `on` (406)")]
+    Vetoed,
+    /// 410: killed for good.
+    #[error("gone (410)")]
+    Gone,
 }
 
 /// What a 2xx answer to `check` says (nothing for the other calls, or from an older pod).
@@ -112,7 +136,7 @@ impl Caller {
         let url = call.url();
         let r = match call.send(self.timeout, MAX_ERROR_BODY).await {
             Ok(r) => r,
-            Err(e) => return (Answer::Failed(format!("{url}: {}", e.with_causes())), false),
+            Err(source) => return (Answer::Failed(CallFailure::Unanswered { url, source }), false),
         };
         let answer = match r.status.as_u16() {
             200..=299 => {
@@ -129,10 +153,15 @@ impl Caller {
             409 => {
                 let full = serde_json::from_str::<serde_json::Value>(&r.text)
                     .is_ok_and(|v| v.get("need").and_then(serde_json::Value::as_str) == Some("full"));
-                return (Answer::Stale(format!("{url}: 409 {}", r.text.trim())), full);
+                let body = r.text.trim().to_string();
+                return (Answer::Stale(CallFailure::Stale { url, body }), full);
             }
             410 => Answer::Gone,
-            _ => Answer::Failed(format!("{url}: {} {}", r.status, r.text.trim())),
+            _ => Answer::Failed(CallFailure::Status {
+                url,
+                status: r.status.as_u16(),
+                body: r.text.trim().to_string(),
+            }),
         };
         (answer, false)
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::calls::{Answer, Caller};
+use super::calls::{Answer, CallFailure, Caller};
 use super::delivery::{Delivered, Outgoing};
 pub(super) use super::evictions::Evictions;
 use super::evictions::{evicted, name};
@@ -141,8 +141,8 @@ pub(super) async fn configure(
                 rounds.delivered.applied(&uuid, &out);
                 continue;
             }
-            Answer::Veto => failures.push((uuid.clone(), "vetoed `on` (406)".to_string())),
-            Answer::Gone => failures.push((uuid.clone(), "gone (410)".to_string())),
+            Answer::Veto => failures.push((uuid.clone(), CallFailure::Vetoed)),
+            Answer::Gone => failures.push((uuid.clone(), CallFailure::Gone)),
             Answer::Stale(e) | Answer::Failed(e) => failures.push((uuid.clone(), e)),
         }
         rounds.delivered.unknown(&uuid);

@@ -84,7 +84,7 @@ pub(super) struct PodFailure {
     /// Failures in a row, this one included.
     count: u32,
     evict_after: u32,
-    error: String,
+    error: super::calls::CallFailure,
 }
 
 /// The pods that failed a phase.
@@ -115,7 +115,7 @@ pub(super) fn fail_if_any(
     evictions: &mut Evictions,
     evict_after: u32,
     phase: Phase,
-    failures: Vec<(String, String)>,
+    failures: Vec<(String, super::calls::CallFailure)>,
 ) -> Result<(), Stop> {
     if failures.is_empty() {
         return Ok(());

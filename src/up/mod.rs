@@ -158,10 +158,10 @@ async fn watch(pods: &mut [LocalPod], port: u16, plain: bool) -> anyhow::Result<
                 alive += 1;
             }
             let info = match exited {
-                Some(status) => Err(format!(
-                    "exited ({status}); log: {}",
-                    pod.home.join("ochopod.log").display()
-                )),
+                Some(status) => Err(InfoError::Exited {
+                    status,
+                    log: pod.home.join("ochopod.log"),
+                }),
                 None => fetch(&pod.ip, port).await,
             };
             lines.push(line(pod, info));
@@ -188,7 +188,21 @@ async fn watch(pods: &mut [LocalPod], port: u16, plain: bool) -> anyhow::Result<
     }
 }
 
-async fn fetch(ip: &str, port: u16) -> Result<Value, String> {
+/// Why a pod's `/info` gave no line yet.
+#[derive(Debug, thiserror::Error)]
+enum InfoError {
+    #[error("starting (no answer yet)")]
+    NoAnswer(#[source] crate::control::client::CallError),
+    #[error("{0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("exited ({status}); log: {}", log.display())]
+    Exited {
+        status: std::process::ExitStatus,
+        log: std::path::PathBuf,
+    },
+}
+
+async fn fetch(ip: &str, port: u16) -> Result<Value, InfoError> {
     let mut call = Call::get(ip, port, "/info");
     if let Ok(t) = std::env::var("OCHOPOD_TOKEN") {
         if let Some(first) = t.split(',').next() {
@@ -196,12 +210,12 @@ async fn fetch(ip: &str, port: u16) -> Result<Value, String> {
         }
     }
     match call.send(Duration::from_millis(800), MAX_INFO).await {
-        Ok(r) => serde_json::from_str(&r.text).map_err(|e| e.to_string()),
-        Err(_) => Err("starting (no answer yet)".into()),
+        Ok(r) => serde_json::from_str(&r.text).map_err(InfoError::NotJson),
+        Err(e) => Err(InfoError::NoAnswer(e)),
     }
 }
 
-fn line(pod: &LocalPod, info: Result<Value, String>) -> String {
+fn line(pod: &LocalPod, info: Result<Value, InfoError>) -> String {
     match info {
         Err(e) => format!("pod-{:<3} {:<11} {e}", pod.seq_hint, pod.ip),
         Ok(i) => {
