@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control;
 use crate::logs::LogRing;
-use crate::model::delta::Known;
+use crate::model::held::Known;
 use crate::model::{ClusterMap, Pod, PodState};
 use crate::render::Renderer;
 use crate::spec::{self, PodSpec, Signal};

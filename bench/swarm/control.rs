@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ochopod::model::delta::{Held, Known};
+use ochopod::model::held::{Held, Known};
 use ochopod::model::ClusterMap;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@
 //! [`decode`] is what a real pod does at its trust boundary: the body is parsed into the crate's
 //! own [`ClusterMap`], whose deserialization validates every pod (SPEC §6, §7); a version-2 body
 //! (a `base` digest and a `delta`) is read against the maps the pod holds (the one it applied
-//! and the one its last `check` carried) by the crate's own `model::delta::Held`, as a real pod
+//! and the one its last `check` carried) by the crate's own `model::held::Held`, as a real pod
 //! does: each held map's digest is computed once, and an empty delta from a held map to itself
 //! is that map.
 //!
@@ -15,7 +15,7 @@
 
 use std::sync::Mutex;
 
-use ochopod::model::delta::{Held, Known, Resolved};
+use ochopod::model::held::{Held, Known, Resolved};
 
 /// Why a body is refused, as a real pod refuses it: 409 `need: full` when it is a delta this pod
 /// cannot rebuild ([`DecodeError::needs_full`]), 400 otherwise.

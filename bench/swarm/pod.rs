@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ochopod::model::delta::Known;
+use ochopod::model::held::Known;
 use ochopod::model::{Pod, PodState};
 use ochopod::zk::paths::ClusterPaths;
 use ochopod::zk::{self, Acls, Client, ZkConfig, ZkError};

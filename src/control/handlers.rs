@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{error, Api};
 use crate::auth::{Denied, Pending};
-use crate::model::delta::{self, Known};
+use crate::model::held::{self, Known};
 use crate::supervise::{ControlError, Origin};
 
 impl IntoResponse for ControlError {
@@ -134,14 +134,14 @@ pub async fn authenticate(State(api): State<Api>, request: Request, next: Next) 
 }
 
 /// A body that is empty (None) or a cluster map, whole or as a delta from a map the pod holds
-/// (the applied one, or its last `check`'s: [`delta::Held`]); anything else is a 4xx. A delta
+/// (the applied one, or its last `check`'s: [`held::Held`]); anything else is a 4xx. A delta
 /// this pod cannot rebuild is a 409 with `"need": "full"`: the leader sends the whole map.
 fn parse_map(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<Option<Known>, Box<Response>> {
     let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let held = delta::Held {
+    let held = held::Held {
         applied: api.supervise.last_map(),
         checked: api.checked.get(),
     };

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::logs::LogRing;
-use crate::model::delta::Known;
+use crate::model::held::Known;
 use crate::model::Pod;
 use crate::supervise;
 use crate::sync::{Role, SyncStatus};

@@ -3,7 +3,7 @@
 //! Every configuration carries the map to every pod, three or four times (`check`, `off`, `on`,
 //! `ok`). Sent whole, that is O(N) bytes per pod and O(N²) per configuration. A pod that applied
 //! the leader's last map gets only the pods added, changed and gone since ([`Delta`]); it
-//! rebuilds the whole map from its own ([`rebuild`], or [`Held::read`], which hashes each map it
+//! rebuilds the whole map from its own ([`rebuild`], or [`super::held::Held::read`], which hashes each map it
 //! holds once) and checks the result against the digest the
 //! leader sent ([`digest`]: sha256 of the map's JSON without `key`, the same bytes on both sides
 //! since every collection in a map is ordered). When it does not hold the base map, or the result
@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::check::{check_map, Invalid};
-pub use super::held::{Held, Known, Resolved};
 use super::{ClusterMap, Pod};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 
 mod check;
 pub mod delta;
-mod held;
+pub mod held;
 
 use std::collections::BTreeMap;
 

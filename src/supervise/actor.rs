@@ -20,7 +20,7 @@ use super::runner::{self, PreparedCheck};
 use super::status::{ProcessState, Status};
 use super::step::{self, Effect, Event, Rules, State, StopFor};
 use super::{Backoff, Command, Origin, PodContext};
-use crate::model::delta::Known;
+use crate::model::held::Known;
 use crate::model::{ClusterMap, PodState};
 use crate::render::{fields, Context, RenderState, Rendered};
 use crate::spec::ReloadAction;

@@ -12,7 +12,7 @@ use super::error::{ControlError, Misaddressed};
 use super::runner;
 use super::status::{ProcessState, Status};
 use super::{Command, Origin, PodContext};
-use crate::model::delta::Known;
+use crate::model::held::Known;
 use crate::model::{Action, ClusterMap, PodState};
 use crate::render::{fields, Context, Rendered};
 use crate::spec::Signal;

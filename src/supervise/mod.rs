@@ -41,7 +41,7 @@ pub use shell::{Output as ShellOutput, ShellError, MAX_STDOUT};
 pub use status::{ProcessState, Status};
 
 use crate::logs::LogRing;
-use crate::model::delta::Known;
+use crate::model::held::Known;
 use crate::model::{Pod, PodState};
 use crate::render::Renderer;
 use crate::spec::{PodSpec, Signal};
@@ -69,7 +69,7 @@ pub enum Command {
     /// Apply a map (None: the last one), then start, reload or keep the process.
     /// Answers with the incarnation to wait on for readiness, or None when nothing runs.
     On {
-        /// With its digest, computed once (SPEC §7, [`crate::model::delta::Held`]).
+        /// With its digest, computed once (SPEC §7, [`crate::model::held::Held`]).
         map: Option<Known>,
         origin: Origin,
         reply: oneshot::Sender<Result<Option<u64>, ControlError>>,

@@ -4,7 +4,7 @@
 //! Within a leadership the leader remembers, per pod, whether it takes deltas (its `check` answer
 //! says so), the digest of the map its last `check` accepted and of the last map it applied (its
 //! `on` answered 2xx), and keeps the last few maps it sent. A pod holds both maps as bases
-//! ([`crate::model::delta::Held`]): one whose map is one of those gets a delta (after a `check`
+//! ([`crate::model::held::Held`]): one whose map is one of those gets a delta (after a `check`
 //! of the map itself, an empty one: a first configuration sends each pod the whole map once, at
 //! `check`); any other (a new pod that did not answer `check` yet, an older ochopod) gets the
 //! whole map, as before. A
@@ -336,9 +336,9 @@ mod tests {
         assert_eq!(delta.base.digest, delta.digest);
         assert!(!on.body("u2").delta);
         // The pod reads it as the map it checked.
-        let held = crate::model::delta::Held {
+        let held = crate::model::held::Held {
             applied: None,
-            checked: Some(crate::model::delta::Known::new(ClusterMap {
+            checked: Some(crate::model::held::Known::new(ClusterMap {
                 key: "u1".into(),
                 ..m.clone()
             })),
