@@ -347,20 +347,7 @@ pub fn read(bytes: &[u8], last: Option<&ClusterMap>) -> Result<ClusterMap, Delta
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn pod(n: u32) -> Pod {
-        Pod {
-            uuid: format!("u{n}"),
-            seq: n,
-            cluster: "web".into(),
-            namespace: "default".into(),
-            ip: format!("127.0.0.{n}"),
-            host: format!("127.0.0.{n}"),
-            public: format!("127.0.0.{n}"),
-            control_port: 8080,
-            ..Pod::default()
-        }
-    }
+    use crate::model::fixtures::pod;
 
     fn map(generation: u64, own: &[u32], dep: &[u32]) -> ClusterMap {
         let pods = |ns: &[u32]| ns.iter().map(|&n| (format!("u{n}"), pod(n))).collect();

@@ -182,21 +182,7 @@ mod tests {
 
     use super::*;
     use crate::model::delta::{make, DIGESTS};
-    use crate::model::Pod;
-
-    fn pod(n: u32) -> Pod {
-        Pod {
-            uuid: format!("u{n}"),
-            seq: n,
-            cluster: "web".into(),
-            namespace: "default".into(),
-            ip: format!("127.0.0.{n}"),
-            host: format!("127.0.0.{n}"),
-            public: format!("127.0.0.{n}"),
-            control_port: 8080,
-            ..Pod::default()
-        }
-    }
+    use crate::model::fixtures::pod;
 
     fn map(generation: u64, own: &[u32]) -> ClusterMap {
         ClusterMap {

@@ -13,6 +13,8 @@
 
 mod check;
 pub mod delta;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod held;
 
 use std::collections::BTreeMap;

@@ -226,21 +226,8 @@ impl Encoded {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::model::fixtures::pod;
     use crate::model::Pod;
-
-    fn pod(n: u32) -> Pod {
-        Pod {
-            uuid: format!("u{n}"),
-            seq: n,
-            cluster: "web".into(),
-            namespace: "default".into(),
-            ip: format!("127.0.0.{n}"),
-            host: format!("127.0.0.{n}"),
-            public: format!("127.0.0.{n}"),
-            control_port: 8080,
-            ..Pod::default()
-        }
-    }
 
     fn map(generation: u64, pods: &[u32]) -> ClusterMap {
         ClusterMap {
