@@ -147,14 +147,7 @@ struct Waiting {
 impl Waiting {
     async fn start(zk: &str, args: &[&str]) -> Waiting {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(crate::harness::pod::binary())
-            .arg("ctl")
-            .arg("--zk")
-            .arg(zk)
-            .args(args)
-            .env_remove("OCHOPOD_TOKEN")
-            .env_remove("OCHOPOD_TOKEN_FILE")
-            .env_remove("OCHOPOD_NAMESPACE")
+        let mut child = super::ctl_command(zk, args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -143,15 +143,21 @@ impl Fixture {
     }
 }
 
-pub async fn ctl_with(zk: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
-    let out = tokio::process::Command::new(binary())
-        .arg("ctl")
+/// `ochopod ctl --zk <zk> <args>`, without the test runner's token or namespace.
+pub fn ctl_command(zk: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("ctl")
         .arg("--zk")
         .arg(zk)
         .args(args)
         .env_remove("OCHOPOD_TOKEN")
         .env_remove("OCHOPOD_TOKEN_FILE")
-        .env_remove("OCHOPOD_NAMESPACE")
+        .env_remove("OCHOPOD_NAMESPACE");
+    cmd
+}
+
+pub async fn ctl_with(zk: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let out = ctl_command(zk, args)
         .envs(env.iter().copied())
         .output()
         .await
