@@ -183,8 +183,10 @@ impl SimPod {
 
     /// A follower's part of the election: its node, and a watch on its predecessor. Should it
     /// ever lead (the real leader died), it says so and leads nothing.
+    ///
+    /// The session is new (`start` runs once), so it left no election node behind: like a real
+    /// pod's first attempt (`sync::member`), no `leave_stale`, which reads every candidate's node.
     async fn elect(&self, client: &Client, paths: &ClusterPaths, acls: Acls) -> Result<(), ZkError> {
-        zk::election::leave_stale(client, paths, &self.me.uuid).await?;
         let me = zk::election::enter(client, paths, acls, &self.me.uuid).await?;
         zk::election::wait_until_leader(client, paths, &me).await?;
         tracing::warn!(
