@@ -207,7 +207,7 @@ async fn check(State(c): State<Ctx>, body: Bytes) -> Response {
             } else {
                 "start"
             };
-            Json(json!({ "ok": true, "action": action, "deltas": true })).into_response()
+            Json(json!({ "ok": true, "action": action, "deltas": true, "inherits": true })).into_response()
         }
         Ok(None) => error(StatusCode::BAD_REQUEST, "check needs a cluster map"),
         Err(r) => r.into_response(),

@@ -260,10 +260,12 @@ pub async fn log(
 pub async fn check(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> Response {
     match parse_map(&api, body) {
         Ok(Some(map)) => match api.supervise.check(&map).await {
-            // `deltas`: this pod takes maps as deltas (SPEC §7), from this map too.
+            // `deltas`: this pod takes maps as deltas (SPEC §7), from this map too; `inherits`:
+            // deltas without the `added` and `removed` that are their base's.
             Ok(action) => {
                 api.checked.set(map);
-                Json(json!({ "ok": true, "action": action, "deltas": true })).into_response()
+                Json(json!({ "ok": true, "action": action, "deltas": true, "inherits": true }))
+                    .into_response()
             }
             Err(e) => e.into_response(),
         },

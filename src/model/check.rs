@@ -84,16 +84,19 @@ impl TryFrom<RawPod> for Pod {
         Ok(Pod {
             // One spelling of an address (`::1`, not `0:0:0:0:0:0:0:1`), so that comparisons and
             // hashes agree.
-            ip: canonical_ip(&pod.ip),
-            public: canonical_ip(&pod.public),
+            ip: canonical_ip(pod.ip),
+            public: canonical_ip(pod.public),
             ..pod
         })
     }
 }
 
-fn canonical_ip(text: &str) -> String {
-    text.parse::<IpAddr>()
-        .map_or_else(|_| text.to_string(), |ip| ip.to_string())
+/// IPv6 in its shortest spelling; IPv4 as it is (a dotted quad parses only in its one spelling).
+fn canonical_ip(text: String) -> String {
+    match text.parse::<IpAddr>() {
+        Ok(ip @ IpAddr::V6(_)) => ip.to_string(),
+        _ => text,
+    }
 }
 
 /// Checks every field of a pod (SPEC §6): what the leader, dependents and `ctl` read from
@@ -283,8 +286,8 @@ fn word(field: &str, text: &str, max: usize, extra: &[char]) -> Result<(), Inval
         ));
     }
     match text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || extra.iter().any(|&c| c as u32 == u32::from(b)))
     {
         true => Ok(()),
         false => Err(invalid(
@@ -379,6 +382,11 @@ mod tests {
     fn addresses_are_kept_in_one_spelling() {
         let pod = with("ip", json!("0:0:0:0:0:0:0:1")).unwrap();
         assert_eq!(pod.ip, "::1");
+        // IPv4 is kept as written: it parses in one spelling only (no leading zeros).
+        assert_eq!(with("ip", json!("10.0.0.1")).unwrap().ip, "10.0.0.1");
+        for other in ["010.0.0.1", "10.0.0.01", "10.0.0.1 ", "10.0.1"] {
+            assert!(with("ip", json!(other)).is_err(), "{other}");
+        }
     }
 
     #[test]

@@ -86,10 +86,12 @@ pub struct Delta {
     pub key: String,
     pub base: Base,
     pub delta: Changes,
-    #[serde(default)]
-    pub added: Vec<String>,
-    #[serde(default)]
-    pub removed: Vec<String>,
+    /// The new map's `added` and `removed`; absent: the base's (a leader leaves them out only
+    /// for a pod that said `"inherits": true`, [`Delta::inheriting`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub removed_pods: BTreeMap<String, Pod>,
     /// [`digest`] of the map it rebuilds.
@@ -178,7 +180,29 @@ impl<'a> Keyless<'a> {
 pub fn digest(map: &ClusterMap) -> String {
     #[cfg(test)]
     DIGESTS.with(|n| n.set(n.get().saturating_add(1)));
-    hex::encode(Sha256::digest(Keyless::of(map).to_json()))
+    // Streamed into the hash through a buffer: no copy of the whole map's JSON (hundreds of kB
+    // at a thousand pods), the same bytes as `to_json`.
+    let mut out = std::io::BufWriter::with_capacity(16 << 10, HashWriter(Sha256::new()));
+    // Strings, integers and maps with string keys, into a writer that cannot fail.
+    let _ = serde_json::to_writer(&mut out, &Keyless::of(map));
+    match out.into_inner() {
+        Ok(w) => hex::encode(w.0.finalize()),
+        Err(_) => hex::encode(Sha256::digest(Keyless::of(map).to_json())),
+    }
+}
+
+/// Bytes written are hashed.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What changed from `from` to `to` (their pods and dependencies; the other fields are sent as
@@ -230,10 +254,25 @@ pub fn make(base: &ClusterMap, base_digest: &str, to: &ClusterMap, to_digest: &s
             digest: base_digest.to_string(),
         },
         delta: diff(base, to),
-        added: to.added.clone(),
-        removed: to.removed.clone(),
+        added: Some(to.added.clone()),
+        removed: Some(to.removed.clone()),
         removed_pods: to.removed_pods.clone(),
         digest: to_digest.to_string(),
+    }
+}
+
+impl Delta {
+    /// This delta without the `added` and `removed` that are the same as `base`'s: for a pod
+    /// that said `"inherits": true` (SPEC §7). In an empty delta (the `on` and `ok` of a map the
+    /// pod checked) that leaves out the whole list of a first configuration's pods.
+    pub fn inheriting(mut self, base: &ClusterMap) -> Delta {
+        if self.added.as_ref() == Some(&base.added) {
+            self.added = None;
+        }
+        if self.removed.as_ref() == Some(&base.removed) {
+            self.removed = None;
+        }
+        self
     }
 }
 
@@ -288,8 +327,8 @@ pub(super) fn rebuild_from(last: &ClusterMap, d: &Delta) -> Result<ClusterMap, D
         generation: d.generation,
         key: d.key.clone(),
         pods,
-        added: d.added.clone(),
-        removed: d.removed.clone(),
+        added: d.added.clone().unwrap_or_else(|| last.added.clone()),
+        removed: d.removed.clone().unwrap_or_else(|| last.removed.clone()),
         removed_pods: d.removed_pods.clone(),
         dependencies,
     };
@@ -323,7 +362,14 @@ pub fn parse(bytes: &[u8]) -> Result<Body, DeltaError> {
     struct Probe {
         base: Option<serde::de::IgnoredAny>,
     }
-    // Cheap: every other field is skipped without being built.
+    // A leader writes keys as they are: a body without the text `"base"` has no `base` key and
+    // is a whole map (one written with an escaped key is read as one too, and checked as one).
+    // Else the probe: a pass that skips every other field without building it.
+    if memchr::memmem::find(bytes, br#""base""#).is_none() {
+        return serde_json::from_slice(bytes)
+            .map(Body::Full)
+            .map_err(DeltaError::Malformed);
+    }
     let probe: Probe = serde_json::from_slice(bytes).map_err(DeltaError::Malformed)?;
     match probe.base {
         Some(_) => serde_json::from_slice(bytes)

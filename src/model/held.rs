@@ -170,8 +170,8 @@ fn same_map(base: &ClusterMap, d: &Delta) -> bool {
         && d.delta.dependencies.is_empty()
         && d.delta.dependencies_gone.is_empty()
         && (d.version, d.epoch, d.generation) == (base.version, base.epoch, base.generation)
-        && d.added == base.added
-        && d.removed == base.removed
+        && d.added.as_ref().is_none_or(|a| *a == base.added)
+        && d.removed.as_ref().is_none_or(|r| *r == base.removed)
         && d.removed_pods == base.removed_pods
 }
 
@@ -183,6 +183,7 @@ mod tests {
     use super::*;
     use crate::model::delta::{make, DIGESTS};
     use crate::model::fixtures::pod;
+    use crate::model::Pod;
 
     fn map(generation: u64, own: &[u32]) -> ClusterMap {
         ClusterMap {
@@ -273,16 +274,95 @@ mod tests {
         assert!(e.needs_full() && matches!(e, DeltaError::OtherBase { .. }), "{e}");
         // An empty delta that names a held map but changes its fields is rebuilt, and checked.
         let mut same = serde_json::from_slice::<Delta>(&body(&b, &b)).unwrap();
-        same.added = vec!["u3".into()];
+        same.added = Some(vec!["u3".into()]);
         let e = held.read(&serde_json::to_vec(&same).unwrap()).unwrap_err();
         assert!(matches!(e, DeltaError::Differs { .. }), "{e}");
         // Another key: the held map, copied with the body's key (then refused by admission).
-        same.added.clear();
+        same.added = Some(vec![]);
         same.key = "u2".into();
         let r = held.resolve(&serde_json::to_vec(&same).unwrap()).unwrap();
         assert!(r.map.ptr_eq(held.applied.as_ref().unwrap()) && r.key == "u2");
         let got = held.read(&serde_json::to_vec(&same).unwrap()).unwrap();
         assert_eq!(got.key, "u2");
         assert_eq!(got.digest(), delta::digest(&b));
+    }
+
+    /// Figures for docs/benchmarks.md: what one pod of 1,000 spends on the bodies of a first
+    /// configuration (`check` whole, then an empty delta) and of one pod joining (a delta);
+    /// medians of 101 runs.
+    /// `cargo test --release --lib held_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn held_figures() {
+        use std::time::{Duration, Instant};
+        fn median(mut f: impl FnMut()) -> Duration {
+            let mut t: Vec<Duration> = (0..101)
+                .map(|_| {
+                    let at = Instant::now();
+                    f();
+                    at.elapsed()
+                })
+                .collect();
+            t.sort();
+            t[50]
+        }
+        let big = |i: u32| Pod {
+            uuid: format!("{i:08x}-95a1-4b1e-9f38-0b5d3c7a9e11"),
+            ip: format!("10.1.{}.{}", i / 250, i % 250 + 1),
+            public: format!("10.1.{}.{}", i / 250, i % 250 + 1),
+            host: format!("web-{i}.web.default.svc.cluster.local"),
+            ports: [("9000".to_string(), 9000), ("8080".to_string(), 8080)].into(),
+            version: "0.9.0".into(),
+            started: 1_700_000_000_000,
+            ..pod(i)
+        };
+        let map_of = |n: u32, g: u64| ClusterMap {
+            generation: g,
+            key: big(1).uuid,
+            pods: (1..=n).map(|i| (big(i).uuid, big(i))).collect(),
+            added: (1..=n).map(|i| big(i).uuid).collect(),
+            ..ClusterMap::default()
+        };
+        let (a, b) = (map_of(1000, 1), map_of(1001, 2));
+        let whole = serde_json::to_vec(&a).unwrap();
+        let read_whole = median(|| {
+            std::hint::black_box(Held::default().read(&whole).unwrap());
+        });
+        let hash = median(|| {
+            std::hint::black_box(delta::digest(&a));
+        });
+        let held = Held {
+            applied: Some(Known::new(a.clone())),
+            checked: None,
+        };
+        let body = |to: &ClusterMap, inherit: bool| {
+            let mut d = make(&a, &delta::digest(&a), to, &delta::digest(to));
+            if inherit {
+                d = d.inheriting(&a);
+            }
+            d.key = a.key.clone();
+            serde_json::to_vec(&d).unwrap()
+        };
+        let _ = held.read(&body(&a, false)).unwrap();
+        let (empty, inherited, join) = (body(&a, false), body(&a, true), body(&b, true));
+        let read_empty = median(|| {
+            std::hint::black_box(held.read(&empty).unwrap());
+        });
+        let read_inherited = median(|| {
+            std::hint::black_box(held.read(&inherited).unwrap());
+        });
+        let read_join = median(|| {
+            std::hint::black_box(held.read(&join).unwrap());
+        });
+        println!(
+            "whole map of 1,000 pods, {} B: read {read_whole:?}; its digest {hash:?}",
+            whole.len()
+        );
+        println!(
+            "empty delta {} B: {read_empty:?}; inheriting {} B: {read_inherited:?}; one pod joining {} B: {read_join:?}",
+            empty.len(),
+            inherited.len(),
+            join.len()
+        );
     }
 }

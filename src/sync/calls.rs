@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::delivery::{Body, Outgoing};
+use super::delivery::{Body, Outgoing, Takes};
 use crate::auth::Signer;
 use crate::control::client::Call;
 use crate::model::{Action, Pod};
@@ -63,8 +63,8 @@ pub enum CallFailure {
 pub struct Reply {
     /// What `on` would do to the pod's process (None from an older pod).
     pub action: Option<Action>,
-    /// The pod takes maps as deltas (SPEC §7).
-    pub deltas: bool,
+    /// The pod takes maps as deltas, and how (SPEC §7).
+    pub takes: Takes,
     /// It asked for the whole map (409 `"need": "full"`) and took it: it did not hold the map
     /// the leader thought.
     pub refetched: bool,
@@ -141,11 +141,15 @@ impl Caller {
         let answer = match r.status.as_u16() {
             200..=299 => {
                 let v = serde_json::from_str::<serde_json::Value>(&r.text).unwrap_or_default();
+                let flag = |name| v.get(name).and_then(serde_json::Value::as_bool) == Some(true);
                 Answer::Ok(Reply {
                     action: v
                         .get("action")
                         .and_then(|a| serde_json::from_value(a.clone()).ok()),
-                    deltas: v.get("deltas").and_then(serde_json::Value::as_bool) == Some(true),
+                    takes: Takes {
+                        deltas: flag("deltas"),
+                        inherits: flag("inherits"),
+                    },
                     refetched: false,
                 })
             }

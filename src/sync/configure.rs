@@ -82,7 +82,7 @@ pub(super) async fn configure(
     for (uuid, answer) in answers {
         match answer {
             Answer::Ok(reply) => {
-                rounds.delivered.checked(&uuid, reply.deltas, &out);
+                rounds.delivered.checked(&uuid, reply.takes, &out);
                 if reply.refetched {
                     // Not the map the leader thought: the whole map for the rest of this one.
                     rounds.delivered.unknown(&uuid);

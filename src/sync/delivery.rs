@@ -28,11 +28,20 @@ use crate::model::ClusterMap;
 /// an `on` stay on an older one for a while).
 const KEEP_MAPS: usize = 4;
 
+/// What a pod's `check` answer says it takes (SPEC §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Takes {
+    /// Maps as deltas (`"deltas": true`).
+    pub deltas: bool,
+    /// Deltas without the `added` and `removed` that are its base's (`"inherits": true`).
+    pub inherits: bool,
+}
+
 /// What the leader remembers of one pod, within its leadership.
 #[derive(Debug, Clone, Default)]
 struct Memory {
-    /// Its `check` said it takes deltas.
-    deltas: bool,
+    /// What its `check` said it takes.
+    takes: Takes,
     /// The digest of the map its last `check` accepted (it holds that map as a base).
     checked: Option<String>,
     /// The digest of the last map it applied (`on` answered 2xx).
@@ -59,10 +68,11 @@ impl Delivered {
         let digest = hex::encode(Sha256::digest(&json));
         let full = Arc::new(Encoded::new(json));
         self.keep(&digest, map);
-        let mut deltas: HashMap<String, Arc<Encoded>> = HashMap::new();
+        // By base, and whether the receivers inherit `added` and `removed`.
+        let mut deltas: HashMap<(String, bool), Arc<Encoded>> = HashMap::new();
         let mut per_pod = HashMap::new();
         for uuid in uuids {
-            let Some(m) = self.pods.get(uuid).filter(|m| m.deltas) else {
+            let Some(m) = self.pods.get(uuid).filter(|m| m.takes.deltas) else {
                 continue;
             };
             // The map itself if the pod holds it (an empty delta), else the last one it checked,
@@ -78,15 +88,19 @@ impl Delivered {
                         .find(|b| self.maps.iter().any(|(d, _)| d == *b))
                 });
             let Some(base) = base else { continue };
-            let encoded = match deltas.get(base) {
+            let inherits = m.takes.inherits;
+            let encoded = match deltas.get(&(base.clone(), inherits)) {
                 Some(e) => e.clone(),
                 None => {
                     let Some((_, from)) = self.maps.iter().find(|(d, _)| d == base) else {
                         continue;
                     };
-                    let d = delta::make(from, base, map, &digest);
+                    let mut d = delta::make(from, base, map, &digest);
+                    if inherits {
+                        d = d.inheriting(from);
+                    }
                     let e = Arc::new(Encoded::of(&d));
-                    deltas.insert(base.clone(), e.clone());
+                    deltas.insert((base.clone(), inherits), e.clone());
                     e
                 }
             };
@@ -117,12 +131,12 @@ impl Delivered {
         }
     }
 
-    /// The pod's `check` of the map of `out` answered 2xx: whether it takes deltas (then it holds
-    /// that map as a base).
-    pub(super) fn checked(&mut self, uuid: &str, deltas: bool, out: &Outgoing) {
+    /// The pod's `check` of the map of `out` answered 2xx, saying what it takes (when it takes
+    /// deltas, it holds that map as a base).
+    pub(super) fn checked(&mut self, uuid: &str, takes: Takes, out: &Outgoing) {
         let m = self.pods.entry(uuid.to_string()).or_default();
-        m.deltas = deltas;
-        m.checked = deltas.then(|| out.digest.clone());
+        m.takes = takes;
+        m.checked = takes.deltas.then(|| out.digest.clone());
     }
 
     /// The pod applied the map of `out` (its `on` answered 2xx).
@@ -226,6 +240,12 @@ impl Encoded {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A pod of the version before `inherits`.
+    const DELTAS: Takes = Takes {
+        deltas: true,
+        inherits: false,
+    };
     use crate::model::fixtures::pod;
     use crate::model::Pod;
 
@@ -265,9 +285,9 @@ mod tests {
         let mut d = Delivered::default();
         let (a, b) = (map(1, &[1, 2, 3]), map(2, &[1, 2, 3, 4]));
         let first = d.prepare(&a, uuids(&[1, 2, 3]).iter());
-        d.checked("u1", true, &first);
-        d.checked("u2", false, &first); // an older pod
-        d.checked("u3", true, &first);
+        d.checked("u1", DELTAS, &first);
+        d.checked("u2", Takes::default(), &first); // an older pod
+        d.checked("u3", DELTAS, &first);
         d.applied("u1", &first);
         d.applied("u2", &first);
         // u3's `on` failed: what it applied is unknown, but it holds the map it checked.
@@ -313,8 +333,8 @@ mod tests {
         let m = map(1, &[1, 2]);
         let check = d.prepare(&m, uuids(&[1, 2]).iter());
         assert_eq!(check.deltas(), 0, "nothing known yet: whole maps");
-        d.checked("u1", true, &check);
-        d.checked("u2", false, &check); // an older pod
+        d.checked("u1", DELTAS, &check);
+        d.checked("u2", Takes::default(), &check); // an older pod
         let on = d.prepare(&m, uuids(&[1, 2]).iter());
         assert_eq!(on.deltas(), 1);
         let body = on.body("u1");
@@ -337,6 +357,54 @@ mod tests {
                 ..m
             }
         );
+    }
+
+    #[test]
+    fn a_pod_that_inherits_gets_deltas_without_the_bases_lists() {
+        let mut d = Delivered::default();
+        let mut m = map(1, &[1, 2, 3]);
+        m.added = uuids(&[1, 2, 3]);
+        let check = d.prepare(&m, uuids(&[1, 2, 3]).iter());
+        let inherits = Takes {
+            deltas: true,
+            inherits: true,
+        };
+        d.checked("u1", inherits, &check);
+        d.checked("u2", DELTAS, &check);
+        let on = d.prepare(&m, uuids(&[1, 2]).iter());
+        let text = |u: &str| String::from_utf8(on.body(u).bytes).unwrap();
+        // A first configuration's `on`: the list of every pod added is the checked map's.
+        assert!(
+            !text("u1").contains("\"added\"") && !text("u1").contains("\"removed\""),
+            "{}",
+            text("u1")
+        );
+        assert!(
+            text("u2").contains(r#""added":["u1","u2","u3"]"#),
+            "{}",
+            text("u2")
+        );
+        let held = crate::model::held::Held {
+            applied: None,
+            checked: Some(crate::model::held::Known::new(ClusterMap {
+                key: "u1".into(),
+                ..m.clone()
+            })),
+        };
+        assert_eq!(held.read(&on.body("u1").bytes).unwrap().added, m.added);
+        // A change: `added` is the new map's, `removed` (unchanged, empty) is left out.
+        d.applied("u1", &on);
+        let mut next = map(2, &[1, 2, 3, 4]);
+        next.added = uuids(&[4]);
+        let out = d.prepare(&next, uuids(&[1]).iter());
+        let body = out.body("u1");
+        let text = String::from_utf8_lossy(&body.bytes);
+        assert!(
+            text.contains(r#""added":["u4"]"#) && !text.contains("\"removed\""),
+            "{text}"
+        );
+        let got = held.read(&body.bytes).unwrap();
+        assert_eq!((got.added.clone(), got.removed.len()), (uuids(&[4]), 0));
     }
 
     /// Figures for docs/benchmarks.md: 1,000 pods, one joining. Bytes of a reconfiguration with
@@ -387,7 +455,7 @@ mod tests {
         let mut d = Delivered::default();
         let first = d.prepare(&a, uuids.iter());
         for u in uuids.iter().filter(|u| a.pods.contains_key(*u)) {
-            d.checked(u, true, &first);
+            d.checked(u, DELTAS, &first);
             d.applied(u, &first);
         }
         // After, whole maps (a first configuration): shared once, then per pod copy and hash.
@@ -402,7 +470,7 @@ mod tests {
         let per_phase_delta = t.elapsed();
         for u in &uuids {
             // The newcomer said at check that it takes deltas, like the others.
-            d.checked(u, true, &out);
+            d.checked(u, DELTAS, &out);
             d.applied(u, &out);
         }
         let ok: usize = uuids

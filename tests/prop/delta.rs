@@ -94,6 +94,11 @@ proptest! {
         let rebuilt = rebuilt.unwrap();
         prop_assert_eq!(delta::digest(&rebuilt), delta::digest(&b));
         prop_assert_eq!(rebuilt, b.clone());
+        // Sent to a pod that inherits the base's `added` and `removed`: the same map.
+        let mut d = delta::make(&a, &delta::digest(&a), &b, &delta::digest(&b)).inheriting(&a);
+        d.key = b.key.clone();
+        let inherited = delta::read(serde_json::to_string(&d).unwrap().as_bytes(), Some(&a));
+        prop_assert_eq!(inherited.ok(), Some(b.clone()));
         // Any other base: the whole map is asked for, never a wrong map.
         if delta::digest(&a) != delta::digest(&b) {
             let other = delta::read(text.as_bytes(), Some(&b));
