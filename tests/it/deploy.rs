@@ -129,3 +129,15 @@ fn the_zookeeper_image_takes_ochopod_from_the_base_image_and_copies_what_exists(
     assert!(dockerfile.contains("OCHOPOD_POD=/etc/ochopod/pods/zookeeper.yaml"));
     assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/ochopod\", \"run\"]"));
 }
+
+#[test]
+fn the_base_image_builds_with_build_rs_whose_link_options_make_the_pod_lighter() {
+    // Without it in the build context cargo builds without it, silently: a bigger binary.
+    let base = text("Dockerfile.base");
+    assert!(
+        base.lines()
+            .any(|l| l.starts_with("COPY ") && l.split_whitespace().any(|w| w == "build.rs")),
+        "{base}"
+    );
+    assert!(repo("build.rs").exists());
+}
