@@ -140,7 +140,7 @@ impl ClusterMap {
     /// The pods sorted by seq, as templates see them.
     pub fn pods_by_seq(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self.pods.values().collect();
-        pods.sort_by_key(|p| (p.seq, p.uuid.clone()));
+        pods.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
         pods
     }
 

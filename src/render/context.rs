@@ -3,7 +3,7 @@
 //! Receives a [`PodSpec`], a [`ClusterMap`] (plus the last applied one, for removed pods) and the
 //! pod's environment; emits one JSON value. Pure: no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
@@ -24,8 +24,17 @@ use crate::spec::PodSpec;
 /// Removed pods have no `index`: they are not part of this configuration. Every non-wildcard
 /// `depends_on` entry is present, with `size: 0` when the map has no pods for it, so `grep` on a
 /// declared dependency yields an empty string rather than an error.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Context(Value);
+///
+/// Held as handlebars' own context, built once: `Registry::render` would copy the whole value
+/// (every pod of the map) for each template it renders.
+#[derive(Debug, Clone)]
+pub struct Context(handlebars::Context);
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Context) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
 
 impl Context {
     /// Builds the context for the receiver `map.key`. `previous` is the last map this pod
@@ -41,7 +50,13 @@ impl Context {
             .me()
             .ok_or_else(|| RenderError::NotInMap { key: map.key.clone() })?;
         let ranked = map.pods_by_seq();
-        let index_of = |uuid: &str| ranked.iter().position(|p| p.uuid == uuid);
+        // By uuid: a first configuration's `added` is every pod.
+        let rank: HashMap<&str, usize> = ranked
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.uuid.as_str(), i))
+            .collect();
+        let index_of = |uuid: &str| rank.get(uuid).copied();
         let pods: Vec<Value> = ranked
             .iter()
             .enumerate()
@@ -49,7 +64,7 @@ impl Context {
             .collect();
 
         let mut added: Vec<&Pod> = map.added.iter().filter_map(|u| map.pods.get(u)).collect();
-        added.sort_by_key(|p| (p.seq, p.uuid.clone()));
+        added.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
         let added: Vec<Value> = added
             .into_iter()
             .map(|p| pod_json(p, index_of(&p.uuid)))
@@ -64,7 +79,7 @@ impl Context {
                     .or_else(|| previous.and_then(|m| m.pods.get(u)))
             })
             .collect();
-        removed.sort_by_key(|p| (p.seq, p.uuid.clone()));
+        removed.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
         let removed: Vec<Value> = removed.into_iter().map(|p| pod_json(p, None)).collect();
 
         let mut dependencies = Map::new();
@@ -73,7 +88,7 @@ impl Context {
         }
         for (name, members) in &map.dependencies {
             let mut ranked: Vec<&Pod> = members.values().collect();
-            ranked.sort_by_key(|p| (p.seq, p.uuid.clone()));
+            ranked.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
             let pods: Vec<Value> = ranked
                 .iter()
                 .enumerate()
@@ -82,7 +97,7 @@ impl Context {
             dependencies.insert(name.clone(), json!({ "size": pods.len(), "pods": pods }));
         }
 
-        Ok(Context(json!({
+        Ok(Context(handlebars::Context::from(json!({
             "pod": pod_json(me, index_of(&me.uuid)),
             "cluster": {
                 "name": spec.cluster,
@@ -96,11 +111,16 @@ impl Context {
             },
             "dependencies": dependencies,
             "env": env,
-        })))
+        }))))
     }
 
-    /// The context as handlebars sees it.
+    /// The context as templates see it.
     pub fn as_json(&self) -> &Value {
+        self.0.data()
+    }
+
+    /// The context as handlebars takes it.
+    pub(super) fn handlebars(&self) -> &handlebars::Context {
         &self.0
     }
 }

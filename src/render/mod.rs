@@ -299,7 +299,7 @@ impl Renderer {
             .cloned()
             .unwrap_or_else(|| Origin::File(PathBuf::from(name)));
         self.hb
-            .render(name, ctx.as_json())
+            .render_with_context(name, ctx.handlebars())
             .map_err(|e| RenderError::from_handlebars(&origin, e))
     }
 
