@@ -43,7 +43,10 @@ class Zk:
                                       "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
-        while four(self.port, "ruok") != "imok":
+        # `ruok` says imok as soon as the port listens, before the server has loaded its data and
+        # serves: clients connecting then are dropped ("ZooKeeperServer not running") and back
+        # off. `srvr` answers its version only once it serves.
+        while "Zookeeper version" not in four(self.port, "srvr"):
             if time.time() > deadline:
                 sys.exit("ZooKeeper did not start")
             time.sleep(0.1)
