@@ -276,6 +276,8 @@ fn dns_name(field: &str, text: &str) -> Result<(), Invalid> {
 /// ASCII letters, digits and the few `extra` punctuation marks; at most `max` bytes; may be empty.
 /// Never only dots (`..` in a path) nor starting with `-` (an option to a command).
 fn word(field: &str, text: &str, max: usize, extra: &[char]) -> Result<(), Invalid> {
+    // Compared byte by byte below: right for ASCII marks only.
+    debug_assert!(extra.iter().all(char::is_ascii));
     if text.len() > max {
         return Err(invalid(field, format!("longer than {max} characters")));
     }

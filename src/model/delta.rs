@@ -183,11 +183,12 @@ pub fn digest(map: &ClusterMap) -> String {
     // Streamed into the hash through a buffer: no copy of the whole map's JSON (hundreds of kB
     // at a thousand pods), the same bytes as `to_json`.
     let mut out = std::io::BufWriter::with_capacity(16 << 10, HashWriter(Sha256::new()));
-    // Strings, integers and maps with string keys, into a writer that cannot fail.
-    let _ = serde_json::to_writer(&mut out, &Keyless::of(map));
-    match out.into_inner() {
-        Ok(w) => hex::encode(w.0.finalize()),
-        Err(_) => hex::encode(Sha256::digest(Keyless::of(map).to_json())),
+    // Strings, integers and maps with string keys, into a writer that cannot fail; were it to,
+    // the bytes hashed would be `to_json`'s, as a leader's.
+    let streamed = serde_json::to_writer(&mut out, &Keyless::of(map));
+    match (streamed, out.into_inner()) {
+        (Ok(()), Ok(w)) => hex::encode(w.0.finalize()),
+        _ => hex::encode(Sha256::digest(Keyless::of(map).to_json())),
     }
 }
 
@@ -262,7 +263,8 @@ pub fn make(base: &ClusterMap, base_digest: &str, to: &ClusterMap, to_digest: &s
 }
 
 impl Delta {
-    /// This delta without the `added` and `removed` that are the same as `base`'s: for a pod
+    /// This delta without the `added` and `removed` that are the same as `base`'s (the map it
+    /// was made from, [`make`]'s first argument): for a pod
     /// that said `"inherits": true` (SPEC §7). In an empty delta (the `on` and `ok` of a map the
     /// pod checked) that leaves out the whole list of a first configuration's pods.
     pub fn inheriting(mut self, base: &ClusterMap) -> Delta {
@@ -363,7 +365,7 @@ pub fn parse(bytes: &[u8]) -> Result<Body, DeltaError> {
         base: Option<serde::de::IgnoredAny>,
     }
     // A leader writes keys as they are: a body without the text `"base"` has no `base` key and
-    // is a whole map (one written with an escaped key is read as one too, and checked as one).
+    // is read as a whole map (one with an escaped `base` key too: SPEC §7 reads `base` as written).
     // Else the probe: a pass that skips every other field without building it.
     if memchr::memmem::find(bytes, br#""base""#).is_none() {
         return serde_json::from_slice(bytes)
