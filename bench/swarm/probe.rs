@@ -71,8 +71,10 @@ pub async fn session_received(zk: &str, sid: i64) -> Option<u64> {
         .ok()
 }
 
-/// `zk_packets_received` and `zk_packets_sent` from `mntr`.
-pub async fn packets(zk: &str) -> Option<(u64, u64)> {
+/// From `mntr`: `zk_packets_received`, `zk_packets_sent`, and the reads and writes on the
+/// `/ochopod` tree (ZooKeeper 3.6+ counts requests per top-level znode: heartbeats and session
+/// set-up are not among them, so a change's own requests are exact, whatever the pings).
+pub async fn packets(zk: &str) -> Option<(u64, u64, u64)> {
     let out = four(zk, "mntr").await?;
     let get = |key: &str| -> Option<u64> {
         out.lines()
@@ -81,7 +83,14 @@ pub async fn packets(zk: &str) -> Option<(u64, u64)> {
             .parse()
             .ok()
     };
-    Some((get("zk_packets_received")?, get("zk_packets_sent")?))
+    let ops = [
+        "zk_cnt_ochopod_read_per_namespace",
+        "zk_cnt_ochopod_write_per_namespace",
+    ]
+    .iter()
+    .map(|k| get(k).unwrap_or(0))
+    .fold(0u64, u64::saturating_add);
+    Some((get("zk_packets_received")?, get("zk_packets_sent")?, ops))
 }
 
 /// The processes measured.
@@ -103,6 +112,8 @@ pub struct Usage {
     /// ZooKeeper requests received, answers and notifications sent.
     pub zk_received: u64,
     pub zk_sent: u64,
+    /// Reads and writes on `/ochopod` (no heartbeats).
+    pub zk_ops: u64,
     /// Requests received from the leader's session alone.
     pub leader_zk: u64,
     /// The ZooKeeper JVM's rchar + wchar.
@@ -112,7 +123,7 @@ pub struct Usage {
 
 impl Usage {
     pub async fn now(zk: &str, pids: &Pids, http: TrafficCount) -> Usage {
-        let (zk_received, zk_sent) = packets(zk).await.unwrap_or_default();
+        let (zk_received, zk_sent, zk_ops) = packets(zk).await.unwrap_or_default();
         let zk_pid = pids.zk.as_deref();
         let leader_zk = match pids.leader_sid {
             Some(sid) => session_received(zk, sid).await.unwrap_or_default(),
@@ -126,6 +137,7 @@ impl Usage {
             zk_cpu: zk_pid.and_then(cpu).unwrap_or_default(),
             zk_received,
             zk_sent,
+            zk_ops,
             zk_io: zk_pid
                 .and_then(io)
                 .map(|(r, w)| r.saturating_add(w))
@@ -146,6 +158,8 @@ pub struct Cost {
     pub zk_requests: f64,
     pub zk_requests_raw: u64,
     pub zk_sent: u64,
+    /// Reads and writes on `/ochopod`: the change's own requests, no heartbeat among them.
+    pub zk_ops: u64,
     /// Requests from the leader's session alone (`cons`), heartbeats included.
     pub leader_zk_requests: u64,
     pub zk_io_bytes: u64,
@@ -166,6 +180,7 @@ impl Cost {
             zk_requests: raw as f64 - idle_per_s * seconds,
             zk_requests_raw: raw,
             zk_sent: b.zk_sent.saturating_sub(a.zk_sent),
+            zk_ops: b.zk_ops.saturating_sub(a.zk_ops),
             leader_zk_requests: b.leader_zk.saturating_sub(a.leader_zk),
             zk_io_bytes: b.zk_io.saturating_sub(a.zk_io),
             http_requests: http.total_requests(),
