@@ -193,17 +193,20 @@ impl Discovery {
         let snapshot = client.get_data(&snapshot_path);
         let paused = client.get_data(&paused_path);
         let mut pods = Vec::new();
-        for (path, read) in paths.iter().zip(reads) {
+        for ((path, name), read) in paths.iter().zip(&names).zip(reads) {
             match read.await {
-                // Validated as it is read (crate::model): ctl never calls an address that is not one.
-                Ok((data, _)) => match serde_json::from_slice::<Registered>(&data) {
-                    Ok(pod) if path.rsplit('/').next() == Some(pod.uuid.as_str()) => pods.push(Target {
+                // Judged as the leader judges it (zk::cluster::judge: a valid pod, filed under its
+                // own uuid, in an ephemeral znode): ctl never calls what no map would hold.
+                Ok((data, stat)) => match crate::zk::cluster::judge(name, &data, &stat) {
+                    Ok(r) => pods.push(Target {
                         cluster: key.to_string(),
-                        pod,
+                        pod: r.pod,
                     }),
-                    Ok(pod) => eprintln!("ochopod ctl: warning: {path} holds the pod {}, skipped", pod.uuid),
                     // Another tool's (or version's) mistake must not hide the other pods.
-                    Err(e) => eprintln!("ochopod ctl: warning: {path:?} is not a valid pod ({e}), skipped"),
+                    Err(r) => eprintln!(
+                        "ochopod ctl: warning: {path:?} is not a pod ({}), skipped",
+                        r.reason
+                    ),
                 },
                 // Gone between the listing and the read: the pod left.
                 Err(zkc::Error::NoNode) => {}

@@ -9,7 +9,6 @@ use zookeeper_client as zkc;
 use super::model::{ClusterView, Model, Rejected, SnapshotView};
 use crate::ctl::discover::{leader_of, Discovery, CLUSTERS};
 use crate::ctl::CtlError;
-use crate::model::Pod;
 
 /// Reads one cluster (None when its znode is gone): pods, leader and snapshot, every read sent
 /// before the first is awaited.
@@ -41,18 +40,15 @@ async fn read_cluster(
     };
     for ((path, name), read) in paths.iter().zip(reads) {
         match read.await {
-            // Validated as it is read (crate::model): nothing past here sees a hostile value.
-            Ok((data, _)) => match serde_json::from_slice::<Pod>(&data) {
-                Ok(pod) if pod.uuid == *name => {
-                    view.pods.insert(pod.uuid.clone(), pod);
+            // Judged as the leader judges it (zk::cluster::judge: a valid pod, filed under its own
+            // uuid, in an ephemeral znode): nothing past here sees a hostile value.
+            Ok((data, stat)) => match crate::zk::cluster::judge(name, &data, &stat) {
+                Ok(r) => {
+                    view.pods.insert(r.pod.uuid.clone(), r.pod);
                 }
-                Ok(pod) => view.rejected.push(Rejected {
-                    znode: name.clone(),
-                    reason: format!("holds the pod {}", pod.uuid),
-                }),
-                Err(e) => view.rejected.push(Rejected {
-                    znode: name.clone(),
-                    reason: e.to_string(),
+                Err(r) => view.rejected.push(Rejected {
+                    znode: r.name,
+                    reason: r.reason,
                 }),
             },
             // Gone between the listing and the read: the pod left.

@@ -143,6 +143,41 @@ async fn port_lists_addresses_from_zookeeper_alone() {
 }
 
 #[tokio::test]
+async fn a_persistent_registration_is_no_pod_to_ctl() {
+    let Pods {
+        fx,
+        web,
+        db: _db,
+        uuids: _,
+    } = web_and_db(2, "", 0).await;
+    // A valid pod's JSON under its own uuid, but in a persistent znode: no ochopod registered it
+    // (each registers with its session), and the leader leaves it out of every map. ctl must not
+    // call it either: only whoever can write to ZooKeeper could have put it there.
+    let info = web[0].1.info().await;
+    let mut json = crate::runner::pod_json(&info);
+    let uuid = "5f0c6a52-95a1-4b1e-9f38-0b5d3c7a9e99";
+    json["uuid"] = uuid.into();
+    json["seq"] = 9.into();
+    json["ip"] = "127.0.0.99".into();
+    let persistent = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    fx.client
+        .create(
+            &format!("/ochopod/clusters/default.web/pods/{uuid}"),
+            json.to_string().as_bytes(),
+            &persistent,
+        )
+        .await
+        .unwrap();
+    let out = fx.ctl(&["port", "7000", "web"]).await;
+    let want: Vec<String> = web.iter().map(|(_, p)| format!("{}:7000", p.ip)).collect();
+    assert_eq!(out.stdout.trim(), want.join(","), "{out:?}");
+    assert!(
+        out.stderr.contains(uuid) && out.stderr.contains("not ephemeral"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
 async fn off_holds_a_pod_and_on_releases_it() {
     let Pods {
         fx,
