@@ -173,69 +173,37 @@ impl Discovery {
         Ok(keys)
     }
 
-    /// Reads one cluster: pods (pipelined: every read is sent before the first is awaited, so a
-    /// cluster of 100 costs about one round trip), leader and snapshot.
+    /// Reads one cluster ([`read_cluster`]) as the verbs see it: pods sorted by seq, a warning
+    /// for each registration that is not a pod.
     pub async fn cluster(&self, key: &str) -> Result<Cluster, CtlError> {
-        let client = self.client();
-        let root = format!("{CLUSTERS}/{key}");
-        let dir = format!("{root}/pods");
-        let names = match client.list_children(&dir).await {
-            Ok(n) => n,
-            Err(zkc::Error::NoNode) => Vec::new(),
-            Err(e) => return Err(self.op("listing", &dir)(e)),
-        };
-        let paths: Vec<String> = names.iter().map(|n| format!("{dir}/{n}")).collect();
-        let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
-        let leader_dir = format!("{root}/leader");
-        let snapshot_path = format!("{root}/snapshot");
-        let paused_path = format!("{root}/paused");
-        let leader_names = client.list_children(&leader_dir);
-        let snapshot = client.get_data(&snapshot_path);
-        let paused = client.get_data(&paused_path);
-        let mut pods = Vec::new();
-        for ((path, name), read) in paths.iter().zip(&names).zip(reads) {
-            match read.await {
-                // Judged as the leader judges it (zk::cluster::judge: a valid pod, filed under its
-                // own uuid, in an ephemeral znode): ctl never calls what no map would hold.
-                Ok((data, stat)) => match crate::zk::cluster::judge(name, &data, &stat) {
-                    Ok(r) => pods.push(Target {
-                        cluster: key.to_string(),
-                        pod: r.pod,
-                    }),
-                    // Another tool's (or version's) mistake must not hide the other pods.
-                    Err(r) => eprintln!(
-                        "ochopod ctl: warning: {path:?} is not a pod ({}), skipped",
-                        r.reason
-                    ),
-                },
-                // Gone between the listing and the read: the pod left.
-                Err(zkc::Error::NoNode) => {}
-                Err(e) => return Err(self.op("reading", path)(e)),
-            }
+        let read = read_cluster(&self.client(), &self.connect, key).await?;
+        for r in &read.rejected {
+            // Another tool's (or version's) mistake must not hide the other pods.
+            let path = format!("{CLUSTERS}/{key}/pods/{}", r.name);
+            eprintln!(
+                "ochopod ctl: warning: {path:?} is not a pod ({}), skipped",
+                r.reason
+            );
         }
-        pods.sort_by(|a, b| (a.pod.seq, &a.pod.uuid).cmp(&(b.pod.seq, &b.pod.uuid)));
-        let leader = leader_of(&client, &self.connect, &leader_dir, leader_names).await?;
-        let (snapshot, mut reserved) = match snapshot.await {
-            // The leader's reader: either form of SPEC §6, a manifest's parts fetched.
-            Ok((data, _)) => match crate::zk::snapshot::resolve(&client, &snapshot_path, &data).await {
-                Ok(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
-                Err(_) => (None, BTreeMap::new()),
-            },
-            Err(zkc::Error::NoNode) => (None, BTreeMap::new()),
-            Err(e) => return Err(self.op("reading", &snapshot_path)(e)),
+        let pods: Vec<Target> = read
+            .pods
+            .into_iter()
+            .map(|pod| Target {
+                cluster: key.to_string(),
+                pod,
+            })
+            .collect();
+        let (snapshot, mut reserved) = match read.snapshot {
+            Some(s) => (Some((s.generation, s.pods.into_keys().collect())), s.reserved),
+            None => (None, BTreeMap::new()),
         };
         reserved.retain(|_, r| !pods.iter().any(|t| t.pod.uuid == r.uuid));
-        let paused = match paused.await {
-            Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
-            Err(zkc::Error::NoNode) => None,
-            Err(e) => return Err(self.op("reading", &paused_path)(e)),
-        };
         Ok(Cluster {
             key: key.to_string(),
             pods,
-            leader,
+            leader: read.leader,
             snapshot,
-            paused,
+            paused: read.paused,
             reserved,
         })
     }
@@ -256,6 +224,90 @@ impl Discovery {
         }
         Ok(clusters)
     }
+}
+
+/// One cluster's znodes as ctl reads them, for the verbs ([`Discovery::cluster`]) and for `ctl
+/// events` and `ctl ui` (`watch`).
+pub(super) struct ClusterRead {
+    /// The cluster's znode exists.
+    pub exists: bool,
+    /// Registrations judged as the leader judges them ([`crate::zk::cluster::judge`]: a valid
+    /// pod, under its own uuid, in an ephemeral znode), sorted by seq then uuid: ctl never calls
+    /// or shows as a pod what no map would hold.
+    pub pods: Vec<Registered>,
+    /// The znodes under `pods/` that are not pods, and why.
+    pub rejected: Vec<crate::zk::cluster::Rejected>,
+    /// The uuid the lowest election node holds.
+    pub leader: Option<String>,
+    /// The last configuration, as the leader reads it (either form of SPEC §6); None when absent
+    /// or unreadable (the leader will write a good one).
+    pub snapshot: Option<crate::zk::snapshot::Snapshot>,
+    pub paused: Option<crate::zk::pause::Pause>,
+}
+
+/// Reads one cluster: after the listing of `pods/`, every read (each pod, the election, the
+/// snapshot, the pause) is sent before the first is awaited, so a cluster of 100 costs about two
+/// round trips.
+pub(super) async fn read_cluster(
+    client: &zkc::Client,
+    connect: &str,
+    key: &str,
+) -> Result<ClusterRead, CtlError> {
+    let op = |doing, path: &str| zk_error(connect, doing, path);
+    let root = format!("{CLUSTERS}/{key}");
+    let (dir, leader_dir) = (format!("{root}/pods"), format!("{root}/leader"));
+    let (snapshot_path, paused_path) = (format!("{root}/snapshot"), format!("{root}/paused"));
+    let names = client.list_children(&dir);
+    let leaders = client.list_children(&leader_dir);
+    let snapshot = client.get_data(&snapshot_path);
+    let paused = client.get_data(&paused_path);
+    let exists = client.check_stat(&root);
+    let names = match names.await {
+        Ok(n) => n,
+        Err(zkc::Error::NoNode) => Vec::new(),
+        Err(e) => return Err(op("listing", &dir)(e)),
+    };
+    let paths: Vec<String> = names.iter().map(|n| format!("{dir}/{n}")).collect();
+    let reads: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+    let (mut pods, mut rejected) = (Vec::new(), Vec::new());
+    for ((path, name), read) in paths.iter().zip(&names).zip(reads) {
+        match read.await {
+            Ok((data, stat)) => match crate::zk::cluster::judge(name, &data, &stat) {
+                Ok(r) => pods.push(r.pod),
+                Err(r) => rejected.push(r),
+            },
+            // Gone between the listing and the read: the pod left.
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(op("reading", path)(e)),
+        }
+    }
+    pods.sort_by(|a: &Registered, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+    let leader = leader_of(client, connect, &leader_dir, leaders).await?;
+    let snapshot = match snapshot.await {
+        Ok((data, _)) => crate::zk::snapshot::resolve(client, &snapshot_path, &data)
+            .await
+            .ok(),
+        Err(zkc::Error::NoNode) => None,
+        Err(e) => return Err(op("reading", &snapshot_path)(e)),
+    };
+    let paused = match paused.await {
+        // Untrusted like the rest: decode() keeps a printable, bounded reason.
+        Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
+        Err(zkc::Error::NoNode) => None,
+        Err(e) => return Err(op("reading", &paused_path)(e)),
+    };
+    let exists = match exists.await {
+        Ok(stat) => stat.is_some(),
+        Err(e) => return Err(op("reading", &root)(e)),
+    };
+    Ok(ClusterRead {
+        exists,
+        pods,
+        rejected,
+        leader,
+        snapshot,
+        paused,
+    })
 }
 
 /// A ZooKeeper error of the session at `connect`, saying what was being done where.

@@ -7,84 +7,39 @@ use std::collections::BTreeSet;
 use zookeeper_client as zkc;
 
 use super::model::{ClusterView, Model, Rejected, SnapshotView};
-use crate::ctl::discover::{leader_of, Discovery, CLUSTERS};
+use crate::ctl::discover::{Discovery, CLUSTERS};
 use crate::ctl::CtlError;
 
-/// Reads one cluster (None when its znode is gone): pods, leader and snapshot, every read sent
-/// before the first is awaited.
+/// Reads one cluster ([`read_cluster`](crate::ctl::discover::read_cluster)) into its view; None
+/// when its znode is gone and nothing of it is left.
 async fn read_cluster(
     zk: &Discovery,
     client: &zkc::Client,
     key: &str,
 ) -> Result<Option<ClusterView>, CtlError> {
-    let root = format!("{CLUSTERS}/{key}");
-    let dir = format!("{root}/pods");
-    let leader_dir = format!("{root}/leader");
-    let snapshot_path = format!("{root}/snapshot");
-    let names = client.list_children(&dir);
-    let leaders = client.list_children(&leader_dir);
-    let snapshot = client.get_data(&snapshot_path);
-    let paused_path = format!("{root}/paused");
-    let paused = client.get_data(&paused_path);
-    let exists = client.check_stat(&root);
-    let names = match names.await {
-        Ok(n) => n,
-        Err(zkc::Error::NoNode) => Vec::new(),
-        Err(e) => return Err(zk.op("listing", &dir)(e)),
-    };
-    let paths: Vec<(String, String)> = names.into_iter().map(|n| (format!("{dir}/{n}"), n)).collect();
-    let reads: Vec<_> = paths.iter().map(|(p, _)| client.get_data(p)).collect();
-    let mut view = ClusterView {
+    let read = crate::ctl::discover::read_cluster(client, zk.connect_string(), key).await?;
+    let view = ClusterView {
         key: key.to_string(),
-        ..ClusterView::default()
+        pods: read.pods.into_iter().map(|p| (p.uuid.clone(), p)).collect(),
+        rejected: read
+            .rejected
+            .into_iter()
+            .map(|r| Rejected {
+                znode: r.name,
+                reason: r.reason,
+            })
+            .collect(),
+        leader: read.leader,
+        snapshot: read.snapshot.map(|s| SnapshotView {
+            generation: s.generation,
+            pods: s.pods.into_iter().map(|(u, p)| (u, p.seq)).collect(),
+            depends_on: s.depends_on,
+            failed: s.failed,
+        }),
+        paused: read.paused,
     };
-    for ((path, name), read) in paths.iter().zip(reads) {
-        match read.await {
-            // Judged as the leader judges it (zk::cluster::judge: a valid pod, filed under its own
-            // uuid, in an ephemeral znode): nothing past here sees a hostile value.
-            Ok((data, stat)) => match crate::zk::cluster::judge(name, &data, &stat) {
-                Ok(r) => {
-                    view.pods.insert(r.pod.uuid.clone(), r.pod);
-                }
-                Err(r) => view.rejected.push(Rejected {
-                    znode: r.name,
-                    reason: r.reason,
-                }),
-            },
-            // Gone between the listing and the read: the pod left.
-            Err(zkc::Error::NoNode) => {}
-            Err(e) => return Err(zk.op("reading", path)(e)),
-        }
-    }
-    view.leader = leader_of(client, zk.connect_string(), &leader_dir, leaders).await?;
-    view.snapshot = match snapshot.await {
-        // A snapshot that does not parse is shown as none: the leader will write a good one.
-        // The snapshot as the leader reads it (crate::zk::snapshot): invalid pods dropped.
-        // Either form of SPEC §6 (one znode, or a manifest and its parts).
-        Ok((data, _)) => crate::zk::snapshot::resolve(client, &snapshot_path, &data)
-            .await
-            .ok()
-            .map(|s| SnapshotView {
-                generation: s.generation,
-                pods: s.pods.into_iter().map(|(u, p)| (u, p.seq)).collect(),
-                depends_on: s.depends_on,
-                failed: s.failed,
-            }),
-        Err(zkc::Error::NoNode) => None,
-        Err(e) => return Err(zk.op("reading", &snapshot_path)(e)),
-    };
-    view.paused = match paused.await {
-        // Untrusted like the rest: decode() keeps a printable, bounded reason.
-        Ok((data, stat)) => Some(crate::zk::pause::decode(&data, stat.mtime)),
-        Err(zkc::Error::NoNode) => None,
-        Err(e) => return Err(zk.op("reading", &paused_path)(e)),
-    };
-    match exists.await {
-        Ok(Some(_)) => Ok(Some(view)),
-        Ok(None) if view.pods.is_empty() && view.snapshot.is_none() => Ok(None),
-        Ok(None) => Ok(Some(view)),
-        Err(e) => Err(zk.op("reading", &root)(e)),
-    }
+    let empty = view.pods.is_empty() && view.snapshot.is_none();
+    Ok((read.exists || !empty).then_some(view))
 }
 
 /// Reads every cluster key (names with a dot, SPEC §6).
