@@ -296,7 +296,7 @@ pub fn rebuild(last: Option<&ClusterMap>, d: &Delta) -> Result<ClusterMap, Delta
 }
 
 /// The map a delta describes from `base`, which the caller knows is the delta's base (a
-/// [`Held`] map whose digest it computed once): [`rebuild`] without hashing the base again.
+/// [`Held`](super::held::Held) map whose digest it computed once): [`rebuild`] without hashing the base again.
 pub(super) fn rebuild_from(last: &ClusterMap, d: &Delta) -> Result<ClusterMap, DeltaError> {
     let changes = d
         .delta

@@ -1,6 +1,6 @@
 //! Single values of a pod.yaml, judged on their own (no file, no position): signal names, file
 //! modes, cluster names and patterns, and how a diagnostic quotes a value. Used by the loader
-//! ([`super::load`]), the validator ([`super::validate`]) and the section parsers.
+//! ([`super::load()`]), the validator ([`super::validate`]) and the section parsers.
 
 use std::str::FromStr;
 

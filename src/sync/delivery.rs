@@ -2,8 +2,9 @@
 //! the last map the pod applied ([`crate::model::delta`]).
 //!
 //! Within a leadership the leader remembers, per pod, whether it takes deltas and whether it
-//! inherits `added` and `removed` from a delta's base (its `check` answer says so, [`Takes`]), the digest of the map its last `check` accepted and of the last map it applied (its
-//! `on` answered 2xx), and keeps the last few maps it sent. A pod holds both maps as bases
+//! inherits `added` and `removed` from a delta's base (its `check` answer says so, [`Takes`]),
+//! the digest of the map its last `check` accepted and of the last map it applied (its `on`
+//! answered 2xx), and keeps the last few maps it sent. A pod holds both maps as bases
 //! ([`crate::model::held::Held`]): one whose map is one of those gets a delta (after a `check`
 //! of the map itself, an empty one: a first configuration sends each pod the whole map once, at
 //! `check`); any other (a new pod that did not answer `check` yet, an older ochopod) gets the
