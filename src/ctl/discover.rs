@@ -281,7 +281,7 @@ pub(super) async fn read_cluster(
             Err(e) => return Err(op("reading", path)(e)),
         }
     }
-    pods.sort_by(|a: &Registered, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+    pods.sort_by(Registered::by_seq);
     let leader = leader_of(client, connect, &leader_dir, leaders).await?;
     let snapshot = match snapshot.await {
         Ok((data, _)) => crate::zk::snapshot::resolve(client, &snapshot_path, &data)

@@ -289,7 +289,7 @@ fn word(field: &str, text: &str, max: usize, extra: &[char]) -> Result<(), Inval
     }
     match text
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || extra.iter().any(|&c| c as u32 == u32::from(b)))
+        .all(|b| b.is_ascii_alphanumeric() || extra.contains(&char::from(b)))
     {
         true => Ok(()),
         false => Err(invalid(

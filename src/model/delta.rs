@@ -264,9 +264,9 @@ pub fn make(base: &ClusterMap, base_digest: &str, to: &ClusterMap, to_digest: &s
 
 impl Delta {
     /// This delta without the `added` and `removed` that are the same as `base`'s (the map it
-    /// was made from, [`make`]'s first argument): for a pod
-    /// that said `"inherits": true` (SPEC §7). In an empty delta (the `on` and `ok` of a map the
-    /// pod checked) that leaves out the whole list of a first configuration's pods.
+    /// was made from, [`make`]'s first argument): for a pod that said `"inherits": true` (SPEC
+    /// §7). In an empty delta (the `on` and `ok` of a map the pod checked) that leaves out the
+    /// whole list of a first configuration's pods.
     pub fn inheriting(mut self, base: &ClusterMap) -> Delta {
         if self.added.as_ref() == Some(&base.added) {
             self.added = None;

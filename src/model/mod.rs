@@ -61,6 +61,14 @@ pub struct Pod {
     pub started: u64,
 }
 
+impl Pod {
+    /// The order of a cluster's pods everywhere (templates, maps, ctl, the UI): by seq, then uuid
+    /// for pods that claim the same seq.
+    pub fn by_seq(a: &Pod, b: &Pod) -> std::cmp::Ordering {
+        (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid))
+    }
+}
+
 /// The pod's standing in its cluster, as the leader and dependents read it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,7 +148,7 @@ impl ClusterMap {
     /// The pods sorted by seq, as templates see them.
     pub fn pods_by_seq(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self.pods.values().collect();
-        pods.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+        pods.sort_by(|a, b| Pod::by_seq(a, b));
         pods
     }
 

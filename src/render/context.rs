@@ -64,7 +64,7 @@ impl Context {
             .collect();
 
         let mut added: Vec<&Pod> = map.added.iter().filter_map(|u| map.pods.get(u)).collect();
-        added.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+        added.sort_by(|a, b| Pod::by_seq(a, b));
         let added: Vec<Value> = added
             .into_iter()
             .map(|p| pod_json(p, index_of(&p.uuid)))
@@ -79,7 +79,7 @@ impl Context {
                     .or_else(|| previous.and_then(|m| m.pods.get(u)))
             })
             .collect();
-        removed.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+        removed.sort_by(|a, b| Pod::by_seq(a, b));
         let removed: Vec<Value> = removed.into_iter().map(|p| pod_json(p, None)).collect();
 
         let mut dependencies = Map::new();
@@ -88,7 +88,7 @@ impl Context {
         }
         for (name, members) in &map.dependencies {
             let mut ranked: Vec<&Pod> = members.values().collect();
-            ranked.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+            ranked.sort_by(|a, b| Pod::by_seq(a, b));
             let pods: Vec<Value> = ranked
                 .iter()
                 .enumerate()

@@ -70,7 +70,7 @@ impl Delivered {
         let full = Arc::new(Encoded::new(json));
         self.keep(&digest, map);
         // By base, and whether the receivers inherit `added` and `removed`.
-        let mut deltas: HashMap<(String, bool), Arc<Encoded>> = HashMap::new();
+        let mut deltas: HashMap<(&str, bool), Arc<Encoded>> = HashMap::new();
         let mut per_pod = HashMap::new();
         for uuid in uuids {
             let Some(m) = self.pods.get(uuid).filter(|m| m.takes.deltas) else {
@@ -90,7 +90,7 @@ impl Delivered {
                 });
             let Some(base) = base else { continue };
             let inherits = m.takes.inherits;
-            let encoded = match deltas.get(&(base.clone(), inherits)) {
+            let encoded = match deltas.get(&(base.as_str(), inherits)) {
                 Some(e) => e.clone(),
                 None => {
                     let Some((_, from)) = self.maps.iter().find(|(d, _)| d == base) else {
@@ -101,7 +101,7 @@ impl Delivered {
                         d = d.inheriting(from);
                     }
                     let e = Arc::new(Encoded::of(&d));
-                    deltas.insert((base.clone(), inherits), e.clone());
+                    deltas.insert((base.as_str(), inherits), e.clone());
                     e
                 }
             };

@@ -45,7 +45,7 @@ pub fn diff(prev: &Pods, next: &Pods) -> (Vec<String>, Vec<String>) {
 
 fn by_seq<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<String> {
     let mut v: Vec<&Pod> = pods.collect();
-    v.sort_by(|a, b| (a.seq, &a.uuid).cmp(&(b.seq, &b.uuid)));
+    v.sort_by(|a, b| Pod::by_seq(a, b));
     v.into_iter().map(|p| p.uuid.clone()).collect()
 }
 

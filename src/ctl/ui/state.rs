@@ -300,7 +300,7 @@ fn view(
         .values()
         .map(|c| {
             let mut pods: Vec<&Pod> = c.pods.values().collect();
-            pods.sort_by_key(|p| (p.seq, p.uuid.clone()));
+            pods.sort_by(|a, b| Pod::by_seq(a, b));
             let pods: Vec<Value> = pods
                 .into_iter()
                 .map(|p| {

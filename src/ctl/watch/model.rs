@@ -178,7 +178,7 @@ pub fn diff(old: &Model, new: &Model, touched: &BTreeSet<String>, time: &str) ->
             .values()
             .filter(|p| !n.pods.contains_key(&p.uuid))
             .collect();
-        gone.sort_by_key(|p| (p.seq, p.uuid.clone()));
+        gone.sort_by(|a, b| Pod::by_seq(a, b));
         for p in gone {
             let (seq, uuid, ip) = (p.seq, p.uuid.clone(), p.ip.clone());
             push(if p.state == PodState::Leaving || touched.contains(&p.uuid) {
@@ -188,7 +188,7 @@ pub fn diff(old: &Model, new: &Model, touched: &BTreeSet<String>, time: &str) ->
             });
         }
         let mut pods: Vec<&Pod> = n.pods.values().collect();
-        pods.sort_by_key(|p| (p.seq, p.uuid.clone()));
+        pods.sort_by(|a, b| Pod::by_seq(a, b));
         for p in pods {
             let (seq, uuid, ip) = (p.seq, p.uuid.clone(), p.ip.clone());
             match o.pods.get(&p.uuid) {
