@@ -102,21 +102,22 @@ def configured(pods, size, min_generation=1):
     return gens.pop() if f"{size} pods" in status or size == 1 else None
 
 
-def wait(pred, timeout, step=0.05):
-    """`pred()`'s first true value; WAITED["at"] is when that call began (a sweep of every pod that
-    confirms what the leader said takes a while at 200 pods: not counted)."""
+def wait_at(pred, timeout, step=0.05):
+    """`pred()`'s first true value and when that call began (a sweep of every pod that confirms
+    what the leader said takes a while at 200 pods: not counted); (None, now) past `timeout`."""
     t0 = time.time()
     while time.time() - t0 < timeout:
         at = time.time()
         v = pred()
         if v:
-            WAITED["at"] = at
-            return v
+            return v, at
         time.sleep(step)
-    return None
+    return None, time.time()
 
 
-WAITED = {}
+def wait(pred, timeout, step=0.05):
+    """`pred()`'s first true value, None past `timeout`."""
+    return wait_at(pred, timeout, step)[0]
 
 
 def stop_pods(pods):
@@ -139,9 +140,9 @@ def run_size(binary, n):
         t0 = time.time()
         pods = start_pods(binary, root, zk.port, n)
         t_spawned = time.time()
-        gen = wait(lambda: configured(pods, n), 120)
-        t_form = WAITED.get("at", time.time()) - t0
-        t_after_last = WAITED.get("at", time.time()) - t_spawned
+        gen, formed_at = wait_at(lambda: configured(pods, n), 120)
+        t_form = formed_at - t0
+        t_after_last = formed_at - t_spawned
         formed = packets(zk.port) - base
         if not gen:
             return dict(n=n, form="timeout")
@@ -162,8 +163,8 @@ def run_size(binary, n):
         victim_ip, victim = pods.pop(1)
         t1 = time.time()
         victim.kill()
-        gen3 = wait(lambda: configured(pods, n, (gen2 or gen) + 1), 60)
-        t_lost = WAITED.get("at", time.time()) - t1
+        gen3, reconfigured_at = wait_at(lambda: configured(pods, n, (gen2 or gen) + 1), 60)
+        t_lost = reconfigured_at - t1
         return dict(n=n, form=t_form, beyond=t_after_last - DAMPER, spawn=t_spawned - t0, idle=idle,
                     reconf=reconf_requests, reconf_net=reconf_net,
                     lost=t_lost if gen3 else "timeout", formed_packets=formed)

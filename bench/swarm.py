@@ -164,24 +164,24 @@ def svg(results, title, before=()):
         for v in ticks:
             out.append(f'<line x1="{px}" x2="{px + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#eee"/>')
             out.append(f'<text x="{px - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{num(v)}</text>')
-        if len(old) > 1:
-            path = " ".join(f"{X(x):.1f},{Y(v):.1f}" for x, v in old)
-            out.append(f'<polyline points="{path}" fill="none" stroke="#999" stroke-width="2" stroke-dasharray="5,4"/>')
-        for x, v in old:
-            out.append(f'<circle cx="{X(x):.1f}" cy="{Y(v):.1f}" r="3" fill="#999"/>')
-            out.append(f'<text x="{X(x) + 5:.1f}" y="{Y(v) + 12:.1f}" fill="#999">{num(v)}</text>')
+        def series(s, color, dash="", label_dy=-5):
+            """One curve: its line, a dot and the value at each point."""
+            if len(s) > 1:
+                path = " ".join(f"{X(x):.1f},{Y(v):.1f}" for x, v in s)
+                out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+            for x, v in s:
+                out.append(f'<circle cx="{X(x):.1f}" cy="{Y(v):.1f}" r="3" fill="{color}"/>')
+                out.append(f'<text x="{X(x) + 5:.1f}" y="{Y(v) + label_dy:.1f}" fill="{color}">{num(v)}</text>')
+
+        # The runs before: grey and dashed, their values below the points.
+        series(old, "#999", ' stroke-dasharray="5,4"', 12)
         for x in xs:
             out.append(f'<text x="{X(x):.1f}" y="{py + ph + 14}" text-anchor="middle">{x:,}</text>')
         done = {r["pods"] for r in results if not r.get("failed") and "snapshot" not in r}
         for x in sorted(set(xs) - done):
             out.append(f'<text x="{X(x):.1f}" y="{py + 14}" text-anchor="middle" fill="#d1242f">did not complete</text>')
         for s, color in zip(pts, COLORS):
-            if len(s) > 1:
-                path = " ".join(f"{X(x):.1f},{Y(v):.1f}" for x, v in s)
-                out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
-            for x, v in s:
-                out.append(f'<circle cx="{X(x):.1f}" cy="{Y(v):.1f}" r="3" fill="{color}"/>')
-                out.append(f'<text x="{X(x) + 5:.1f}" y="{Y(v) - 5:.1f}" fill="{color}">{num(v)}</text>')
+            series(s, color)
         out.append(f'<text x="{px + pw / 2}" y="{py + ph + 28}" text-anchor="middle" fill="#555">pods (log scale)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
